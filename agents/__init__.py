@@ -1,0 +1,1 @@
+"""Controllers that search MNMS environments: the MNMS controller and baselines."""

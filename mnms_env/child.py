@@ -1,0 +1,178 @@
+"""Child networks: building a torch model from a `ChildConfig`, and the reference trainer.
+
+The reference trainer is a plain PyTorch loop, one child at a time. It is the definition of what
+a child's accuracy means; faster evaluators are checked against it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from mnms_env.features import FeatureMatrix, Features
+from mnms_env.space import ChildConfig
+
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+}
+EVAL_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """What training one child measured. Accuracies are fractions in [0, 1]."""
+
+    val_accuracy: float
+    test_accuracy: float
+    seconds: float
+    parameters: int
+    device: str
+    diverged: bool
+    best_epoch: int
+    """Epoch (1-based) whose weights gave `val_accuracy`; 0 if no epoch finished."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None` picks CUDA when present, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ChildNet(nn.Module):
+    """An MLP over features; with bag features its first layer is a sparse `EmbeddingBag`."""
+
+    def __init__(self, config: ChildConfig, in_dim: int, num_classes: int, bag: bool) -> None:
+        super().__init__()
+        dims = [in_dim] + [config.width] * config.hidden_layers + [num_classes]
+        self.first = (
+            nn.EmbeddingBag(in_dim, dims[1], mode="sum") if bag else nn.Linear(in_dim, dims[1])
+        )
+        if bag:  # EmbeddingBag initialises N(0, 1); use the Linear layer's scale instead
+            bound = 1.0 / math.sqrt(in_dim)
+            nn.init.uniform_(self.first.weight, -bound, bound)
+            self.first_bias = nn.Parameter(torch.empty(dims[1]).uniform_(-bound, bound))
+        else:
+            self.register_parameter("first_bias", None)
+        rest: list[nn.Module] = []
+        for i in range(1, len(dims) - 1):
+            rest += [ACTIVATION_MODULES[config.activation](), nn.Dropout(config.dropout)]
+            rest.append(nn.Linear(dims[i], dims[i + 1]))
+        self.rest = nn.Sequential(*rest)
+
+    def forward(self, x: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if isinstance(x, tuple):
+            indices, offsets, weights = x
+            h = self.first(indices, offsets, per_sample_weights=weights) + self.first_bias
+        else:
+            h = self.first(x)
+        return self.rest(h)
+
+
+def make_optimizer(config: ChildConfig, params) -> torch.optim.Optimizer:  # noqa: ANN001
+    lr, wd = config.learning_rate, config.l2
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
+
+
+def batch_input(
+    mat: FeatureMatrix, rows: np.ndarray, device: torch.device
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Rows of a feature matrix as model input: a dense tensor, or EmbeddingBag's
+    (indices, offsets, per-sample weights) for a sparse bag."""
+    if sp.issparse(mat):
+        sub = mat[rows]
+        return (
+            torch.from_numpy(sub.indices.astype(np.int64)).to(device),
+            torch.from_numpy(sub.indptr[:-1].astype(np.int64)).to(device),
+            torch.from_numpy(sub.data).to(device),
+        )
+    return torch.from_numpy(mat[rows]).to(device)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, mat: FeatureMatrix, y: np.ndarray, device: torch.device) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(y), EVAL_BATCH):
+        rows = np.arange(start, min(start + EVAL_BATCH, len(y)))
+        pred = model(batch_input(mat, rows, device)).argmax(dim=1).cpu().numpy()
+        correct += int((pred == y[rows]).sum())
+    return correct / len(y)
+
+
+def train_child(
+    config: ChildConfig,
+    features: Features,
+    labels: tuple[np.ndarray, np.ndarray, np.ndarray],
+    num_classes: int,
+    *,
+    budget: int,
+    seed: int,
+    device: str | torch.device | None = None,
+) -> ChildResult:
+    """Train one child for `budget` epochs and keep the epoch with the best validation accuracy.
+
+    `labels` are the train, validation and test labels. The seed fixes the initial weights, the
+    data order and dropout, so a CPU run is repeatable. A non-finite loss stops training; the
+    child is reported with its best measured accuracy so far and `diverged=True`.
+    """
+    dev = resolve_device(device)
+    y_train, y_val, y_test = labels
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = ChildNet(config, features.dim, num_classes, features.is_bag).to(dev)
+        optimizer = make_optimizer(config, model.parameters())
+        order_rng = np.random.default_rng(seed)
+        targets = torch.from_numpy(y_train).to(dev)
+        best = (-1.0, 0.0, 0)  # (val, test, epoch)
+        diverged = False
+        for epoch in range(1, budget + 1):
+            model.train()
+            order = order_rng.permutation(len(y_train))
+            for begin in range(0, len(order), config.batch_size):
+                rows = order[begin : begin + config.batch_size]
+                logits = model(batch_input(features.train, rows, dev))
+                loss = nn.functional.cross_entropy(logits, targets[rows])
+                if not torch.isfinite(loss):
+                    diverged = True
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            if diverged:
+                break
+            val = accuracy(model, features.validation, y_val, dev)
+            if val > best[0]:
+                best = (val, accuracy(model, features.test, y_test, dev), epoch)
+        if best[2] == 0:  # diverged before any epoch ended: report the model as it stands
+            best = (
+                accuracy(model, features.validation, y_val, dev),
+                accuracy(model, features.test, y_test, dev),
+                0,
+            )
+    return ChildResult(
+        val_accuracy=best[0],
+        test_accuracy=best[1],
+        seconds=time.perf_counter() - start,
+        parameters=sum(p.numel() for p in model.parameters()),
+        device=str(dev),
+        diverged=diverged,
+        best_epoch=best[2],
+    )

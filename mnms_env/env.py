@@ -1,0 +1,336 @@
+"""`MNMS-v0` and `MNMS-OneShot-v0`: design a child network, get its validation accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from mnms_env.child import ChildResult
+from mnms_env.evaluate import (
+    ChildRequest,
+    Evaluator,
+    SequentialEvaluator,
+    check_budget,
+    evaluate_cached,
+)
+from mnms_env.space import SearchSpace, default_space
+from mnms_env.store import ResultStore
+from mnms_env.tasks import Task, make_task
+
+DEFAULT_TASK = "langid-es"
+INVALID_ACTION_MODES = ("raise", "wrap")
+DEFAULT_STORE = "default"
+
+
+class _MNMSBase(gym.Env):
+    """What both variants share: tasks, space, masks, store and the terminal evaluation."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        task: str | None = None,
+        tasks: Sequence[str] | None = None,
+        *,
+        space: SearchSpace | None = None,
+        budget: int = 1,
+        child_seeds: int = 1,
+        evaluator: Evaluator | None = None,
+        store: str | Path | ResultStore | None = DEFAULT_STORE,
+        invalid_action: Literal["raise", "wrap"] = "raise",
+        device: str | None = None,
+        render_mode: None = None,
+    ) -> None:
+        if task is not None and tasks is not None:
+            raise ValueError("pass either task= or tasks=, not both")
+        names = [task] if task is not None else list(tasks or [DEFAULT_TASK])
+        if isinstance(tasks, str):
+            raise TypeError(f"tasks= takes a list of task names, got the string {tasks!r}")
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"tasks must be a non-empty list of distinct names, got {names!r}")
+        if invalid_action not in INVALID_ACTION_MODES:
+            raise ValueError(
+                f"invalid_action={invalid_action!r}; accepted: {list(INVALID_ACTION_MODES)}"
+            )
+        if not isinstance(child_seeds, int) or child_seeds < 1:
+            raise ValueError(f"child_seeds must be an int >= 1, got {child_seeds!r}")
+        if render_mode is not None:
+            raise ValueError(f"render_mode={render_mode!r}; this environment renders nothing")
+        self.tasks: tuple[Task, ...] = tuple(make_task(name) for name in names)
+        self.task_names: tuple[str, ...] = tuple(t.name for t in self.tasks)
+        self.space = space if space is not None else default_space()
+        self.budget = check_budget(budget)
+        self.child_seeds = child_seeds
+        self.evaluator = evaluator if evaluator is not None else SequentialEvaluator(device=device)
+        self.store = _open_store(store)
+        self.invalid_action = invalid_action
+        self.render_mode = render_mode
+        self._masks = {m: self.space.masks(m) for m in {t.modality for t in self.tasks}}
+        self._task_index = 0
+        self._child_seed = 0
+
+    @property
+    def task(self) -> Task:
+        """The task of the current episode."""
+        return self.tasks[self._task_index]
+
+    def task_masks(self) -> np.ndarray:
+        """`(decisions, max_options)` boolean masks of the current task."""
+        return self._masks[self.task.modality]
+
+    def _pick_task(self, options: dict[str, Any] | None) -> None:
+        name = (options or {}).get("task")
+        if name is None:
+            self._task_index = int(self.np_random.integers(len(self.tasks)))
+        elif name in self.task_names:
+            self._task_index = self.task_names.index(name)
+        else:
+            raise ValueError(
+                f"reset(options={{'task': {name!r}}}): not a task of this env; "
+                f"accepted: {list(self.task_names)}"
+            )
+        self._child_seed = int(self.np_random.integers(self.child_seeds))
+
+    def _check_option(self, step: int, action: int) -> int:
+        """The option index for `action` at decision `step` (wrapped or raising if invalid)."""
+        valid = np.flatnonzero(self.task_masks()[step])
+        if action in valid:
+            return action
+        decision = self.space.decisions[step]
+        if self.invalid_action == "wrap" and action >= 0:
+            return int(valid[action % len(valid)])
+        raise ValueError(
+            f"action {action} is invalid for decision {decision.name!r} (step {step}) on task "
+            f"{self.task.name!r}: valid actions are {valid.tolist()} "
+            f"(options {[decision.options[i] for i in valid]})"
+        )
+
+    def _evaluate(self, indices: Sequence[int]) -> tuple[float, dict[str, Any]]:
+        config = self.space.decode(indices, self.task.modality)
+        request = ChildRequest(self.task.name, config, self._child_seed, self.budget)
+        [(result, cached)] = evaluate_cached(self.evaluator, self.store, [request])
+        return result.val_accuracy, child_info(request, result, cached)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("tasks")  # large arrays; reloaded (memoised) by name
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.tasks = tuple(make_task(name) for name in self.task_names)
+
+
+def child_info(request: ChildRequest, result: ChildResult, cached: bool) -> dict[str, Any]:
+    """`info["child"]`: the request and its measured result as plain values."""
+    return {
+        "task": request.task,
+        "config": asdict(request.config),
+        "seed": request.seed,
+        "budget": request.budget,
+        **asdict(result),
+        "cached": cached,
+    }
+
+
+def _open_store(store: str | Path | ResultStore | None) -> ResultStore | None:
+    if store is None or isinstance(store, ResultStore):
+        return store
+    return ResultStore(None if store == DEFAULT_STORE else store)
+
+
+class MNMSEnv(_MNMSBase):
+    """## Description
+
+    Multitask Neural Model Search (Wong and Gesmundo, 2017) as an episodic environment. One
+    episode designs one child network for one task, one decision per step (representation, its
+    size, depth, width, activation, dropout, optimizer, learning rate, batch size, L2 in the
+    default space). After the last decision the child is really trained on the task's training
+    split and its validation accuracy is the reward. The observation says which task the child
+    is for, so one agent can learn task-specific designs.
+
+    ## Action Space
+
+    `Discrete(max_options)`: the option index for the current decision. Not every index is valid
+    at every step (decisions have fewer options than the largest one, and some options do not
+    apply to a task, e.g. text featurizers on `digits`). `action_masks()` and
+    `info["action_mask"]` give the valid ones. An invalid action raises `ValueError` naming the
+    decision and its valid actions; with `invalid_action="wrap"` it is mapped to
+    `valid[action % len(valid)]` instead.
+
+    ## Observation Space
+
+    | key         | space                        | meaning                                   |
+    |-------------|------------------------------|-------------------------------------------|
+    | `task`      | `Discrete(len(tasks))`       | the episode's task in `env.task_names`    |
+    | `step`      | `Discrete(len(space) + 1)`   | decisions made so far                     |
+    | `decisions` | `MultiDiscrete(options + 1)` | each chosen option + 1; 0 = not yet made  |
+
+    ## Rewards
+
+    0 after every decision but the last; then the child's validation accuracy in [0, 1]. The test
+    accuracy is reported in `info["child"]` and never enters the reward.
+
+    ## Starting State
+
+    No decision made; the task is drawn uniformly from `tasks` with `np_random`, or chosen by
+    `reset(options={"task": name})`.
+
+    ## Episode End
+
+    Termination: after the last decision (`len(env.unwrapped.space)` steps). Truncation: never.
+
+    ## Info
+
+    `task` (name), `action_mask` (valid actions for the next step; all True once the episode has
+    ended), and on the last step `child`: the config, seed, budget, `val_accuracy`,
+    `test_accuracy`, `seconds`, `parameters`, `device`, `diverged`, `best_epoch` and `cached`
+    (answered from the results store without training).
+
+    ## Arguments
+
+    | argument         | default       | meaning                                                 |
+    |------------------|---------------|---------------------------------------------------------|
+    | `task`/`tasks`   | `"langid-es"` | one task name, or a list (one drawn per episode)         |
+    | `space`          | default space | a `SearchSpace`                                          |
+    | `budget`         | 1             | training epochs per child (best kept on validation)     |
+    | `child_seeds`    | 1             | seed of each child: `np_random.integers(child_seeds)`   |
+    | `evaluator`      | sequential    | an `Evaluator` that trains children                     |
+    | `store`          | per-user file | SQLite path, a `ResultStore`, or None (no caching)      |
+    | `invalid_action` | `"raise"`     | `"raise"` or `"wrap"`                                    |
+    | `device`         | auto          | torch device for the default evaluator                  |
+
+    ```python
+    import gymnasium as gym
+    env = gym.make("mnms_env:MNMS-v0", tasks=["langid-es", "word-sentiment-en"], budget=2)
+    ```
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    def __init__(self, task: str | None = None, tasks: Sequence[str] | None = None, **kwargs: Any):
+        super().__init__(task, tasks, **kwargs)
+        sizes = np.array(self.space.sizes, dtype=np.int64)
+        self.action_space = spaces.Discrete(self.space.max_options)
+        self.observation_space = spaces.Dict(
+            {
+                "task": spaces.Discrete(len(self.tasks)),
+                "step": spaces.Discrete(len(self.space) + 1),
+                "decisions": spaces.MultiDiscrete(sizes + 1),
+            }
+        )
+        self._chosen = np.zeros(len(self.space), dtype=np.int64)
+        self._step = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._pick_task(options)
+        self._chosen[:] = 0
+        self._step = 0
+        return self._obs(), self._info()
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if self._step >= len(self.space):
+            raise RuntimeError("the episode has ended; call reset() before step()")
+        option = self._check_option(self._step, int(action))
+        self._chosen[self._step] = option + 1
+        self._step += 1
+        if self._step < len(self.space):
+            return self._obs(), 0.0, False, False, self._info()
+        reward, child = self._evaluate(self._chosen - 1)
+        return self._obs(), reward, True, False, self._info(child=child)
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions now (for sb3-contrib's MaskablePPO and masked samplers)."""
+        if self._step >= len(self.space):
+            return np.ones(self.space.max_options, dtype=bool)
+        return self.task_masks()[self._step].copy()
+
+    def _obs(self) -> dict[str, Any]:
+        return {
+            "task": self._task_index,
+            "step": self._step,
+            "decisions": self._chosen.copy(),
+        }
+
+    def _info(self, **extra: Any) -> dict[str, Any]:
+        return {"task": self.task.name, "action_mask": self.action_masks(), **extra}
+
+
+class MNMSOneShotEnv(_MNMSBase):
+    """## Description
+
+    The one-step variant of `MNMS-v0`: a single `MultiDiscrete` action chooses every decision of
+    the child at once, suiting bandit-style and factorised agents. Same tasks, space, training,
+    store and info as `MNMS-v0`.
+
+    ## Action Space
+
+    `MultiDiscrete(options per decision)`. Options invalid for the task raise `ValueError`
+    (or wrap, with `invalid_action="wrap"`). `action_masks()` returns the concatenated
+    per-decision masks, the layout MaskablePPO expects for `MultiDiscrete`.
+
+    ## Observation Space
+
+    `Dict(task=Discrete(len(tasks)))`: the episode's task index.
+
+    ## Rewards
+
+    The child's validation accuracy, on the only step.
+
+    ## Starting State
+
+    As `MNMS-v0`: the task drawn with `np_random` or given by `reset(options={"task": name})`.
+
+    ## Episode End
+
+    Termination after one step. Truncation: never.
+
+    ## Arguments
+
+    As `MNMS-v0`: `gym.make("mnms_env:MNMS-OneShot-v0", task="digits")`.
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    def __init__(self, task: str | None = None, tasks: Sequence[str] | None = None, **kwargs: Any):
+        super().__init__(task, tasks, **kwargs)
+        self.action_space = spaces.MultiDiscrete(np.array(self.space.sizes, dtype=np.int64))
+        self.observation_space = spaces.Dict({"task": spaces.Discrete(len(self.tasks))})
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._pick_task(options)
+        return self._obs(), {"task": self.task.name, "action_mask": self.action_masks()}
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.int64).reshape(-1)
+        if action.shape != (len(self.space),):
+            raise ValueError(
+                f"action must hold {len(self.space)} option indices, got shape {action.shape}"
+            )
+        indices = [self._check_option(i, int(a)) for i, a in enumerate(action)]
+        reward, child = self._evaluate(indices)
+        info = {"task": self.task.name, "action_mask": self.action_masks(), "child": child}
+        return self._obs(), reward, True, False, info
+
+    def action_masks(self) -> np.ndarray:
+        masks = self.task_masks()
+        return np.concatenate([masks[i, :n] for i, n in enumerate(self.space.sizes)])
+
+    def _obs(self) -> dict[str, Any]:
+        return {"task": self._task_index}

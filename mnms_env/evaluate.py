@@ -1,0 +1,107 @@
+"""The `Evaluator` interface: child requests in, measured results out.
+
+Everything above this module (environments, agents, benchmarks) sees children only through
+`Evaluator.evaluate`, so how children are trained (one by one, batched on a GPU, or looked up) can
+change without touching the search. `evaluate_cached` puts a `ResultStore` in front of any
+evaluator.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from mnms_env.child import ChildResult, resolve_device, train_child
+from mnms_env.features import Features, featurize
+from mnms_env.space import ChildConfig
+from mnms_env.store import ResultStore
+from mnms_env.tasks import make_task
+
+
+@dataclass(frozen=True)
+class ChildRequest:
+    """Train `config` on `task` (a registered name) with `seed`, for `budget` epochs."""
+
+    task: str
+    config: ChildConfig
+    seed: int = 0
+    budget: int = 1
+
+    def __post_init__(self) -> None:
+        check_budget(self.budget)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+
+
+def check_budget(budget: object) -> int:
+    """A budget is a whole number of training epochs, at least 1."""
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise ValueError(f"budget is a number of epochs, an int >= 1; got {budget!r}")
+    return budget
+
+
+class Evaluator(ABC):
+    """Trains (or otherwise answers) child requests."""
+
+    @abstractmethod
+    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
+        """One result per request, in order. Never raises for a child that diverges."""
+
+
+@lru_cache(maxsize=16)
+def task_features(task_name: str, representation: str, size: int | None) -> Features:
+    """Features of a registered task, memoised in-process on top of the disk cache."""
+    return featurize(make_task(task_name), representation, size)
+
+
+class SequentialEvaluator(Evaluator):
+    """The reference: trains each child alone with `train_child`, one after another."""
+
+    def __init__(self, *, device: str | torch.device | None = None) -> None:
+        self.device = resolve_device(device)
+
+    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
+        results = []
+        for request in requests:
+            task = make_task(request.task)
+            config = request.config
+            features = task_features(task.name, config.representation, config.representation_size)
+            labels = (task.train.y, task.validation.y, task.test.y)
+            results.append(
+                train_child(
+                    config,
+                    features,
+                    labels,
+                    task.num_classes,
+                    budget=request.budget,
+                    seed=request.seed,
+                    device=self.device,
+                )
+            )
+        return results
+
+
+def evaluate_cached(
+    evaluator: Evaluator, store: ResultStore | None, requests: Sequence[ChildRequest]
+) -> list[tuple[ChildResult, bool]]:
+    """Answer each request from `store` when it holds it, else train it (all misses in one
+    `evaluate` call) and record it. Returns `(result, cached)` pairs in request order."""
+    if store is None:
+        return [(result, False) for result in evaluator.evaluate(requests)]
+    keys = [
+        store.key(r.task, make_task(r.task).fingerprint, r.config, r.seed, r.budget)
+        for r in requests
+    ]
+    found = [store.get(key) for key in keys]
+    missing = [i for i, hit in enumerate(found) if hit is None]
+    fresh = evaluator.evaluate([requests[i] for i in missing]) if missing else []
+    answers: list[tuple[ChildResult, bool]] = [(hit, True) for hit in found]  # type: ignore[misc]
+    for i, result in zip(missing, fresh, strict=True):
+        request = requests[i]
+        store.put(keys[i], request.task, request.config, request.seed, request.budget, result)
+        answers[i] = (result, False)
+    return answers

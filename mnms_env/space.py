@@ -1,0 +1,267 @@
+"""The search space: decisions, their options, per-task masks and decoding into a `ChildConfig`.
+
+A child is described by a `ChildConfig`; a `SearchSpace` is an ordered tuple of `Decision`s, each
+naming one `ChildConfig` field and the values it may take. Decisions a custom space leaves out keep
+the `ChildConfig` default. Which options are valid depends on the task's modality (text
+featurizers never apply to `digits`) and, for the representation size, on whether the chosen
+representation has a size at all; `SearchSpace.masks` encodes the first, `ChildConfig.canonical`
+the second (irrelevant values are dropped, so equal children share one cache key).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from mnms_env.features import encoder_available
+from mnms_env.tasks.base import Modality
+
+TEXT_REPRESENTATIONS = ("word-hash", "char-hash", "embedding-bag", "minilm")
+DENSE_REPRESENTATIONS = ("minilm", "raw")
+REPRESENTATIONS: dict[str, tuple[Modality, ...]] = {
+    **{name: ("text",) for name in TEXT_REPRESENTATIONS},
+    "raw": ("tabular",),
+}
+ACTIVATIONS = ("relu", "tanh", "gelu", "elu", "sigmoid")
+OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop")
+
+
+class SpaceError(ValueError):
+    """A decision, option or config outside what the child trainer understands."""
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    """Everything that defines one child network and how it is trained.
+
+    The model reads the featurized input, applies `hidden_layers` fully connected layers of
+    `width` units (each followed by `activation` and `dropout`) and a linear output layer.
+    """
+
+    representation: str = "word-hash"
+    """Featurizer: hashed word 1-2-grams, hashed char 2-4-grams, a trainable word embedding bag,
+    the pretrained MiniLM sentence encoder, or standardised raw features (tabular tasks)."""
+    representation_size: int | None = 4096
+    """Hash buckets or vocabulary size of a bag representation; `None` for dense ones."""
+    hidden_layers: int = 1
+    width: int = 128
+    activation: str = "relu"
+    dropout: float = 0.0
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    l2: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_choice("representation", self.representation, tuple(REPRESENTATIONS))
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        checks = {
+            "hidden_layers": self.hidden_layers >= 0,
+            "width": self.width >= 1,
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "learning_rate": self.learning_rate > 0,
+            "batch_size": self.batch_size >= 1,
+            "l2": self.l2 >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise SpaceError(f"ChildConfig.{name}={getattr(self, name)!r} is out of range")
+        if self.representation in DENSE_REPRESENTATIONS:
+            if self.representation_size is not None:
+                raise SpaceError(
+                    f"representation {self.representation!r} has no size; "
+                    f"got representation_size={self.representation_size!r} (use None)"
+                )
+        elif self.representation_size is None or self.representation_size < 2:
+            raise SpaceError(
+                f"representation {self.representation!r} needs representation_size >= 2, "
+                f"got {self.representation_size!r}"
+            )
+
+    @property
+    def is_dense(self) -> bool:
+        return self.representation in DENSE_REPRESENTATIONS
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): the config's identity in caches and the store."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ChildConfig:
+        return cls(**json.loads(text))
+
+
+def _check_choice(name: str, value: Any, accepted: Sequence[Any]) -> None:
+    if value not in accepted:
+        raise SpaceError(f"{name}={value!r} is not supported; accepted: {list(accepted)}")
+
+
+CONFIG_FIELDS = tuple(f.name for f in fields(ChildConfig))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One step of an episode: choose one of `options` for the `ChildConfig` field `name`."""
+
+    name: str
+    options: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        if self.name not in CONFIG_FIELDS:
+            close = difflib.get_close_matches(self.name, CONFIG_FIELDS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise SpaceError(
+                f"unknown decision {self.name!r}; accepted: {list(CONFIG_FIELDS)}.{hint}"
+            )
+        if len(self.options) == 0:
+            raise SpaceError(f"decision {self.name!r} has no options")
+        if len(set(self.options)) != len(self.options):
+            raise SpaceError(f"decision {self.name!r} repeats an option: {self.options}")
+        object.__setattr__(self, "options", tuple(self.options))
+        for option in self.options:  # validate each option in isolation
+            _validate_option(self.name, option)
+
+    def __len__(self) -> int:
+        return len(self.options)
+
+
+def _validate_option(name: str, option: Any) -> None:
+    base = ChildConfig(representation="raw", representation_size=None)
+    if name == "representation":
+        size = None if option in DENSE_REPRESENTATIONS else 4096
+        values = {"representation": option, "representation_size": size}
+    elif name == "representation_size":
+        values = {"representation": "word-hash", "representation_size": option}
+    else:
+        values = {name: option}
+    try:
+        replace(base, **values)
+    except (SpaceError, TypeError) as err:
+        raise SpaceError(f"decision {name!r}: option {option!r} is invalid: {err}") from err
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """An ordered tuple of decisions; one environment step chooses one of them."""
+
+    decisions: tuple[Decision, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decisions", tuple(self.decisions))
+        if not self.decisions:
+            raise SpaceError("a search space needs at least one decision")
+        names = [d.name for d in self.decisions]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise SpaceError(f"decisions appear more than once: {duplicates}")
+
+    def __len__(self) -> int:
+        return len(self.decisions)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.decisions)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(len(d) for d in self.decisions)
+
+    @property
+    def max_options(self) -> int:
+        return max(self.sizes)
+
+    def masks(self, modality: Modality) -> np.ndarray:
+        """Boolean `(len(self), max_options)`: row i marks the options of decision i valid for a
+        task of this modality. Padding columns past a decision's options are False, and so is
+        `minilm` when its optional package is not installed."""
+        mask = np.zeros((len(self), self.max_options), dtype=bool)
+        for i, decision in enumerate(self.decisions):
+            for j, option in enumerate(decision.options):
+                if decision.name == "representation":
+                    usable = option != "minilm" or encoder_available()
+                    mask[i, j] = usable and modality in REPRESENTATIONS[option]
+                else:
+                    mask[i, j] = True
+            if not mask[i].any():
+                raise SpaceError(
+                    f"decision {decision.name!r} has no option valid for {modality} tasks; "
+                    f"options: {list(decision.options)}"
+                )
+        return mask
+
+    def decode(self, indices: Sequence[int], modality: Modality) -> ChildConfig:
+        """The `ChildConfig` chosen by one option index per decision."""
+        if len(indices) != len(self):
+            raise SpaceError(f"expected {len(self)} option indices, got {len(indices)}")
+        mask = self.masks(modality)
+        values: dict[str, Any] = {}
+        for i, (decision, index) in enumerate(zip(self.decisions, indices, strict=True)):
+            index = int(index)
+            if not (0 <= index < len(decision) and mask[i, index]):
+                valid = np.flatnonzero(mask[i]).tolist()
+                raise SpaceError(
+                    f"decision {decision.name!r}: option index {index} is not valid for a "
+                    f"{modality} task; valid indices: {valid} of {list(decision.options)}"
+                )
+            values[decision.name] = decision.options[index]
+        return canonical_config(values, modality)
+
+    def encode(self, config: ChildConfig) -> list[int]:
+        """Option indices that decode to `config` (the inverse of `decode`)."""
+        values = asdict(config)
+        out = []
+        for decision in self.decisions:
+            value = values[decision.name]
+            if value not in decision.options:
+                if decision.name == "representation_size" and value is None:
+                    out.append(0)
+                    continue
+                raise SpaceError(
+                    f"{decision.name}={value!r} is not an option of this space: "
+                    f"{list(decision.options)}"
+                )
+            out.append(decision.options.index(value))
+        return out
+
+
+def canonical_config(values: dict[str, Any], modality: Modality) -> ChildConfig:
+    """A `ChildConfig` from chosen values, with inapplicable ones dropped or defaulted.
+
+    A dense representation has no size, and a tabular task defaults to `raw` features when the
+    space leaves the representation out.
+    """
+    values = dict(values)
+    if "representation" not in values and modality == "tabular":
+        values["representation"] = "raw"
+    rep = values.get("representation", ChildConfig.representation)
+    if rep in DENSE_REPRESENTATIONS:
+        values["representation_size"] = None
+    elif values.get("representation_size") is None:
+        values["representation_size"] = ChildConfig.representation_size
+    return ChildConfig(**values)
+
+
+def default_space() -> SearchSpace:
+    """Ten decisions in the spirit of the paper's space, masked per task modality."""
+    return SearchSpace(
+        (
+            Decision(
+                "representation", ("word-hash", "char-hash", "embedding-bag", "minilm", "raw")
+            ),
+            Decision("representation_size", (1024, 4096, 16384)),
+            Decision("hidden_layers", (0, 1, 2, 3)),
+            Decision("width", (32, 64, 128, 256)),
+            Decision("activation", ("relu", "tanh", "gelu", "elu")),
+            Decision("dropout", (0.0, 0.1, 0.3, 0.5)),
+            Decision("optimizer", OPTIMIZERS),
+            Decision("learning_rate", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
+            Decision("batch_size", (16, 32, 64, 128)),
+            Decision("l2", (0.0, 1e-5, 1e-4, 1e-3)),
+        )
+    )

@@ -1,0 +1,124 @@
+"""The SQLite store of every trained child.
+
+One row per (task data, config, seed, budget): a request already answered is never trained
+again, in this process or any other sharing the file. SQLite's WAL journal and a busy timeout
+let several processes read and write one store at once; `INSERT OR IGNORE` keeps the first
+result when two processes happen to train the same child.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import fields
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from mnms_env.child import ChildResult
+from mnms_env.paths import cache_dir
+from mnms_env.space import ChildConfig
+
+RESULT_FIELDS = tuple(f.name for f in fields(ChildResult))
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS children (
+    key TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    config TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    budget INTEGER NOT NULL,
+    val_accuracy REAL NOT NULL,
+    test_accuracy REAL NOT NULL,
+    seconds REAL NOT NULL,
+    parameters INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    diverged INTEGER NOT NULL,
+    best_epoch INTEGER NOT NULL,
+    created REAL NOT NULL,
+    version TEXT NOT NULL
+)
+"""
+
+
+def package_version() -> str:
+    try:
+        return version("mnms-env")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def default_store_path() -> Path:
+    return cache_dir() / "results.sqlite"
+
+
+class ResultStore:
+    """A results store in the SQLite file at `path` (created on first use)."""
+
+    def __init__(self, path: str | Path | None = None, *, timeout: float = 60.0) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._timeout = timeout
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection per call (cheap for SQLite, and safe across fork, threads and pickling),
+        committed and closed on exit."""
+        with closing(sqlite3.connect(self.path, timeout=self._timeout)) as db, db:
+            yield db
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_timeout": self._timeout}
+
+    @staticmethod
+    def key(task: str, fingerprint: str, config: ChildConfig, seed: int, budget: int) -> str:
+        """Identity of a request: the task's name and data, the config, seed and budget."""
+        text = f"{task}|{fingerprint}|{config.to_json()}|{seed}|{budget}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def get(self, key: str) -> ChildResult | None:
+        with self._connect() as db:
+            row = db.execute(
+                f"SELECT {', '.join(RESULT_FIELDS)} FROM children WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        values = dict(zip(RESULT_FIELDS, row, strict=True))
+        values["diverged"] = bool(values["diverged"])
+        return ChildResult(**values)
+
+    def put(
+        self, key: str, task: str, config: ChildConfig, seed: int, budget: int, result: ChildResult
+    ) -> None:
+        row = {
+            "key": key,
+            "task": task,
+            "config": config.to_json(),
+            "seed": seed,
+            "budget": budget,
+            **{name: getattr(result, name) for name in RESULT_FIELDS},
+            "created": time.time(),
+            "version": package_version(),
+        }
+        row["diverged"] = int(row["diverged"])
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._connect() as db:
+            db.execute(
+                f"INSERT OR IGNORE INTO children ({columns}) VALUES ({marks})", tuple(row.values())
+            )
+
+    def __len__(self) -> int:
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM children").fetchone()[0]
+
+    def rows(self, task: str | None = None) -> list[dict]:
+        """Every stored child (optionally of one task) as a dict, oldest first."""
+        query = "SELECT * FROM children" + (" WHERE task = ?" if task else "") + " ORDER BY created"
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute(query, (task,) if task else ())]

@@ -1,0 +1,223 @@
+"""The task registry: names to `Task`s, memoised, plus user files and `datasets` objects.
+
+`make_task(name, seed=...)` accepts a registered name (`list_tasks()` shows them), or
+`"jsonl:PATH"` / `"csv:PATH"` for a file with columns `text` and `label`. The env calls it
+often, so results are memoised per (name, seed); the memo is refreshed when the data behind a
+name changes (another `MNMS_DATA_DIR`, an edited file, a re-registration).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mnms_env.tasks import external
+from mnms_env.tasks.base import (
+    MODALITIES,
+    SPLITS,
+    Modality,
+    Split,
+    Task,
+    TaskError,
+    encode_labels,
+    stratified_split,
+    task_from_arrays,
+)
+from mnms_env.tasks.builtin import BUILTIN
+
+__all__ = [
+    "MODALITIES",
+    "SPLITS",
+    "Modality",
+    "Split",
+    "Task",
+    "TaskError",
+    "TaskInfo",
+    "encode_labels",
+    "list_tasks",
+    "make_task",
+    "register_task",
+    "stratified_split",
+    "task_from_arrays",
+]
+
+FILE_PREFIXES = ("jsonl:", "csv:")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What `list_tasks` reports about one task (for seed 0)."""
+
+    name: str
+    modality: Modality
+    num_classes: int
+    sizes: dict[str, int]
+    """Rows in train/validation/test. For named datasets: as their reference copy
+    (`shared/data`, read through `MNMS_DATA_DIR`) yields them; a hub copy may differ."""
+    source: str
+    """Where the data comes from: a package ("wordfreq", "scikit-learn"), a hub id or a path."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[[int], Task]
+    info: Callable[[], TaskInfo]
+    version: Callable[[], object]
+    """Identifies the data behind the name now; a change invalidates memoised tasks."""
+
+
+def _no_version() -> None:
+    return None
+
+
+def _loaded_info(name: str) -> TaskInfo:
+    task = make_task(name, seed=0)
+    return TaskInfo(name, task.modality, task.num_classes, task.sizes(), task.source)
+
+
+def _named_info(name: str, spec: external.NamedDataset) -> TaskInfo:
+    return TaskInfo(name, "text", len(spec.classes), external.declared_sizes(spec), spec.hub_source)
+
+
+def _file_version(path: Path) -> tuple[int, int] | None:
+    stat = path.stat() if path.is_file() else None
+    return (stat.st_mtime_ns, stat.st_size) if stat else None
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_MEMO: dict[tuple[str, int], tuple[object, Task]] = {}
+
+
+def make_task(name: str, *, seed: int = 0) -> Task:
+    """The task called `name`, split with `seed`; equal (name, seed) give identical splits.
+
+    Raises `TaskError` for an unknown name (with the nearest registered names) and for data
+    that cannot become a task.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TaskError(f"seed must be a non-negative int, got {seed!r}")
+    entry = _entry(name)
+    version = entry.version()
+    hit = _MEMO.get((name, seed))
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    task = entry.build(seed)
+    _MEMO[(name, seed)] = (version, task)
+    return task
+
+
+def register_task(
+    name: str,
+    source: Callable[[int], Task] | str | os.PathLike[str] | Any,
+    *,
+    modality: Modality = "text",
+    text_column: str = "text",
+    label_column: str = "label",
+    overwrite: bool = False,
+) -> None:
+    """Make `source` available as `make_task(name)`.
+
+    `source` is a callable `(seed) -> Task`, a path to a `.jsonl` or `.csv` file, or a
+    `datasets.Dataset` / `datasets.DatasetDict` (a DatasetDict's train/validation/test splits
+    are used as given; a single split is cut 80/10/10). `text_column` and `label_column` name
+    the columns of files and datasets.
+    """
+    if not isinstance(name, str) or not name or name.startswith(FILE_PREFIXES):
+        raise TaskError(f"task name {name!r} is empty or starts with a reserved {FILE_PREFIXES}")
+    if name in _REGISTRY and not overwrite:
+        raise TaskError(f"task {name!r} is already registered; pass overwrite=True to replace it")
+    if modality not in MODALITIES:
+        raise TaskError(f"task {name!r}: modality {modality!r} is not one of {MODALITIES}")
+    columns = {"text_column": text_column, "label_column": label_column}
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.suffix not in (".jsonl", ".csv") or not path.is_file():
+            raise TaskError(f"task {name!r}: {path} is not an existing .jsonl or .csv file")
+        entry = _file_entry(name, path, modality, columns)
+    elif _is_dataset(source):
+        entry = _Entry(
+            lambda seed: external.from_dataset(
+                name, source, seed=seed, modality=modality, **columns
+            ),
+            partial(_loaded_info, name),
+            _no_version,
+        )
+    elif callable(source):
+        build = partial(_checked, name, modality, source)
+        entry = _Entry(build, partial(_loaded_info, name), _no_version)
+    else:
+        raise TaskError(
+            f"task {name!r}: cannot register a {type(source).__name__}; accepted: a callable "
+            "(seed) -> Task, a .jsonl/.csv path, or a datasets.Dataset / DatasetDict"
+        )
+    for key in [k for k in _MEMO if k[0] == name]:
+        del _MEMO[key]
+    _REGISTRY[name] = entry
+
+
+def list_tasks() -> list[TaskInfo]:
+    """Every registered task, in registration order. Built-in and user tasks are loaded
+    (memoised, about 2 s in all); named datasets report their declared sizes without loading."""
+    return [entry.info() for entry in _REGISTRY.values()]
+
+
+def _entry(name: str) -> _Entry:
+    if not isinstance(name, str):
+        raise TaskError(f"a task name is a str, got {type(name).__name__} {name!r}")
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for prefix in FILE_PREFIXES:
+        if name.startswith(prefix):
+            return _file_entry(name, Path(name[len(prefix) :]), "text", {})
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise TaskError(
+        f"unknown task {name!r}.{hint} See mnms_env.list_tasks() for the registered names; "
+        "load a file as 'jsonl:PATH' or 'csv:PATH'."
+    )
+
+
+def _file_entry(name: str, path: Path, modality: Modality, columns: dict[str, str]) -> _Entry:
+    def build(seed: int) -> Task:
+        parts = {"all": external.read_file(path, **columns)}
+        return external.assemble(name, modality, parts, seed=seed, source=str(path))
+
+    return _Entry(build, partial(_loaded_info, name), partial(_file_version, path))
+
+
+def _checked(name: str, modality: Modality, build: Callable[[int], Task], seed: int) -> Task:
+    """A registered callable's task, checked against what it was registered as."""
+    task = build(seed)
+    if not isinstance(task, Task):
+        raise TaskError(
+            f"task {name!r}: the registered callable returned {type(task).__name__}, not a Task"
+        )
+    if (task.name, task.modality) != (name, modality):
+        raise TaskError(
+            f"task {name!r} (modality {modality!r}): the registered callable returned task "
+            f"{task.name!r} with modality {task.modality!r}"
+        )
+    return task
+
+
+def _is_dataset(source: object) -> bool:
+    """Whether `source` is a `datasets` object, without importing `datasets` (slow) when the
+    caller has not."""
+    module = sys.modules.get("datasets")
+    return module is not None and isinstance(source, (module.Dataset, module.DatasetDict))
+
+
+for _name, _build in BUILTIN.items():
+    _REGISTRY[_name] = _Entry(_build, partial(_loaded_info, _name), _no_version)
+for _name, _spec in external.NAMED.items():
+    _REGISTRY[_name] = _Entry(
+        partial(external.load_named, _name, _spec),
+        partial(_named_info, _name, _spec),
+        partial(external.local_folder, _spec),
+    )

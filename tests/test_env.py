@@ -1,0 +1,171 @@
+import pickle
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import mnms_env
+from agents.random_search import masked_uniform
+from mnms_env import Decision, ResultStore, SearchSpace
+
+# A small space over the default trainer: fast children, still every kind of decision.
+SMALL = SearchSpace(
+    (
+        Decision("representation", ("char-hash", "embedding-bag", "raw")),
+        Decision("hidden_layers", (0, 1)),
+        Decision("width", (16, 32)),
+        Decision("learning_rate", (0.003, 0.03)),
+        Decision("batch_size", (128, 256)),
+    )
+)
+
+
+def make(env_id: str = "MNMS-v0", **kwargs):
+    kwargs = {"task": "wine", "space": SMALL, "store": None} | kwargs
+    return gym.make(f"mnms_env:{env_id}", **kwargs)
+
+
+def rollout(env, seed: int, options=None) -> tuple[list, float, dict]:
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed, options=options)
+    observations, done = [obs], False
+    while not done:
+        obs, reward, done, truncated, info = env.step(masked_uniform(info["action_mask"], rng))
+        assert not truncated
+        observations.append(obs)
+    return observations, reward, info
+
+
+def test_make_without_prior_import_and_spaces() -> None:
+    env = make()
+    assert env.unwrapped.space is SMALL
+    assert env.action_space == gym.spaces.Discrete(3)
+    obs, info = env.reset(seed=0)
+    assert obs["step"] == 0 and obs["task"] == 0 and not obs["decisions"].any()
+    assert info["task"] == "wine"
+    assert info["action_mask"].tolist() == [False, False, True]  # only "raw" on tabular data
+    assert env.unwrapped.action_masks().tolist() == info["action_mask"].tolist()
+
+
+def test_episode_trains_a_child_and_reports_it(tmp_path: Path) -> None:
+    env = make(store=tmp_path / "r.sqlite", budget=2)
+    observations, reward, info = rollout(env, 0)
+    assert len(observations) == len(SMALL) + 1
+    assert all(o["step"] == i for i, o in enumerate(observations))
+    child = info["child"]
+    assert reward == child["val_accuracy"] and 0.3 < reward <= 1.0
+    assert child["config"]["representation"] == "raw" and child["budget"] == 2
+    assert {"test_accuracy", "seconds", "parameters", "device", "diverged"} <= set(child)
+    assert child["cached"] is False
+    _, again, info = rollout(env, 0)
+    assert info["child"]["cached"] is True and again == reward
+    assert len(ResultStore(tmp_path / "r.sqlite")) == 1
+
+
+def test_store_is_shared_across_env_instances(tmp_path: Path) -> None:
+    _, reward, _ = rollout(make(store=tmp_path / "r.sqlite"), 3)
+    _, again, info = rollout(make(store=str(tmp_path / "r.sqlite")), 3)
+    assert info["child"]["cached"] and again == reward
+
+
+def test_rewards_are_zero_until_the_last_decision() -> None:
+    env = make()
+    _, info = env.reset(seed=1)
+    rewards = []
+    for _ in SMALL.decisions:
+        _, reward, done, _, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))
+        rewards.append(reward)
+    assert done and rewards[:-1] == [0.0] * (len(SMALL) - 1) and rewards[-1] > 0
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+
+
+def test_invalid_action_raises_with_the_valid_range() -> None:
+    env = make()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"decision 'representation'.*valid actions are \[2\]"):
+        env.step(0)
+
+
+def test_invalid_action_wrap_maps_to_a_valid_option() -> None:
+    env = make(invalid_action="wrap")
+    obs, _ = env.reset(seed=0)
+    obs, *_ = env.step(0)
+    assert obs["decisions"][0] == 3  # "raw" (+1)
+
+
+def test_multitask_episodes_draw_and_pick_tasks() -> None:
+    env = make(task=None, tasks=["wine", "langid-es"])
+    seen = {env.reset(seed=s)[1]["task"] for s in range(12)}
+    assert seen == {"wine", "langid-es"}
+    obs, info = env.reset(options={"task": "langid-es"})
+    assert obs["task"] == 1 and info["task"] == "langid-es"
+    assert info["action_mask"].tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="not a task of this env"):
+        env.reset(options={"task": "digits"})
+
+
+def test_same_seed_same_episode() -> None:
+    a = rollout(make(tasks=["wine", "digits"], task=None), 7)
+    b = rollout(make(tasks=["wine", "digits"], task=None), 7)
+    assert a[1] == b[1]
+    assert [o["decisions"].tolist() for o in a[0]] == [o["decisions"].tolist() for o in b[0]]
+
+
+@pytest.mark.parametrize("env_id", ["MNMS-v0", "MNMS-OneShot-v0"])
+def test_env_checkers(env_id: str, tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.sqlite")
+    env = make(env_id, invalid_action="wrap", store=store)
+    if env_id == "MNMS-OneShot-v0":
+        # The determinism check trains one child twice; a warm store makes `cached` and
+        # `seconds` equal the second time, as they are for any repeated request.
+        action_space = env.action_space
+        action_space.seed(123)
+        env.reset(seed=123)
+        env.step(action_space.sample())
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=True)
+
+
+def test_one_shot_designs_the_whole_child() -> None:
+    env = make("MNMS-OneShot-v0", task="langid-es", budget=1)
+    obs, info = env.reset(seed=0)
+    assert info["action_mask"].shape == (sum(SMALL.sizes),)
+    obs, reward, terminated, truncated, info = env.step(np.array([0, 1, 1, 0, 1]))
+    assert terminated and not truncated and reward == info["child"]["val_accuracy"]
+    assert info["child"]["config"]["representation"] == "char-hash"
+    with pytest.raises(ValueError, match="'representation'"):
+        env.step(np.array([2, 0, 0, 0, 0]))
+
+
+def test_pickle_round_trip() -> None:
+    env = make(tasks=["wine", "langid-es"], task=None)
+    env.reset(seed=0)
+    clone = pickle.loads(pickle.dumps(env))
+    assert clone.unwrapped.task_names == ("wine", "langid-es")
+    assert rollout(clone, 5)[1] == rollout(env, 5)[1]
+
+
+def test_default_space_and_flatten_observation() -> None:
+    env = gym.wrappers.FlattenObservation(gym.make("mnms_env:MNMS-v0", task="digits", store=None))
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert env.unwrapped.space == mnms_env.default_space()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"budget": 0}, "budget"),
+        ({"budget": 1.5}, "budget"),
+        ({"task": "langid-ez"}, "(?i)did you mean"),
+        ({"invalid_action": "clip"}, "invalid_action"),
+        ({"task": None, "tasks": "wine"}, "list of task names"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=match):
+        make(**kwargs)

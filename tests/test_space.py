@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+from mnms_env.space import ChildConfig, Decision, SearchSpace, SpaceError, default_space
+
+
+def test_default_space_has_the_papers_decisions() -> None:
+    space = default_space()
+    assert space.names == (
+        "representation",
+        "representation_size",
+        "hidden_layers",
+        "width",
+        "activation",
+        "dropout",
+        "optimizer",
+        "learning_rate",
+        "batch_size",
+        "l2",
+    )
+    assert {"adam", "sgd", "adagrad", "rmsprop"} <= set(space.decisions[6].options)
+    lrs = space.decisions[7].options
+    assert min(lrs) == 1e-4 and max(lrs) == 1e-1
+    assert space.decisions[2].options == (0, 1, 2, 3)
+
+
+def test_text_featurizers_are_masked_on_tabular_tasks() -> None:
+    space = default_space()
+    reps = space.decisions[0].options
+    tab = space.masks("tabular")[0, : len(reps)]
+    text = space.masks("text")[0, : len(reps)]
+    assert [r for r, ok in zip(reps, tab, strict=True) if ok] == ["raw"]
+    assert "raw" not in [r for r, ok in zip(reps, text, strict=True) if ok]
+    assert {"word-hash", "char-hash", "embedding-bag"} <= {
+        r for r, ok in zip(reps, text, strict=True) if ok
+    }
+
+
+def test_padding_options_are_masked() -> None:
+    space = default_space()
+    masks = space.masks("text")
+    for i, n in enumerate(space.sizes):
+        assert not masks[i, n:].any()
+
+
+def test_decode_and_encode_round_trip() -> None:
+    space = default_space()
+    rng = np.random.default_rng(0)
+    masks = space.masks("text")
+    for _ in range(50):
+        idx = [int(rng.choice(np.flatnonzero(row))) for row in masks]
+        config = space.decode(idx, "text")
+        assert space.decode(space.encode(config), "text") == config
+
+
+def test_dense_representation_drops_its_size() -> None:
+    space = default_space()
+    a = space.decode([4, 0, 1, 1, 0, 0, 0, 2, 2, 0], "tabular")
+    b = space.decode([4, 2, 1, 1, 0, 0, 0, 2, 2, 0], "tabular")
+    assert a == b and a.representation_size is None
+
+
+def test_decode_rejects_masked_option_with_valid_range() -> None:
+    with pytest.raises(SpaceError, match=r"'representation'.*valid indices: \[4\]"):
+        default_space().decode([0] * 10, "tabular")
+
+
+def test_unknown_decision_suggests_the_nearest() -> None:
+    with pytest.raises(SpaceError, match=r"unknown decision 'widht'.*Did you mean 'width'"):
+        Decision("widht", (1, 2))
+
+
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [("activation", "swish"), ("optimizer", "lbfgs"), ("dropout", 1.5), ("representation", "bert")],
+)
+def test_unknown_option_is_rejected(name: str, option: object) -> None:
+    with pytest.raises(SpaceError, match=name):
+        Decision(name, (option,))
+
+
+def test_custom_space_keeps_defaults_for_missing_decisions() -> None:
+    space = SearchSpace((Decision("width", (8, 16)), Decision("learning_rate", (0.01, 0.1))))
+    config = space.decode([1, 0], "tabular")
+    assert config == ChildConfig(
+        representation="raw", representation_size=None, width=16, learning_rate=0.01
+    )
+
+
+def test_space_errors() -> None:
+    with pytest.raises(SpaceError, match="more than once"):
+        SearchSpace((Decision("width", (8,)), Decision("width", (16,))))
+    with pytest.raises(SpaceError, match="no options"):
+        Decision("width", ())
+    space = SearchSpace((Decision("representation", ("word-hash",)),))
+    with pytest.raises(SpaceError, match="no option valid for tabular"):
+        space.masks("tabular")

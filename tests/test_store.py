@@ -1,0 +1,54 @@
+import multiprocessing as mp
+from pathlib import Path
+
+from mnms_env.child import ChildResult
+from mnms_env.space import ChildConfig
+from mnms_env.store import ResultStore
+
+RESULT = ChildResult(0.75, 0.7, 1.5, 1234, "cpu", False, 2)
+
+
+def _key(store: ResultStore, width: int, seed: int = 0) -> str:
+    return store.key("t", "fp", ChildConfig(width=width), seed, 1)
+
+
+def test_round_trip_and_identity(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.sqlite")
+    key = _key(store, 8)
+    assert store.get(key) is None
+    store.put(key, "t", ChildConfig(width=8), 0, 1, RESULT)
+    assert store.get(key) == RESULT
+    assert ResultStore(tmp_path / "r.sqlite").get(key) == RESULT  # a new handle sees it
+    assert _key(store, 8, seed=1) != key and _key(store, 16) != key
+    (row,) = store.rows("t")
+    assert row["val_accuracy"] == 0.75 and row["version"] and row["created"] > 0
+    assert ChildConfig.from_json(row["config"]) == ChildConfig(width=8)
+
+
+def test_first_result_wins(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.sqlite")
+    key = _key(store, 8)
+    store.put(key, "t", ChildConfig(width=8), 0, 1, RESULT)
+    store.put(
+        key, "t", ChildConfig(width=8), 0, 1, RESULT.__class__(0.1, 0.1, 1, 1, "cpu", True, 0)
+    )
+    assert store.get(key) == RESULT and len(store) == 1
+
+
+def _writer(path: str, offset: int, n: int) -> None:
+    store = ResultStore(path)
+    for width in range(offset, offset + n):
+        store.put(_key(store, width), "t", ChildConfig(width=width), 0, 1, RESULT)
+
+
+def test_two_processes_write_one_store(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.sqlite")
+    ResultStore(path)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, 1 + i * 100, 100)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(ResultStore(path)) == 200

@@ -1,0 +1,311 @@
+"""Tasks: built-ins, named datasets (local copy and hub), user files and the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import wordfreq
+
+import mnms_env.tasks as tasks
+from mnms_env.tasks import (
+    SPLITS,
+    Task,
+    TaskError,
+    list_tasks,
+    make_task,
+    register_task,
+    task_from_arrays,
+)
+from mnms_env.tasks.builtin import BUILTIN
+from mnms_env.tasks.external import NAMED, load_named
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks a test registers do not leak into other tests."""
+    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def _rows(n: int = 40) -> list[dict[str, object]]:
+    return [{"text": f"example {i}", "label": i % 2} for i in range(n)]
+
+
+def _texts(task: Task) -> dict[str, set[str]]:
+    return {s: set(task.split(s).x.tolist()) for s in SPLITS}
+
+
+# Built-in tasks
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_builtin_task_loads_with_usable_splits(name: str) -> None:
+    task = make_task(name)
+    assert task.name == name and task.num_classes >= 2
+    for split in SPLITS:
+        part = task.split(split)
+        assert len(part) > 0 and set(np.unique(part.y)) <= set(range(task.num_classes))
+        if task.modality == "text":
+            assert part.x.dtype == object and all(isinstance(t, str) for t in part.x)
+        else:
+            assert part.x.dtype == np.float32 and part.x.ndim == 2
+
+
+def test_langid_es_is_the_paper_construction() -> None:
+    task = make_task("langid-es")
+    pool = {lang: wordfreq.top_n_list(lang, 5000) for lang in ("en", "es", "de", "ja")}
+    distinct = set().union(*pool.values())
+    x = np.concatenate([task.split(s).x for s in SPLITS])
+    y = np.concatenate([task.split(s).y for s in SPLITS])
+    assert task.classes == ("other", "es")
+    assert len(x) == len(set(x)) == len(distinct) and 15_000 < len(x) < 20_000
+    assert set(x[y == 1]) == set(pool["es"])  # every Spanish token, shared ones included
+    assert "の" in set(x[y == 0])
+
+
+def test_word_sentiment_drops_neutral_words_and_keeps_non_ascii() -> None:
+    en, da = make_task("word-sentiment-en"), make_task("word-sentiment-da")
+    assert sum(en.sizes().values()) == 3382 - 2  # AFINN-en-165 has two zero-valence words
+    assert sum(da.sizes().values()) == 3552
+    assert en.classes == da.classes == ("negative", "positive")
+    da_words = {w for s in SPLITS for w in da.split(s).x}
+    assert "afgørende" in da_words  # read as UTF-8, not mojibake
+
+
+def test_tabular_builtins_are_raw_float32() -> None:
+    digits = make_task("digits")
+    assert digits.train.x.shape[1] == 64 and digits.train.x.max() == 16.0  # not standardised
+    assert make_task("breast-cancer").classes == ("malignant", "benign")
+
+
+# Determinism
+
+
+def test_same_seed_gives_identical_splits_and_another_seed_reshuffles() -> None:
+    for build in (BUILTIN["langid-de"], lambda seed: load_named("cr", NAMED["cr"], seed)):
+        assert build(0).fingerprint == build(0).fingerprint
+        assert not np.array_equal(build(0).test.x, build(1).test.x)
+
+
+def test_make_task_is_memoised_per_name_and_seed() -> None:
+    assert make_task("cr", seed=3) is make_task("cr", seed=3)
+    assert make_task("cr", seed=3) is not make_task("cr", seed=4)
+
+
+def test_official_splits_do_not_depend_on_the_seed() -> None:
+    assert make_task("sst2", seed=0).fingerprint == make_task("sst2", seed=7).fingerprint
+
+
+# Named datasets from MNMS_DATA_DIR
+
+
+def test_sst2_has_the_official_split_sizes() -> None:
+    task = make_task("sst2")
+    assert task.sizes() == {"train": 6920, "validation": 872, "test": 1821}
+    assert task.classes == ("negative", "positive") and task.source.endswith("sst2")
+
+
+def test_single_split_source_gets_stratified_80_10_10() -> None:
+    task = make_task("cr")  # all.jsonl: 1368 negative, 2407 positive
+    assert task.sizes() == {"train": 3019, "validation": 378, "test": 378}
+    for split, share in zip(SPLITS, (0.8, 0.1, 0.1), strict=True):
+        counts = np.bincount(task.split(split).y)
+        assert np.all(np.abs(counts - share * np.array([1368, 2407])) <= 1)
+
+
+def test_trec_carves_validation_from_train_and_keeps_the_official_test() -> None:
+    task = make_task("trec")
+    assert task.sizes() == {"train": 4906, "validation": 546, "test": 500}
+    assert task.classes[:3] == ("DESC", "ENTY", "ABBR")  # the source's integer order
+    test_file = Path(os.environ["MNMS_DATA_DIR"]) / "trec" / "test.jsonl"
+    official = [json.loads(line)["text"] for line in test_file.read_text("utf-8").splitlines()]
+    assert task.test.x.tolist() == official
+
+
+@pytest.mark.parametrize("name", sorted(NAMED))
+def test_declared_info_matches_the_loaded_data(name: str) -> None:
+    info = next(i for i in list_tasks() if i.name == name)
+    task = make_task(name)
+    assert (info.sizes, info.num_classes) == (task.sizes(), task.num_classes)
+    y = np.concatenate([task.split(s).y for s in SPLITS])
+    declared = np.sum([counts for counts in NAMED[name].counts.values()], axis=0)
+    assert np.bincount(y).tolist() == declared.tolist()
+
+
+def test_offline_without_local_copy_names_task_hub_id_and_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_task("sst2")  # memoised from the local copy: must not mask the missing one
+    monkeypatch.setenv("MNMS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(TaskError, match="MNMS_DATA_DIR") as caught:
+        make_task("sst2")
+    assert "'sst2'" in str(caught.value) and "SetFit/sst2" in str(caught.value)
+    assert str(tmp_path) in str(caught.value) and caught.value.__cause__ is not None
+
+
+def test_hub_copy_uses_declared_columns_and_carves_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    questions = [f"question {i} ?" for i in range(60)]
+    feature = datasets.ClassLabel(names=["ABBR", "ENTY", "DESC"])
+    features = datasets.Features({"text": datasets.Value("string"), "coarse_label": feature})
+
+    def fake_split(n: int) -> datasets.Dataset:
+        rows = {"text": questions[:n], "coarse_label": [i % 3 for i in range(n)]}
+        return datasets.Dataset.from_dict(rows, features=features)
+
+    calls = []
+
+    def fake_load(path: str, name: str | None = None, **kwargs: object) -> datasets.DatasetDict:
+        calls.append((path, name, kwargs))
+        return datasets.DatasetDict({"train": fake_split(60), "test": fake_split(30)})
+
+    monkeypatch.setenv("MNMS_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    task = make_task("trec")
+    assert calls == [("CogComp/trec", None, {"revision": "refs/convert/parquet"})]
+    assert task.sizes() == {"train": 54, "validation": 6, "test": 30}
+    assert task.classes == ("ABBR", "ENTY", "DESC") and task.source == "CogComp/trec"
+
+
+# User data
+
+
+def test_jsonl_path_task_keeps_test_examples_out_of_train_and_validation(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "data.jsonl", _rows(100))
+    task = make_task(f"jsonl:{path}")
+    texts = _texts(task)
+    assert not texts["test"] & (texts["train"] | texts["validation"])
+    assert set().union(*texts.values()) == {f"example {i}" for i in range(100)}
+    assert task.sizes() == {"train": 80, "validation": 10, "test": 10}
+
+
+def test_an_edited_file_is_reloaded(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "data.jsonl", _rows(40))
+    assert sum(make_task(f"jsonl:{path}").sizes().values()) == 40
+    _write_jsonl(path, _rows(60))
+    assert sum(make_task(f"jsonl:{path}").sizes().values()) == 60
+
+
+def test_csv_with_custom_columns_and_numeric_labels(tmp_path: Path) -> None:
+    lines = ["sentence,stars"] + [f'"review {i}, long",{(2, 10)[i % 2]}' for i in range(40)]
+    path = tmp_path / "reviews.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    register_task("reviews", path, text_column="sentence", label_column="stars")
+    task = make_task("reviews")
+    assert task.classes == ("2", "10") and "review 0, long" in set().union(*_texts(task).values())
+
+
+def test_register_a_dataset_uses_its_class_names() -> None:
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["ham", "spam"])}
+    )
+    rows = {"text": [f"mail {i}" for i in range(40)], "label": [i % 2 for i in range(40)]}
+    register_task("spam", datasets.Dataset.from_dict(rows, features=features))
+    task = make_task("spam")
+    assert task.classes == ("ham", "spam") and task.sizes() == {
+        "train": 32,
+        "validation": 4,
+        "test": 4,
+    }
+
+
+def test_register_a_dataset_dict_uses_its_splits() -> None:
+    def split(n: int) -> datasets.Dataset:
+        return datasets.Dataset.from_dict(
+            {"text": [f"t{i}" for i in range(n)], "label": [i % 2 for i in range(n)]}
+        )
+
+    register_task(
+        "dd", datasets.DatasetDict({"train": split(20), "validation": split(4), "test": split(6)})
+    )
+    assert make_task("dd").sizes() == {"train": 20, "validation": 4, "test": 6}
+
+
+def test_register_a_callable_and_overwrite_replaces_the_memoised_task() -> None:
+    def build(seed: int) -> Task:
+        x = np.arange(40, dtype=np.float32).reshape(20, 2)
+        return task_from_arrays("toy", "tabular", x, [i % 2 for i in range(20)], seed=seed)
+
+    register_task("toy", build, modality="tabular")
+    first = make_task("toy")
+    with pytest.raises(TaskError, match="already registered.*overwrite=True"):
+        register_task("toy", build, modality="tabular")
+    register_task("toy", build, modality="tabular", overwrite=True)
+    assert make_task("toy") is not first and make_task("toy").fingerprint == first.fingerprint
+
+
+def test_list_tasks_covers_every_registered_name() -> None:
+    names = [info.name for info in list_tasks()]
+    assert names == list(tasks._REGISTRY) and set(BUILTIN) | set(NAMED) <= set(names)
+    info = next(i for i in list_tasks() if i.name == "langid-es")
+    assert info.source == "wordfreq" and info.sizes == make_task("langid-es").sizes()
+
+
+# Errors a user can hit
+
+
+def test_unknown_name_suggests_the_nearest_and_how_to_list() -> None:
+    with pytest.raises(TaskError, match=r"'sst-2'.*Did you mean 'sst2'.*mnms_env\.list_tasks\(\)"):
+        make_task("sst-2")
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a", "label": 0}\n\n{"text": "b", "label": \n', encoding="utf-8")
+    with pytest.raises(TaskError, match=r"bad\.jsonl, line 3: invalid JSON"):
+        make_task(f"jsonl:{path}")
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_empty_file(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"empty.{suffix}"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(TaskError, match="empty|no examples"):
+        make_task(f"{suffix}:{path}")
+
+
+def test_missing_column_names_it_and_the_columns_present(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "d.jsonl", [{"sentence": "a", "label": 0}])
+    with pytest.raises(
+        TaskError, match=r"line 1: no column 'text'; columns present: \['sentence', 'label'\]"
+    ):
+        make_task(f"jsonl:{path}")
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text("text,y\nhello,1\n", encoding="utf-8")
+    with pytest.raises(TaskError, match=r"no column 'label'; columns present: \['text', 'y'\]"):
+        make_task(f"csv:{csv_path}")
+
+
+def test_a_single_label_class_is_refused(tmp_path: Path) -> None:
+    path = _write_jsonl(
+        tmp_path / "one.jsonl", [{"text": f"t{i}", "label": "pos"} for i in range(20)]
+    )
+    with pytest.raises(TaskError, match="single class"):
+        make_task(f"jsonl:{path}")
+
+
+def test_missing_file_and_bad_sources_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(TaskError, match="no such file"):
+        make_task(f"jsonl:{tmp_path / 'absent.jsonl'}")
+    with pytest.raises(TaskError, match=r"\.jsonl or \.csv"):
+        register_task("txt", tmp_path / "data.txt")
+    with pytest.raises(TaskError, match="cannot register a int"):
+        register_task("number", 3)
+
+
+def test_a_dataset_without_the_label_column_is_refused() -> None:
+    register_task("nolabel", datasets.Dataset.from_dict({"text": ["a", "b"], "y": [0, 1]}))
+    with pytest.raises(TaskError, match=r"no column 'label'; columns present: \['text', 'y'\]"):
+        make_task("nolabel")
