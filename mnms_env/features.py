@@ -106,8 +106,12 @@ def _compute(task: Task, representation: str, size: int | None) -> Features:
         assert size is not None
         vocab = CountVectorizer(max_features=size, token_pattern=WORD_PATTERN, dtype=np.float32)
         vocab.fit(texts["train"])
-        mats = {name: normalize(vocab.transform(x), norm="l1") for name, x in texts.items()}
-        return Features(representation, size, **{k: v.astype(np.float32) for k, v in mats.items()})
+        mats = {}
+        for name, x in texts.items():
+            counts = vocab.transform(x)
+            counts.resize((counts.shape[0], size))  # a small corpus has fewer words than `size`
+            mats[name] = normalize(counts, norm="l1").astype(np.float32)
+        return Features(representation, size, **mats)
     if representation == "minilm":
         model = _load_encoder()
         mats = {

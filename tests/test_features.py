@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mnms_env import features
+from mnms_env.features import MissingExtraError, featurize
+from mnms_env.tasks import make_task
+from mnms_env.tasks.base import task_from_arrays
+
+TEXTS = np.array(
+    [f"{w} movie was {w}" for w in ["good", "great", "fine", "nice", "superb"] * 4]
+    + [f"{w} film, truly {w}" for w in ["bad", "awful", "poor", "dull", "boring"] * 4],
+    dtype=object,
+)
+TINY = task_from_arrays("tiny-text", "text", TEXTS, [1] * 20 + [0] * 20, seed=0)
+
+
+@pytest.mark.parametrize("representation", ["word-hash", "char-hash", "embedding-bag"])
+def test_bag_features_are_sparse_rows_of_the_right_width(representation: str) -> None:
+    feats = featurize(TINY, representation, 64)
+    assert feats.is_bag and feats.dim == 64
+    for name in ("train", "validation", "test"):
+        mat = feats.split(name)
+        assert sp.issparse(mat) and mat.shape == (len(TINY.split(name)), 64)
+        assert mat.dtype == np.float32 and np.isfinite(mat.data).all()
+
+
+def test_hashed_ngrams_are_l2_normalised() -> None:
+    mat = featurize(TINY, "char-hash", 256).train
+    norms = np.sqrt(mat.multiply(mat).sum(axis=1)).A1
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+def test_raw_features_are_standardised_on_train() -> None:
+    feats = featurize(make_task("wine"), "raw")
+    assert not feats.is_bag and feats.dim == 13
+    np.testing.assert_allclose(feats.train.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(feats.train.std(axis=0), 1.0, atol=1e-4)
+
+
+def test_second_use_loads_from_the_disk_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = make_task("word-sentiment-da")
+    first = featurize(task, "char-hash", 512)
+    path = features._cache_path(task, "char-hash", 512)
+    assert path.exists()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("features were recomputed instead of loaded")
+
+    monkeypatch.setattr(features, "_compute", refuse)
+    second = featurize(task, "char-hash", 512)
+    assert (first.train != second.train).nnz == 0 and first.dim == second.dim
+
+
+def test_text_featurizer_on_a_tabular_task_is_refused() -> None:
+    with pytest.raises(ValueError, match="applies to text tasks; task 'digits' is tabular"):
+        featurize(make_task("digits"), "word-hash", 64)
+
+
+def test_missing_encoder_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features, "encoder_available", lambda: False)
+    with pytest.raises(MissingExtraError, match=r"mnms-env\[encoder\]"):
+        featurize(TINY, "minilm")
+
+
+@pytest.mark.skipif(not features.encoder_available(), reason="needs the encoder extra")
+def test_pretrained_encoder_gives_384_dim_unit_vectors() -> None:
+    feats = featurize(TINY, "minilm")
+    assert feats.train.shape == (len(TINY.train), 384)
+    np.testing.assert_allclose(np.linalg.norm(feats.train, axis=1), 1.0, rtol=1e-4)
