@@ -11,7 +11,7 @@ from mnms_env.evaluate import ChildRequest, Evaluator, SequentialEvaluator
 from mnms_env.features import featurize
 from mnms_env.space import ChildConfig, Decision, SearchSpace, default_space
 from mnms_env.store import ResultStore
-from mnms_env.tasks import Task, TaskError, list_tasks, make_task, register_task
+from mnms_env.tasks import Task, TaskError, TaskInfo, list_tasks, make_task, register_task
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "SequentialEvaluator",
     "Task",
     "TaskError",
+    "TaskInfo",
     "default_space",
     "featurize",
     "list_tasks",

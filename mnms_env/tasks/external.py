@@ -247,6 +247,7 @@ def read_csv(path: Path, text_column: str = "text", label_column: str = "label")
 
 
 def read_file(path: Path, text_column: str = "text", label_column: str = "label") -> Columns:
+    """A user file, read by its suffix."""
     readers = {".jsonl": read_jsonl, ".csv": read_csv}
     if path.suffix not in readers:
         raise TaskError(f"{path}: unsupported file type {path.suffix!r}; accepted: {list(readers)}")
