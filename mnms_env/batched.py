@@ -1,0 +1,416 @@
+"""`BatchedEvaluator`: many children trained at once on one device.
+
+A plain PyTorch loop over one small MLP is bound by kernel launches, not arithmetic. Here K
+children become one set of stacked weights `(K, fan_in, fan_out)`, and every layer of every child
+runs as one batched matrix product, so a step costs about as many launches for K children as for
+one.
+
+What is shared and what stays per child:
+
+| group key (must be equal)   | per child (stacked, padded or masked)                    |
+|-----------------------------|----------------------------------------------------------|
+| task, representation, size  | initial weights (built from the child's own seed, exactly |
+| batch size, optimizer       |   as `train_child` builds them), data order, dropout rate |
+| depth 0 vs. depth >= 1      | width (zero-padded, masked), depth (layers past a child's |
+|                             |   depth are skipped), activation, optimizer state,        |
+|                             |   learning rate, L2, best epoch, divergence               |
+
+Optimizers are re-implemented as vectorised in-place updates with a learning rate and L2 per
+child, each following its `torch.optim` counterpart with the defaults `train_child` uses. A
+group larger than the memory budget is split into chunks, so an oversized request list is
+trained in several passes rather than running out of memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from mnms_env.child import ChildNet, ChildResult, resolve_device
+from mnms_env.evaluate import ChildRequest, Evaluator, task_features
+from mnms_env.features import Features
+from mnms_env.space import ACTIVATIONS
+from mnms_env.tasks import make_task
+
+ACTIVATION_FNS = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "gelu": F.gelu,
+    "elu": F.elu,
+    "sigmoid": torch.sigmoid,
+}
+ADAM_BETAS = (0.9, 0.999)
+SGD_MOMENTUM = 0.9
+RMSPROP_ALPHA = 0.99
+EPS = {"adam": 1e-8, "sgd": 0.0, "adagrad": 1e-10, "rmsprop": 1e-8}
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Requests that can share one stacked model."""
+
+    task: str
+    representation: str
+    size: int | None
+    batch_size: int
+    optimizer: str
+    deep: bool
+
+
+def _group_of(request: ChildRequest) -> _Group:
+    c = request.config
+    return _Group(
+        request.task,
+        c.representation,
+        c.representation_size,
+        c.batch_size,
+        c.optimizer,
+        c.hidden_layers > 0,
+    )
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes one chunk may use: half the free GPU memory, or a quarter of the free RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # pragma: no cover - non-POSIX
+        free = 8 << 30
+    return free // 4
+
+
+class BatchedEvaluator(Evaluator):
+    """Trains compatible children together; results match `SequentialEvaluator` up to
+    floating-point order and dropout noise (the initial weights and data order are identical)."""
+
+    def __init__(
+        self, *, device: str | torch.device | None = None, memory_budget: int | None = None
+    ) -> None:
+        self.device = resolve_device(device)
+        self.memory_budget = memory_budget
+
+    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
+        groups: dict[_Group, list[int]] = defaultdict(list)
+        for i, request in enumerate(requests):
+            groups[_group_of(request)].append(i)
+        results: list[ChildResult | None] = [None] * len(requests)
+        budget = self.memory_budget or default_memory_budget(self.device)
+        for group, members in groups.items():
+            task = make_task(group.task)
+            features = task_features(task.name, group.representation, group.size)
+            per_child = _bytes_per_child([requests[i] for i in members], features, task.num_classes)
+            chunk = max(1, budget // per_child)
+            for start in range(0, len(members), chunk):
+                part = members[start : start + chunk]
+                trained = _train_group([requests[i] for i in part], features, task, self.device)
+                for i, result in zip(part, trained, strict=True):
+                    results[i] = result
+        return results  # type: ignore[return-value]
+
+
+def _bytes_per_child(requests: Sequence[ChildRequest], features: Features, classes: int) -> int:
+    """A generous estimate of one child's memory in a group: weights with gradient and two
+    optimizer states, plus activations of a training step and an evaluation chunk."""
+    width = max(r.config.width for r in requests)
+    depth = max(r.config.hidden_layers for r in requests)
+    out = width if depth else classes
+    params = features.dim * out + max(depth - 1, 0) * width * width + width * classes
+    batch = requests[0].config.batch_size
+    activations = (depth + 2) * (batch + EVAL_ROWS) * max(width, classes) * 6
+    first = batch * features.dim if not features.is_bag else 0
+    return 4 * (4 * params + activations + first) + 4096
+
+
+EVAL_ROWS = 1024
+
+
+class _StackedNet:
+    """K children's weights as stacked tensors, initialised from each child's own `ChildNet`."""
+
+    def __init__(
+        self, requests: Sequence[ChildRequest], features: Features, classes: int, dev: torch.device
+    ) -> None:
+        configs = [r.config for r in requests]
+        self.k = len(configs)
+        self.depth = max(c.hidden_layers for c in configs)
+        width = max(c.width for c in configs) if self.depth else classes
+        self.is_bag = features.is_bag
+        dims = [features.dim] + [width] * self.depth + [classes]
+        self.weights = [torch.zeros(self.k, dims[i], dims[i + 1]) for i in range(len(dims) - 1)]
+        self.biases = [torch.zeros(self.k, dims[i + 1]) for i in range(len(dims) - 1)]
+        self.parameters: list[int] = []
+        for j, (request, config) in enumerate(zip(requests, configs, strict=True)):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(request.seed)
+                net = ChildNet(config, features.dim, classes, features.is_bag)
+            self.parameters.append(sum(p.numel() for p in net.parameters()))
+            first_w = net.first.weight if self.is_bag else net.first.weight.T
+            first_b = net.first_bias if self.is_bag else net.first.bias
+            layers = [(first_w, first_b)] + [
+                (m.weight.T, m.bias) for m in net.rest if isinstance(m, torch.nn.Linear)
+            ]
+            # Hidden layers: 0..d-1 are the child's own; d..depth-1 stay zero and are skipped.
+            # The output layer is the last stacked layer for every child.
+            slots = list(range(len(layers) - 1)) + [len(self.weights) - 1]
+            for slot, (w, b) in zip(slots, layers, strict=True):
+                self.weights[slot][j, : w.shape[0], : w.shape[1]] = w.detach()
+                self.biases[slot][j, : b.shape[0]] = b.detach()
+        self._width_masks([c.width for c in configs], width, dev)
+        self.weights = [w.to(dev).requires_grad_() for w in self.weights]
+        self.biases = [b.to(dev).requires_grad_() for b in self.biases]
+        self.active = torch.tensor(
+            [[c.hidden_layers > layer for layer in range(1, max(self.depth, 1))] for c in configs],
+            dtype=torch.bool,
+            device=dev,
+        ).reshape(self.k, -1)
+        self.partial_layers = (~self.active).any(dim=0).tolist()  # some child skips layer i+1
+        self.dropout = torch.tensor([c.dropout for c in configs], device=dev)
+        self.uses_dropout = any(c.dropout > 0 for c in configs)
+        self.activations = sorted({c.activation for c in configs}, key=ACTIVATIONS.index)
+        self.activation_index = torch.tensor(
+            [self.activations.index(c.activation) for c in configs], device=dev
+        )
+
+    def _width_masks(self, widths: list[int], width: int, dev: torch.device) -> None:
+        """0/1 masks that keep the padded units of narrower children at exactly zero: weights are
+        multiplied by them in the forward pass, so padded entries also get zero gradients."""
+        n = len(self.weights)
+        self.masks: list[torch.Tensor | None] = [None] * n
+        self.bias_masks: list[torch.Tensor | None] = [None] * n
+        if self.depth == 0 or len(set(widths)) == 1:
+            return
+        alive = (torch.arange(width)[None, :] < torch.tensor(widths)[:, None]).float().to(dev)
+        for i in range(n):
+            fan_in = alive[:, :, None] if i > 0 else 1.0
+            fan_out = alive[:, None, :] if i < n - 1 else 1.0
+            self.masks[i] = (fan_in * fan_out).expand(self.k, *self.weights[i].shape[1:])
+            self.bias_masks[i] = alive if i < n - 1 else None
+
+    def params(self) -> list[torch.Tensor]:
+        return self.weights + self.biases
+
+    def _act(self, z: torch.Tensor) -> torch.Tensor:
+        if len(self.activations) == 1:
+            return ACTIVATION_FNS[self.activations[0]](z)
+        out = torch.zeros_like(z)
+        for a, name in enumerate(self.activations):
+            chosen = (self.activation_index == a).view(-1, 1, 1).to(z.dtype)
+            out = out + chosen * ACTIVATION_FNS[name](z)
+        return out
+
+    def _drop(self, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if generator is None or not self.uses_dropout:
+            return h
+        p = self.dropout.view(-1, 1, 1)
+        keep = torch.rand(h.shape, device=h.device, generator=generator) >= p
+        return h * keep / (1 - p)
+
+    def _weight(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = self.weights[i], self.biases[i]
+        if self.masks[i] is not None:
+            w = w * self.masks[i]
+        if self.bias_masks[i] is not None:
+            b = b * self.bias_masks[i]
+        return w, b
+
+    def forward(self, first: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Logits `(K, B, classes)` from the first layer's pre-activation `(K, B, fan_out)`."""
+        z = first + self._weight(0)[1][:, None, :]
+        n = len(self.weights)
+        for i in range(1, n):
+            w, b = self._weight(i)
+            nxt = torch.baddbmm(b[:, None, :], self._drop(self._act(z), generator), w)
+            if i < n - 1 and self.partial_layers[i - 1]:  # shallower children pass z through
+                keep = self.active[:, i - 1].view(-1, 1, 1)
+                nxt = torch.where(keep, nxt, z)
+            z = nxt
+        return z
+
+
+class _Inputs:
+    """Feature rows of one split on the device, gathered per child."""
+
+    def __init__(self, mat, dev: torch.device) -> None:  # noqa: ANN001
+        self.is_bag = sp.issparse(mat)
+        if self.is_bag:
+            self.indptr = torch.from_numpy(mat.indptr.astype(np.int64)).to(dev)
+            self.indices = torch.from_numpy(mat.indices.astype(np.int64)).to(dev)
+            self.data = torch.from_numpy(mat.data).to(dev)
+            self.dim = mat.shape[1]
+        else:
+            self.x = torch.from_numpy(np.ascontiguousarray(mat)).to(dev)
+
+    def first_layer(self, rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """`(K, B, fan_out)`: row `rows[k, b]` through child k's first weight `w[k]`; a 1-D
+        `rows` is shared by every child."""
+        if not self.is_bag:
+            return torch.matmul(self.x[rows], w) if rows.dim() == 1 else torch.bmm(self.x[rows], w)
+        if rows.dim() == 1:
+            rows = rows.expand(w.shape[0], -1)
+        k, b = rows.shape
+        flat = rows.reshape(-1)
+        starts, ends = self.indptr[flat], self.indptr[flat + 1]
+        lengths = ends - starts
+        offsets = torch.cumsum(lengths, 0) - lengths
+        pos = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(
+            int(lengths.sum()), device=rows.device
+        )
+        child = torch.repeat_interleave(
+            torch.arange(k, device=rows.device).repeat_interleave(b), lengths
+        )
+        table = w.reshape(k * self.dim, w.shape[2])
+        out = F.embedding_bag(
+            self.indices[pos] + child * self.dim,
+            table,
+            offsets,
+            mode="sum",
+            per_sample_weights=self.data[pos],
+        )
+        return out.view(k, b, -1)
+
+
+class _VectorOptimizer:
+    """One `torch.optim` rule (Adam, SGD with momentum 0.9, Adagrad, RMSprop; the defaults
+    `train_child` uses) applied to stacked weights with a learning rate and L2 per child.
+
+    With g = grad + l2 * p (torch's coupled weight decay), t the step and lr per child:
+      adam:    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+               p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + 1e-8)
+      sgd:     m <- 0.9 m + g;  p <- p - lr * m
+      adagrad: v <- v + g^2;  p <- p - lr * g / (sqrt(v) + 1e-10)
+      rmsprop: v <- 0.99 v + 0.01 g^2;  p <- p - lr * g / (sqrt(v) + 1e-8)
+    """
+
+    def __init__(self, kind: str, params: list[torch.Tensor], configs, dev: torch.device) -> None:  # noqa: ANN001
+        self.kind, self.params = kind, params
+        self.lr = torch.tensor([c.learning_rate for c in configs], device=dev)
+        l2 = [c.l2 for c in configs]
+        self.l2 = torch.tensor(l2, device=dev) if any(l2) else None
+        self.m = [torch.zeros_like(p) for p in params] if kind in ("adam", "sgd") else None
+        self.v = [torch.zeros_like(p) for p in params] if kind != "sgd" else None
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, training: torch.Tensor) -> None:
+        """Update the children marked in `training`; the others keep their weights."""
+        self.t += 1
+        lr = torch.where(training, self.lr, 0.0)
+        for i, p in enumerate(self.params):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            # A stopped child has lr 0, but its gradient may be NaN (its loss was masked, yet
+            # 0 * NaN upstream is NaN): zero non-finite gradients so 0 * g stays 0.
+            g = p.grad.nan_to_num_(0.0, 0.0, 0.0)
+            if self.l2 is not None:
+                g = g.add_(self.l2.view(shape) * p)
+            step_lr = lr.view(shape)
+            if self.kind == "adam":
+                m, v = self.m[i], self.v[i]
+                m.lerp_(g, 1 - ADAM_BETAS[0])
+                v.mul_(ADAM_BETAS[1]).addcmul_(g, g, value=1 - ADAM_BETAS[1])
+                denom = v.sqrt().div_(math.sqrt(1 - ADAM_BETAS[1] ** self.t)).add_(EPS["adam"])
+                p.addcdiv_(m * (step_lr / (1 - ADAM_BETAS[0] ** self.t)), denom, value=-1.0)
+            elif self.kind == "sgd":
+                self.m[i].mul_(SGD_MOMENTUM).add_(g)
+                p.sub_(step_lr * self.m[i])
+            else:
+                v = self.v[i]
+                if self.kind == "adagrad":
+                    v.addcmul_(g, g)
+                else:
+                    v.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
+                p.addcdiv_(g * step_lr, v.sqrt().add_(EPS[self.kind]), value=-1.0)
+            p.grad = None
+
+
+def _train_group(
+    requests: Sequence[ChildRequest],
+    features: Features,
+    task,
+    dev: torch.device,  # noqa: ANN001
+) -> list[ChildResult]:
+    start = time.perf_counter()
+    configs = [r.config for r in requests]
+    k, batch = len(requests), configs[0].batch_size
+    budget = max(r.budget for r in requests)
+    net = _StackedNet(requests, features, task.num_classes, dev)
+    optimizer = _VectorOptimizer(configs[0].optimizer, net.params(), configs, dev)
+    train, val, test = (_Inputs(features.split(s), dev) for s in ("train", "validation", "test"))
+    y_train = torch.from_numpy(task.train.y).to(dev)
+    rngs = [np.random.default_rng(r.seed) for r in requests]
+    dropout_gen = torch.Generator(device=dev)
+    dropout_gen.manual_seed(int(requests[0].seed) * 1_000_003 + k)
+    epochs_left = torch.tensor([r.budget for r in requests], device=dev)
+    alive = torch.ones(k, dtype=torch.bool, device=dev)
+    best_val = torch.full((k,), -1.0, device=dev)
+    best_test = torch.zeros(k, device=dev)
+    best_epoch = torch.zeros(k, dtype=torch.long, device=dev)
+    n = len(task.train.y)
+    for epoch in range(1, budget + 1):
+        training = alive & (epochs_left >= epoch)
+        order = torch.from_numpy(np.stack([rng.permutation(n) for rng in rngs])).to(dev)
+        for begin in range(0, n, batch):
+            rows = order[:, begin : begin + batch]
+            first = train.first_layer(rows, net._weight(0)[0])
+            logits = net.forward(first, dropout_gen)
+            losses = (
+                F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]),
+                    y_train[rows].reshape(-1),
+                    reduction="none",
+                )
+                .view(k, -1)
+                .mean(dim=1)
+            )
+            finite = torch.isfinite(losses)
+            alive &= finite | ~training  # a non-finite loss ends that child, as in train_child
+            training &= finite
+            torch.where(training, losses, 0.0).sum().backward()
+            optimizer.step(training)
+        with torch.no_grad():
+            val_acc = _accuracy(net, val, task.validation.y, dev)
+            test_acc = _accuracy(net, test, task.test.y, dev)
+        improved = training & (val_acc > best_val)
+        best_val = torch.where(improved, val_acc, best_val)
+        best_test = torch.where(improved, test_acc, best_test)
+        best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
+    with torch.no_grad():  # diverged before any epoch ended: report the model as it stands
+        never = best_epoch == 0
+        if never.any():
+            best_val = torch.where(never, _accuracy(net, val, task.validation.y, dev), best_val)
+            best_test = torch.where(never, _accuracy(net, test, task.test.y, dev), best_test)
+    seconds = (time.perf_counter() - start) / k
+    diverged = ~alive
+    return [
+        ChildResult(
+            val_accuracy=float(best_val[j]),
+            test_accuracy=float(best_test[j]),
+            seconds=seconds,
+            parameters=net.parameters[j],
+            device=str(dev),
+            diverged=bool(diverged[j]),
+            best_epoch=int(best_epoch[j]),
+        )
+        for j in range(k)
+    ]
+
+
+def _accuracy(net: _StackedNet, inputs: _Inputs, y: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """Per-child accuracy `(K,)` on a whole split, in row chunks to bound memory."""
+    labels = torch.from_numpy(y).to(dev)
+    correct = torch.zeros(net.k, device=dev)
+    for begin in range(0, len(y), EVAL_ROWS):
+        idx = torch.arange(begin, min(begin + EVAL_ROWS, len(y)), device=dev)
+        logits = net.forward(inputs.first_layer(idx, net._weight(0)[0]), None)
+        correct += (logits.argmax(dim=-1) == labels[idx]).sum(dim=1)
+    return correct / len(y)

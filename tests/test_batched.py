@@ -1,0 +1,70 @@
+"""The batched evaluator against the sequential reference, on real tasks and the default space."""
+
+import numpy as np
+import pytest
+
+from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator, default_space
+from mnms_env.batched import BatchedEvaluator
+from mnms_env.tasks import make_task
+
+
+def random_requests(tasks: list[str], per_task: int, seed: int) -> list[ChildRequest]:
+    space, rng = default_space(), np.random.default_rng(seed)
+    requests = []
+    for task in tasks:
+        modality = make_task(task).modality
+        masks = space.masks(modality)
+        masks[0, space.decisions[0].options.index("minilm")] = False  # keep the test fast
+        for i in range(per_task):
+            idx = [int(rng.choice(np.flatnonzero(row))) for row in masks]
+            requests.append(ChildRequest(task, space.decode(idx, modality), seed=i, budget=2))
+    return requests
+
+
+def test_batched_matches_sequential_on_random_configs() -> None:
+    requests = random_requests(["digits", "word-sentiment-da"], per_task=20, seed=0)
+    sequential = SequentialEvaluator(device="cpu").evaluate(requests)
+    batched = BatchedEvaluator(device="cpu").evaluate(requests)
+    diff = np.array(
+        [b.val_accuracy - s.val_accuracy for s, b in zip(sequential, batched, strict=True)]
+    )
+    assert np.abs(diff).mean() <= 0.015, f"mean |diff| {np.abs(diff).mean():.4f}"
+    assert abs(diff.mean()) <= 0.005, f"signed mean diff {diff.mean():.4f}"
+    assert [s.parameters for s in sequential] == [b.parameters for b in batched]
+    assert all(b.device == "cpu" and b.seconds > 0 for b in batched)
+
+
+def _config(**kw) -> ChildConfig:
+    base = dict(representation="raw", representation_size=None, hidden_layers=2, width=32)
+    return ChildConfig(**(base | kw))
+
+
+def test_a_diverged_child_does_not_disturb_the_others() -> None:
+    calm = [
+        ChildRequest("digits", _config(learning_rate=lr), seed=s, budget=2)
+        for s, lr in enumerate([1e-3, 3e-3, 1e-2])
+    ]
+    wild = ChildRequest("digits", _config(optimizer="sgd", learning_rate=1e4, width=256), 9, 2)
+    together = BatchedEvaluator(device="cpu").evaluate([*calm[:2], wild, calm[2]])
+    alone = BatchedEvaluator(device="cpu").evaluate(calm)
+    assert together[2].diverged and not any(r.diverged for r in alone)
+    for a, b in zip([together[0], together[1], together[3]], alone, strict=True):
+        assert a.val_accuracy == pytest.approx(b.val_accuracy, abs=1 / 180)
+        assert a.best_epoch == b.best_epoch
+
+
+def test_oversized_request_lists_are_split_not_crashed() -> None:
+    requests = [ChildRequest("digits", _config(width=w), seed=w, budget=1) for w in (8, 16, 24)]
+    whole = BatchedEvaluator(device="cpu").evaluate(requests)
+    one_by_one = BatchedEvaluator(device="cpu", memory_budget=1).evaluate(requests)
+    for a, b in zip(whole, one_by_one, strict=True):
+        assert a.val_accuracy == pytest.approx(b.val_accuracy, abs=1 / 180)
+
+
+def test_each_optimizer_follows_its_torch_counterpart() -> None:
+    """Dropout off, one child: the batched run is the sequential run up to float rounding."""
+    for optimizer, lr in [("adam", 3e-3), ("sgd", 0.03), ("adagrad", 0.03), ("rmsprop", 1e-3)]:
+        request = ChildRequest("digits", _config(optimizer=optimizer, learning_rate=lr, l2=1e-4))
+        (s,) = SequentialEvaluator(device="cpu").evaluate([request])
+        (b,) = BatchedEvaluator(device="cpu").evaluate([request])
+        assert b.val_accuracy == pytest.approx(s.val_accuracy, abs=1 / 180), optimizer
