@@ -6,6 +6,7 @@ imports it on demand.
 
 from gymnasium.envs.registration import register, registry
 
+from mnms_env.batched import BatchedEvaluator
 from mnms_env.child import ChildResult
 from mnms_env.evaluate import ChildRequest, Evaluator, SequentialEvaluator
 from mnms_env.features import featurize
@@ -15,14 +16,17 @@ from mnms_env.tasks import Task, TaskError, TaskInfo, list_tasks, make_task, reg
 
 __version__ = "0.1.0"
 
-for _id, _entry in (
-    ("MNMS-v0", "mnms_env.env:MNMSEnv"),
-    ("MNMS-OneShot-v0", "mnms_env.env:MNMSOneShotEnv"),
-):
-    if _id not in registry:
-        register(id=_id, entry_point=_entry, disable_env_checker=False)
+if "MNMS-v0" not in registry:
+    register(
+        id="MNMS-v0",
+        entry_point="mnms_env.env:MNMSEnv",
+        vector_entry_point="mnms_env.vector:MNMSVectorEnv",
+    )
+if "MNMS-OneShot-v0" not in registry:
+    register(id="MNMS-OneShot-v0", entry_point="mnms_env.env:MNMSOneShotEnv")
 
 __all__ = [
+    "BatchedEvaluator",
     "ChildConfig",
     "ChildRequest",
     "ChildResult",

@@ -111,9 +111,13 @@ class _MNMSBase(gym.Env):
             f"(options {[decision.options[i] for i in valid]})"
         )
 
-    def _evaluate(self, indices: Sequence[int]) -> tuple[float, dict[str, Any]]:
+    def _request(self, indices: Sequence[int]) -> ChildRequest:
+        """The training request for the child these option indices design."""
         config = self.space.decode(indices, self.task.modality)
-        request = ChildRequest(self.task.name, config, self._child_seed, self.budget)
+        return ChildRequest(self.task.name, config, self._child_seed, self.budget)
+
+    def _evaluate(self, indices: Sequence[int]) -> tuple[float, dict[str, Any]]:
+        request = self._request(indices)
         [(result, cached)] = evaluate_cached(self.evaluator, self.store, [request])
         return result.val_accuracy, child_info(request, result, cached)
 
@@ -240,15 +244,24 @@ class MNMSEnv(_MNMSBase):
         return self._obs(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if not self.decide(action):
+            return self._obs(), 0.0, False, False, self._info()
+        reward, child = self._evaluate(self._chosen - 1)
+        return self._obs(), reward, True, False, self._info(child=child)
+
+    def decide(self, action: Any) -> bool:
+        """Record one decision; True when it was the last (the child is ready to train).
+        The vector env uses this to train the children of all sub-envs in one call."""
         if self._step >= len(self.space):
             raise RuntimeError("the episode has ended; call reset() before step()")
         option = self._check_option(self._step, int(action))
         self._chosen[self._step] = option + 1
         self._step += 1
-        if self._step < len(self.space):
-            return self._obs(), 0.0, False, False, self._info()
-        reward, child = self._evaluate(self._chosen - 1)
-        return self._obs(), reward, True, False, self._info(child=child)
+        return self._step == len(self.space)
+
+    def pending_request(self) -> ChildRequest:
+        """The request of the child designed this episode (after the last decision)."""
+        return self._request(self._chosen - 1)
 
     def action_masks(self) -> np.ndarray:
         """Valid actions now (for sb3-contrib's MaskablePPO and masked samplers)."""

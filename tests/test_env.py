@@ -5,22 +5,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from small_space import SMALL
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mnms_env
 from agents.random_search import masked_uniform
-from mnms_env import Decision, ResultStore, SearchSpace
-
-# A small space over the default trainer: fast children, still every kind of decision.
-SMALL = SearchSpace(
-    (
-        Decision("representation", ("char-hash", "embedding-bag", "raw")),
-        Decision("hidden_layers", (0, 1)),
-        Decision("width", (16, 32)),
-        Decision("learning_rate", (0.003, 0.03)),
-        Decision("batch_size", (128, 256)),
-    )
-)
+from mnms_env import ResultStore
 
 
 def make(env_id: str = "MNMS-v0", **kwargs):

@@ -1,0 +1,128 @@
+"""`MNMSVectorEnv`: K sub-envs in lockstep whose finished children train in one batched call.
+
+`gym.make_vec("mnms_env:MNMS-v0", num_envs=K, vectorization_mode="vector_entry_point")` builds
+it. Every sub-env of one episode reaches its last decision on the same step (episodes have a
+fixed length), so the children of a step are handed to the evaluator together; with the default
+`BatchedEvaluator` they train as stacked networks on one device. Requests already in the store
+are answered from it and skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from mnms_env.batched import BatchedEvaluator
+from mnms_env.env import DEFAULT_STORE, MNMSEnv, _open_store, child_info
+from mnms_env.evaluate import Evaluator, evaluate_cached
+from mnms_env.store import ResultStore
+
+
+class MNMSVectorEnv(VectorEnv):
+    """`num_envs` copies of `MNMS-v0` sharing one evaluator and one store.
+
+    Arguments are those of `MNMSEnv` plus `num_envs`; the default evaluator is a
+    `BatchedEvaluator` on `device`. Autoreset follows Gymnasium's default `NEXT_STEP` mode: the
+    step after a sub-env terminates resets it (its action is ignored) and returns the reset
+    observation with reward 0. `action_masks()` gives the `(num_envs, max_options)` masks.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        task: str | None = None,
+        tasks: Sequence[str] | None = None,
+        *,
+        evaluator: Evaluator | None = None,
+        store: str | ResultStore | None = DEFAULT_STORE,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        self.evaluator = evaluator if evaluator is not None else BatchedEvaluator(device=device)
+        self.store = _open_store(store)
+        self.envs = [
+            MNMSEnv(task, tasks, evaluator=self.evaluator, store=self.store, **kwargs)
+            for _ in range(num_envs)
+        ]
+        self.num_envs = num_envs
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._needs_reset = np.zeros(num_envs, dtype=bool)
+
+    @property
+    def space(self):  # noqa: ANN201 - the sub-envs' SearchSpace
+        return self.envs[0].space
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return self.envs[0].task_names
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Reset every sub-env; an int seed gives sub-env i the seed `seed + i`."""
+        if seed is None or isinstance(seed, int):
+            seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
+        infos: dict[str, Any] = {}
+        observations = []
+        for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
+            obs, info = env.reset(seed=s, options=options)
+            observations.append(obs)
+            infos = self._add_info(infos, info, i)
+        self._needs_reset[:] = False
+        return self._stack(observations), infos
+
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = np.asarray(actions).reshape(self.num_envs)
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        finished: list[int] = []
+        for i, env in enumerate(self.envs):
+            if self._needs_reset[i]:
+                env.reset()
+            elif env.decide(actions[i]):
+                finished.append(i)
+        requests = [self.envs[i].pending_request() for i in finished]
+        answers = evaluate_cached(self.evaluator, self.store, requests) if requests else []
+        children = {
+            i: child_info(request, result, cached)
+            for i, request, (result, cached) in zip(finished, requests, answers, strict=True)
+        }
+        infos: dict[str, Any] = {}
+        observations = []
+        for i, env in enumerate(self.envs):
+            extra = {}
+            if i in children:
+                rewards[i] = children[i]["val_accuracy"]
+                terminated[i] = True
+                extra["child"] = children[i]
+            observations.append(env._obs())
+            infos = self._add_info(infos, env._info(**extra), i)
+        self._needs_reset = terminated.copy()
+        return self._stack(observations), rewards, terminated, np.zeros_like(terminated), infos
+
+    def action_masks(self) -> np.ndarray:
+        """`(num_envs, max_options)`: the valid actions of each sub-env now."""
+        return np.stack([env.action_masks() for env in self.envs])
+
+    def _stack(self, observations: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        return {
+            key: np.stack([np.asarray(obs[key], dtype=np.int64) for obs in observations])
+            for key in self.single_observation_space.spaces
+        }

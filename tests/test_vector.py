@@ -1,0 +1,100 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from small_space import SMALL
+
+from agents.random_search import masked_uniform
+from mnms_env.batched import BatchedEvaluator
+from mnms_env.vector import MNMSVectorEnv
+
+
+class CountingEvaluator(BatchedEvaluator):
+    """The real batched evaluator, recording how many children each call trains."""
+
+    def __init__(self) -> None:
+        super().__init__(device="cpu")
+        self.calls: list[int] = []
+
+    def evaluate(self, requests):
+        self.calls.append(len(requests))
+        return super().evaluate(requests)
+
+
+def make_vec(num_envs: int = 3, **kwargs):
+    kwargs = {"tasks": ["wine", "digits"], "space": SMALL, "store": None} | kwargs
+    return gym.make_vec(
+        "mnms_env:MNMS-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
+    )
+
+
+def run_episode(envs, rng: np.random.Generator, masks: np.ndarray | None = None):
+    masks = envs.action_masks() if masks is None else masks
+    for _ in range(len(SMALL)):
+        actions = np.array([masked_uniform(m, rng) for m in masks])
+        obs, rewards, terminated, truncated, infos = envs.step(actions)
+        masks = infos["action_mask"]
+    return obs, rewards, terminated, truncated, infos
+
+
+def test_make_vec_returns_the_lockstep_env_with_batched_spaces() -> None:
+    envs = make_vec()
+    assert isinstance(envs.unwrapped, MNMSVectorEnv)
+    assert envs.action_space == gym.spaces.MultiDiscrete([3, 3, 3])
+    obs, infos = envs.reset(seed=0)
+    assert envs.observation_space.contains(obs)
+    assert obs["decisions"].shape == (3, len(SMALL)) and not obs["step"].any()
+    assert infos["action_mask"].shape == (3, 3)
+
+
+def test_finished_children_of_a_step_train_in_one_call(tmp_path) -> None:
+    evaluator = CountingEvaluator()
+    envs = make_vec(4, evaluator=evaluator, store=tmp_path / "r.sqlite")
+    envs.reset(seed=0)
+    _, rewards, terminated, truncated, infos = run_episode(envs, np.random.default_rng(0))
+    assert terminated.all() and not truncated.any()
+    assert evaluator.calls == [4]
+    np.testing.assert_allclose(rewards, infos["child"]["val_accuracy"])
+    assert (rewards > 0.2).all() and not infos["child"]["cached"].any()
+    # Same seeds, same designs: the store answers and nothing is trained again.
+    envs.reset(seed=0)
+    _, again, *_, infos = run_episode(envs, np.random.default_rng(0))
+    assert evaluator.calls == [4] and infos["child"]["cached"].all()
+    np.testing.assert_allclose(again, rewards)
+
+
+def test_next_step_autoreset() -> None:
+    envs = make_vec(2)
+    envs.reset(seed=1)
+    run_episode(envs, np.random.default_rng(1))
+    obs, rewards, terminated, _, infos = envs.step(np.zeros(2, dtype=np.int64))
+    assert not terminated.any() and not rewards.any()
+    assert not obs["step"].any() and not obs["decisions"].any()  # the action was ignored
+    assert "child" not in infos
+
+
+def test_same_seed_same_tasks_and_rewards() -> None:
+    a, b = make_vec(3), make_vec(3)
+    obs_a, _ = a.reset(seed=5)
+    obs_b, _ = b.reset(seed=5)
+    assert obs_a["task"].tolist() == obs_b["task"].tolist()
+    ra = run_episode(a, np.random.default_rng(2))[1]
+    rb = run_episode(b, np.random.default_rng(2))[1]
+    np.testing.assert_allclose(ra, rb)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_gymnasium_vector_envs_over_mnms_keep_working(mode: str, tmp_path) -> None:
+    envs = gym.make_vec(
+        "mnms_env:MNMS-v0",
+        num_envs=2,
+        vectorization_mode=mode,
+        task="wine",
+        space=SMALL,
+        store=str(tmp_path / "r.sqlite"),
+        # Forking a process whose torch thread pool is running can deadlock; spawn is safe.
+        vector_kwargs={"context": "spawn"} if mode == "async" else {},
+    )
+    _, infos = envs.reset(seed=0)
+    _, rewards, terminated, *_ = run_episode(envs, np.random.default_rng(0), infos["action_mask"])
+    assert terminated.all() and (rewards > 0.2).all()
+    envs.close()
