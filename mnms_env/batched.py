@@ -35,7 +35,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from mnms_env.child import ChildNet, ChildResult, resolve_device
+from mnms_env.child import ChildNet, ChildResult, data_order, resolve_device
 from mnms_env.evaluate import ChildRequest, Evaluator, task_features
 from mnms_env.features import Features
 from mnms_env.space import ACTIVATIONS
@@ -347,7 +347,7 @@ def _train_group(
     optimizer = _VectorOptimizer(configs[0].optimizer, net.params(), configs, dev)
     train, val, test = (_Inputs(features.split(s), dev) for s in ("train", "validation", "test"))
     y_train = torch.from_numpy(task.train.y).to(dev)
-    rngs = [np.random.default_rng(r.seed) for r in requests]
+    seeds = [r.seed for r in requests]
     dropout_gen = torch.Generator(device=dev)
     dropout_gen.manual_seed(int(requests[0].seed) * 1_000_003 + k)
     epochs_left = torch.tensor([r.budget for r in requests], device=dev)
@@ -358,7 +358,7 @@ def _train_group(
     n = len(task.train.y)
     for epoch in range(1, budget + 1):
         training = alive & (epochs_left >= epoch)
-        order = torch.from_numpy(np.stack([rng.permutation(n) for rng in rngs])).to(dev)
+        order = data_order(seeds, epoch, n, dev)
         for begin in range(0, n, batch):
             rows = order[:, begin : begin + batch]
             first = train.first_layer(rows, net._weight(0)[0])

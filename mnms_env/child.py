@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +106,39 @@ def batch_input(
     return torch.from_numpy(mat[rows]).to(device)
 
 
+def _signed(value: int) -> int:
+    """A 64-bit constant as the int64 torch stores (two's complement)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _MIX1, _MIX2 = (
+    _signed(0x9E3779B97F4A7C15),
+    _signed(0xBF58476D1CE4E5B9),
+    _signed(0x94D049BB133111EB),
+)
+
+
+def _logical_shift(z: torch.Tensor, bits: int) -> torch.Tensor:
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def data_order(seeds: Sequence[int], epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    """`(len(seeds), n)`: each child's shuffled row order for one epoch.
+
+    Row i of child s gets the key splitmix64(s * golden + epoch * c + i); sorting the keys gives a
+    permutation that depends only on (seed, epoch), is computed for many children at once on any
+    device, and is identical on CPU and GPU. Both trainers use it, so a child sees the same
+    batches whether it is trained alone or in a batch.
+    """
+    z = torch.as_tensor(list(seeds), dtype=torch.int64, device=device)[:, None] * _GOLDEN
+    rows = torch.arange(n, dtype=torch.int64, device=device)
+    z = z + (rows + torch.tensor(epoch, dtype=torch.int64, device=device) * _MIX1)[None, :]
+    z = (z ^ _logical_shift(z, 30)) * _MIX1
+    z = (z ^ _logical_shift(z, 27)) * _MIX2
+    z = z ^ _logical_shift(z, 31)
+    return torch.argsort(z, dim=1, stable=True)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, mat: FeatureMatrix, y: np.ndarray, device: torch.device) -> float:
     model.eval()
@@ -139,13 +173,12 @@ def train_child(
         torch.manual_seed(seed)
         model = ChildNet(config, features.dim, num_classes, features.is_bag).to(dev)
         optimizer = make_optimizer(config, model.parameters())
-        order_rng = np.random.default_rng(seed)
         targets = torch.from_numpy(y_train).to(dev)
         best = (-1.0, 0.0, 0)  # (val, test, epoch)
         diverged = False
         for epoch in range(1, budget + 1):
             model.train()
-            order = order_rng.permutation(len(y_train))
+            order = data_order([seed], epoch, len(y_train), torch.device("cpu"))[0].numpy()
             for begin in range(0, len(order), config.batch_size):
                 rows = order[begin : begin + config.batch_size]
                 logits = model(batch_input(features.train, rows, dev))
