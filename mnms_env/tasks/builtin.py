@@ -29,7 +29,6 @@ from functools import partial
 from importlib.resources import files
 
 import numpy as np
-import wordfreq
 
 from mnms_env.tasks.base import Task, task_from_arrays
 
@@ -48,6 +47,8 @@ def langid(target: str, seed: int) -> Task:
     """`langid-<target>`: is this frequent token from the target language? Classes
     `("other", target)`."""
     languages = PAPER_LANGUAGES + (() if target in PAPER_LANGUAGES else (target,))
+    import wordfreq  # imported here: only langid tasks need it
+
     pool = dict.fromkeys(t for lang in languages for t in wordfreq.top_n_list(lang, VOCABULARY))
     positive = set(wordfreq.top_n_list(target, VOCABULARY))
     tokens = np.array(list(pool), dtype=object)

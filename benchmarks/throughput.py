@@ -1,0 +1,191 @@
+"""Child-training throughput: sequential vs batched, and the env's per-step overhead.
+
+    python benchmarks/throughput.py                      # CPU, or CUDA when present
+    python benchmarks/throughput.py --device cpu --ks 1 8 32
+
+Workloads (DESIGN.md §6):
+- `dense`: features of SST-2's size (6,920 train x 384, 872 validation, 1,821 test; a fixed
+  synthetic Gaussian mixture, so the benchmark needs no data directory), a 2x128 ReLU MLP, Adam,
+  10 epochs, batch 64.
+- `hashed-text`: the built-in `langid-es` with hashed character n-grams (4,096 buckets) and the
+  same child.
+The sequential rate is measured once per workload on a few children; the batched rate at each K
+trains K children with distinct seeds in one `BatchedEvaluator` call. Both run in the same process,
+one after the other, so their ratio compares like with like. Writes JSON and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest, SequentialEvaluator
+from mnms_env.tasks import Split, Task, register_task
+
+DENSE_TASK = "bench-dense-sst2-size"
+CHILD = dict(hidden_layers=2, width=128, activation="relu", optimizer="adam", batch_size=64)
+WORKLOADS = {
+    "dense": (DENSE_TASK, ChildConfig(representation="raw", representation_size=None, **CHILD)),
+    "hashed-text": (
+        "langid-es",
+        ChildConfig(representation="char-hash", representation_size=4096, **CHILD),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    workload: str
+    k: int
+    batched_children_per_s: float
+    sequential_children_per_s: float
+    speedup: float
+    mean_val_accuracy: float
+
+
+def _dense_task(seed: int) -> Task:
+    """A two-class Gaussian mixture with SST-2's split sizes and MiniLM's 384 dimensions."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=384).astype(np.float32) / np.sqrt(384)
+
+    def split(n: int) -> Split:
+        y = rng.integers(2, size=n)
+        x = rng.normal(size=(n, 384)).astype(np.float32) + np.outer(2 * y - 1, direction) * 1.5
+        return Split(x.astype(np.float32), y)
+
+    return Task(DENSE_TASK, "tabular", ("0", "1"), split(6920), split(872), split(1821), seed)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rate(evaluator, requests: list[ChildRequest], device: torch.device) -> tuple[float, float]:
+    """Children per second and mean validation accuracy of one `evaluate` call."""
+    _sync(device)
+    start = time.perf_counter()
+    results = evaluator.evaluate(requests)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return len(requests) / seconds, float(np.mean([r.val_accuracy for r in results]))
+
+
+def env_steps_per_second(episodes: int = 2000) -> dict[str, float]:
+    """Non-terminal `step` calls per second, on the raw env and through `gym.make`'s wrappers."""
+    import gymnasium as gym
+
+    out = {}
+    for label, env in (
+        ("unwrapped", gym.make("mnms_env:MNMS-v0", task="langid-es", store=None).unwrapped),
+        ("gym.make", gym.make("mnms_env:MNMS-v0", task="langid-es", store=None)),
+    ):
+        env.reset(seed=0)
+        actions = [int(np.flatnonzero(m)[0]) for m in env.unwrapped.task_masks()][:-1]
+        start = time.perf_counter()
+        for _ in range(episodes):
+            env.reset()
+            for action in actions:
+                env.step(action)
+        out[label] = episodes * len(actions) / (time.perf_counter() - start)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument("--ks", type=int, nargs="+", default=None)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--sequential-children", type=int, default=3)
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ks = args.ks or ([1, 8, 32, 256, 1024] if device.type == "cuda" else [1, 8, 32])
+    register_task(DENSE_TASK, _dense_task, modality="tabular", overwrite=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(
+        f"device: {device} ({name or platform.machine()}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads, {args.epochs} epochs"
+    )
+
+    sequential, batched = SequentialEvaluator(device=device), BatchedEvaluator(device=device)
+    rows: list[Row] = []
+    for workload in args.workloads:
+        task, config = WORKLOADS[workload]
+        warm = [ChildRequest(task, config, seed=10_000, budget=1)]
+        sequential.evaluate(warm), batched.evaluate(warm)  # features, CUDA context, kernels
+        requests = [ChildRequest(task, config, seed=s, budget=args.epochs) for s in range(max(ks))]
+        seq_rate, _ = _rate(sequential, requests[: args.sequential_children], device)
+        for k in ks:
+            rate, acc = _rate(batched, requests[:k], device)
+            rows.append(Row(workload, k, rate, seq_rate, rate / seq_rate, acc))
+            print(
+                f"{workload:12s} K={k:5d}  batched {rate:9.2f} children/s  "
+                f"sequential {seq_rate:7.3f} children/s  x{rate / seq_rate:8.1f}  "
+                f"(mean val acc {acc:.3f})"
+            )
+    steps = env_steps_per_second()
+    print("env non-terminal steps/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in steps.items()))
+
+    report = {
+        "device": str(device),
+        "device_name": name,
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "epochs": args.epochs,
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": [asdict(r) for r in rows],
+        "env_steps_per_second": steps,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"throughput-{device.type}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    _plot(rows, f"{name or device} ({args.epochs} epochs)", stem.with_suffix(".png"))
+    print(f"wrote {stem}.json and {stem}.png")
+    return report
+
+
+def _plot(rows: list[Row], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for workload in dict.fromkeys(r.workload for r in rows):
+        mine = [r for r in rows if r.workload == workload]
+        ax.plot(
+            [r.k for r in mine],
+            [r.batched_children_per_s for r in mine],
+            "o-",
+            label=f"{workload}: batched",
+        )
+        ax.axhline(
+            mine[0].sequential_children_per_s,
+            ls="--",
+            color=ax.lines[-1].get_color(),
+            label=f"{workload}: sequential",
+        )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="children trained together (K)",
+        ylabel="children / second",
+        title=title,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
