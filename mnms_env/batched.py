@@ -23,7 +23,6 @@ trained in several passes rather than running out of memory.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import defaultdict
@@ -299,12 +298,12 @@ class _VectorOptimizer:
         self.l2 = torch.tensor(l2, device=dev) if any(l2) else None
         self.m = [torch.zeros_like(p) for p in params] if kind in ("adam", "sgd") else None
         self.v = [torch.zeros_like(p) for p in params] if kind != "sgd" else None
-        self.t = 0
+        self.t = torch.zeros((), device=dev)  # a tensor, so a captured step can advance it
 
     @torch.no_grad()
     def step(self, training: torch.Tensor) -> None:
         """Update the children marked in `training`; the others keep their weights."""
-        self.t += 1
+        self.t.add_(1)
         lr = torch.where(training, self.lr, 0.0)
         for i, p in enumerate(self.params):
             shape = (-1,) + (1,) * (p.dim() - 1)
@@ -318,8 +317,9 @@ class _VectorOptimizer:
                 m, v = self.m[i], self.v[i]
                 m.lerp_(g, 1 - ADAM_BETAS[0])
                 v.mul_(ADAM_BETAS[1]).addcmul_(g, g, value=1 - ADAM_BETAS[1])
-                denom = v.sqrt().div_(math.sqrt(1 - ADAM_BETAS[1] ** self.t)).add_(EPS["adam"])
-                p.addcdiv_(m * (step_lr / (1 - ADAM_BETAS[0] ** self.t)), denom, value=-1.0)
+                bc1, bc2 = 1 - ADAM_BETAS[0] ** self.t, 1 - ADAM_BETAS[1] ** self.t
+                denom = v.sqrt().div_(bc2.sqrt()).add_(EPS["adam"])
+                p.addcdiv_(m * (step_lr / bc1), denom, value=-1.0)
             elif self.kind == "sgd":
                 self.m[i].mul_(SGD_MOMENTUM).add_(g)
                 p.sub_(step_lr * self.m[i])
@@ -352,31 +352,40 @@ def _train_group(
     dropout_gen.manual_seed(int(requests[0].seed) * 1_000_003 + k)
     epochs_left = torch.tensor([r.budget for r in requests], device=dev)
     alive = torch.ones(k, dtype=torch.bool, device=dev)
+    training = torch.zeros(k, dtype=torch.bool, device=dev)  # updated in place (graph-safe)
     best_val = torch.full((k,), -1.0, device=dev)
     best_test = torch.zeros(k, device=dev)
     best_epoch = torch.zeros(k, dtype=torch.long, device=dev)
+
+    def train_step(rows: torch.Tensor) -> None:
+        first = train.first_layer(rows, net._weight(0)[0])
+        logits = net.forward(first, dropout_gen)
+        targets = y_train[rows].reshape(-1)
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none")
+        losses = losses.view(k, -1).mean(dim=1)
+        finite = torch.isfinite(losses)
+        alive.logical_and_(
+            finite | ~training
+        )  # a non-finite loss ends that child, as in train_child
+        training.logical_and_(finite)
+        torch.where(training, losses, 0.0).sum().backward()
+        optimizer.step(training)
+
+    graphed = (
+        _GraphedStep(train_step, k, batch, dev)
+        if dev.type == "cuda" and not features.is_bag and not net.uses_dropout
+        else None
+    )
     n = len(task.train.y)
     for epoch in range(1, budget + 1):
-        training = alive & (epochs_left >= epoch)
+        training.copy_(alive & (epochs_left >= epoch))
         order = data_order(seeds, epoch, n, dev)
         for begin in range(0, n, batch):
             rows = order[:, begin : begin + batch]
-            first = train.first_layer(rows, net._weight(0)[0])
-            logits = net.forward(first, dropout_gen)
-            losses = (
-                F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]),
-                    y_train[rows].reshape(-1),
-                    reduction="none",
-                )
-                .view(k, -1)
-                .mean(dim=1)
-            )
-            finite = torch.isfinite(losses)
-            alive &= finite | ~training  # a non-finite loss ends that child, as in train_child
-            training &= finite
-            torch.where(training, losses, 0.0).sum().backward()
-            optimizer.step(training)
+            if graphed is not None and rows.shape[1] == batch:
+                graphed(rows)
+            else:
+                train_step(rows)
         with torch.no_grad():
             val_acc = _accuracy(net, val, task.validation.y, dev)
             test_acc = _accuracy(net, test, task.test.y, dev)
@@ -403,6 +412,41 @@ def _train_group(
         )
         for j in range(k)
     ]
+
+
+class _GraphedStep:
+    """A training step captured once as a CUDA graph and replayed for every full batch.
+
+    Small children leave the GPU idle between ~100 kernel launches per step; a replay issues the
+    whole step at once. Used for dense features without dropout: the bag gather has
+    data-dependent sizes and dropout draws from its own generator, so those steps run eagerly.
+    The first `WARMUP` calls run eagerly on a side stream (as CUDA graph capture requires); they
+    are real training steps, so the result does not depend on whether graphs are used.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step, k: int, batch: int, dev: torch.device) -> None:  # noqa: ANN001
+        self.step = step
+        self.rows = torch.zeros(k, batch, dtype=torch.long, device=dev)
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def __call__(self, rows: torch.Tensor) -> None:
+        self.rows.copy_(rows)
+        if self.graph is None and self.calls < self.WARMUP:
+            self.calls += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.step(self.rows)
+            torch.cuda.current_stream().wait_stream(side)
+            return
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.step(self.rows)
+        self.graph.replay()
 
 
 def _accuracy(net: _StackedNet, inputs: _Inputs, y: np.ndarray, dev: torch.device) -> torch.Tensor:
