@@ -32,7 +32,7 @@ from mnms_env.tasks import Split, Task, register_task
 DENSE_TASK = "bench-dense-sst2-size"
 CHILD = dict(hidden_layers=2, width=128, activation="relu", optimizer="adam", batch_size=64)
 WORKLOADS = {
-    "dense": (DENSE_TASK, ChildConfig(representation="raw", representation_size=None, **CHILD)),
+    "dense": (DENSE_TASK, ChildConfig(representation="raw", representation_size=0, **CHILD)),
     "hashed-text": (
         "langid-es",
         ChildConfig(representation="char-hash", representation_size=4096, **CHILD),

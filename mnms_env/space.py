@@ -46,8 +46,9 @@ class ChildConfig:
     representation: str = "word-hash"
     """Featurizer: hashed word 1-2-grams, hashed char 2-4-grams, a trainable word embedding bag,
     the pretrained MiniLM sentence encoder, or standardised raw features (tabular tasks)."""
-    representation_size: int | None = 4096
-    """Hash buckets or vocabulary size of a bag representation; `None` for dense ones."""
+    representation_size: int = 4096
+    """Hash buckets or vocabulary size of a bag representation; 0 for dense ones (an int either
+    way, so configs batch into arrays and JSON without a special case)."""
     hidden_layers: int = 1
     width: int = 128
     activation: str = "relu"
@@ -73,12 +74,12 @@ class ChildConfig:
             if not ok:
                 raise SpaceError(f"ChildConfig.{name}={getattr(self, name)!r} is out of range")
         if self.representation in DENSE_REPRESENTATIONS:
-            if self.representation_size is not None:
+            if self.representation_size != 0:
                 raise SpaceError(
                     f"representation {self.representation!r} has no size; "
-                    f"got representation_size={self.representation_size!r} (use None)"
+                    f"got representation_size={self.representation_size!r} (use 0)"
                 )
-        elif self.representation_size is None or self.representation_size < 2:
+        elif self.representation_size < 2:
             raise SpaceError(
                 f"representation {self.representation!r} needs representation_size >= 2, "
                 f"got {self.representation_size!r}"
@@ -132,9 +133,9 @@ class Decision:
 
 
 def _validate_option(name: str, option: Any) -> None:
-    base = ChildConfig(representation="raw", representation_size=None)
+    base = ChildConfig(representation="raw", representation_size=0)
     if name == "representation":
-        size = None if option in DENSE_REPRESENTATIONS else 4096
+        size = 0 if option in DENSE_REPRESENTATIONS else 4096
         values = {"representation": option, "representation_size": size}
     elif name == "representation_size":
         values = {"representation": "word-hash", "representation_size": option}
@@ -219,7 +220,7 @@ class SearchSpace:
         for decision in self.decisions:
             value = values[decision.name]
             if value not in decision.options:
-                if decision.name == "representation_size" and value is None:
+                if decision.name == "representation_size" and value == 0:
                     out.append(0)
                     continue
                 raise SpaceError(
@@ -241,8 +242,8 @@ def canonical_config(values: dict[str, Any], modality: Modality) -> ChildConfig:
         values["representation"] = "raw"
     rep = values.get("representation", ChildConfig.representation)
     if rep in DENSE_REPRESENTATIONS:
-        values["representation_size"] = None
-    elif values.get("representation_size") is None:
+        values["representation_size"] = 0
+    elif not values.get("representation_size"):
         values["representation_size"] = ChildConfig.representation_size
     return ChildConfig(**values)
 

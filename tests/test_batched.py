@@ -35,7 +35,7 @@ def test_batched_matches_sequential_on_random_configs() -> None:
 
 
 def _config(**kw) -> ChildConfig:
-    base = dict(representation="raw", representation_size=None, hidden_layers=2, width=32)
+    base = dict(representation="raw", representation_size=0, hidden_layers=2, width=32)
     return ChildConfig(**(base | kw))
 
 

@@ -7,7 +7,7 @@ from mnms_env.space import ChildConfig
 from mnms_env.tasks.base import task_from_arrays
 
 RAW = ChildConfig(
-    representation="raw", representation_size=None, hidden_layers=1, width=32, learning_rate=0.01
+    representation="raw", representation_size=0, hidden_layers=1, width=32, learning_rate=0.01
 )
 
 
@@ -40,7 +40,7 @@ def test_trains_to_good_accuracy_and_reports_everything(blobs) -> None:
 
 def test_same_seed_same_result_on_cpu(blobs) -> None:
     config = ChildConfig(
-        representation="raw", representation_size=None, dropout=0.3, optimizer="rmsprop"
+        representation="raw", representation_size=0, dropout=0.3, optimizer="rmsprop"
     )
     a, b = _train(blobs, config), _train(blobs, config)
     assert (a.val_accuracy, a.test_accuracy, a.best_epoch) == (
@@ -53,7 +53,7 @@ def test_same_seed_same_result_on_cpu(blobs) -> None:
 def test_divergence_is_a_result_not_a_crash(blobs) -> None:
     config = ChildConfig(
         representation="raw",
-        representation_size=None,
+        representation_size=0,
         optimizer="sgd",
         learning_rate=1e4,
         hidden_layers=3,
@@ -68,7 +68,7 @@ def test_divergence_is_a_result_not_a_crash(blobs) -> None:
 def test_every_optimizer_learns(blobs, optimizer: str) -> None:
     lr = {"sgd": 0.05, "adagrad": 0.1}.get(optimizer, 0.01)
     config = ChildConfig(
-        representation="raw", representation_size=None, optimizer=optimizer, learning_rate=lr
+        representation="raw", representation_size=0, optimizer=optimizer, learning_rate=lr
     )
     assert _train(blobs, config).val_accuracy > 0.8
 

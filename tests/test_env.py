@@ -159,3 +159,24 @@ def test_default_space_and_flatten_observation() -> None:
 def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
         make(**kwargs)
+
+
+def test_a_child_requested_twice_in_one_batch_is_trained_once(tmp_path: Path) -> None:
+    from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator
+    from mnms_env.evaluate import evaluate_cached
+
+    class Counting(SequentialEvaluator):
+        trained = 0
+
+        def evaluate(self, requests):
+            self.trained += len(requests)
+            return super().evaluate(requests)
+
+    request = ChildRequest("wine", ChildConfig(representation="raw", representation_size=0))
+    evaluator = Counting(device="cpu")
+    for store in (None, ResultStore(tmp_path / "r.sqlite")):
+        evaluator.trained = 0
+        answers = evaluate_cached(evaluator, store, [request, request])
+        assert evaluator.trained == 1
+        assert [cached for _, cached in answers] == [False, True]
+        assert answers[0][0] == answers[1][0]

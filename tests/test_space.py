@@ -57,7 +57,7 @@ def test_dense_representation_drops_its_size() -> None:
     space = default_space()
     a = space.decode([4, 0, 1, 1, 0, 0, 0, 2, 2, 0], "tabular")
     b = space.decode([4, 2, 1, 1, 0, 0, 0, 2, 2, 0], "tabular")
-    assert a == b and a.representation_size is None
+    assert a == b and a.representation_size == 0
 
 
 def test_decode_rejects_masked_option_with_valid_range() -> None:
@@ -83,7 +83,7 @@ def test_custom_space_keeps_defaults_for_missing_decisions() -> None:
     space = SearchSpace((Decision("width", (8, 16)), Decision("learning_rate", (0.01, 0.1))))
     config = space.decode([1, 0], "tabular")
     assert config == ChildConfig(
-        representation="raw", representation_size=None, width=16, learning_rate=0.01
+        representation="raw", representation_size=0, width=16, learning_rate=0.01
     )
 
 

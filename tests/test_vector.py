@@ -98,3 +98,22 @@ def test_gymnasium_vector_envs_over_mnms_keep_working(mode: str, tmp_path) -> No
     _, rewards, terminated, *_ = run_episode(envs, np.random.default_rng(0), infos["action_mask"])
     assert terminated.all() and (rewards > 0.2).all()
     envs.close()
+
+
+@pytest.mark.parametrize("mode", ["vector_entry_point", "sync"])
+def test_mixed_dense_and_bag_children_in_one_step(mode: str) -> None:
+    """Sub-envs finishing a raw (size 0) and a hashed child together merge into one info."""
+    envs = gym.make_vec(
+        "mnms_env:MNMS-v0",
+        num_envs=4,
+        vectorization_mode=mode,
+        tasks=["wine", "word-sentiment-da"],
+        space=SMALL,
+        store=None,
+    )
+    obs, infos = envs.reset(seed=3)
+    assert len(set(obs["task"].tolist())) == 2
+    *_, infos = run_episode(envs, np.random.default_rng(3), infos["action_mask"])
+    sizes = infos["child"]["config"]["representation_size"]
+    assert 0 in sizes.tolist() and 4096 in sizes.tolist()
+    envs.close()

@@ -1,0 +1,320 @@
+"""The `mnms` command: `mnms search` runs the MNMS controller, `mnms tasks` lists the tasks.
+
+`mnms search` with no arguments reproduces the paper's first multitask pair with offline data
+(`langid-es` with `word-sentiment-en`) on the local device. A run directory holds everything
+needed to inspect or resume it:
+
+| file              | what                                                                 |
+|-------------------|----------------------------------------------------------------------|
+| `run.json`        | the run's settings (a resume reuses them)                            |
+| `results.sqlite`  | every trained child (the env's results store)                        |
+| `checkpoint.pt`   | the whole agent, saved after every update                            |
+| `tensorboard/`    | scalars: `charts/...` per task, `losses/...` per update              |
+| `summary.json`    | per task: best child (config, val/test accuracy), reward, decisions  |
+| `progress.png`    | best-so-far and running-mean reward per task                         |
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.mnms import MNMS, MNMSConfig, UpdateStats
+from mnms_env import TaskError, default_space, list_tasks
+
+PAPER_PAIR = ("langid-es", "word-sentiment-en")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What defines a search run (saved as `run.json`; a resume reuses it)."""
+
+    tasks: tuple[str, ...] = PAPER_PAIR
+    children: int = 200
+    """Children to sample in all. The default run (`budget=1`) took 305 s on 2 CPU cores shared
+    with another job, from an empty feature cache (featurizing is a one-off cost)."""
+    budget: int = 1
+    """Training epochs per child."""
+    seed: int = 0
+    batch_size: int = MNMSConfig.batch_size
+    replay: bool = MNMSConfig.replay
+    source: str | None = None
+    """Checkpoint to transfer from (`--from`)."""
+    freeze: bool = False
+    """With `source`: train only the new tasks' embeddings."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.children < 1 or self.budget < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"children, budget and batch size must be >= 1; got {self.children}, "
+                f"{self.budget} and {self.batch_size}"
+            )
+        if self.freeze and self.source is None:
+            raise ValueError("--freeze applies to a transfer; pass --from CHECKPOINT")
+
+
+FIXED_ON_RESUME = ("tasks", "budget", "seed", "batch_size", "replay", "source", "freeze")
+REPRESENTATION = "representation"
+RUNNING_MEAN = 20
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "tasks":
+        _print_tasks()
+        return 0
+    try:
+        settings, out = _settings(args)
+        search(settings, out, device=args.device)
+    except (ValueError, TaskError) as err:
+        parser.error(str(err))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnms", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("tasks", help="list the registered tasks")
+    search_parser = commands.add_parser(
+        "search",
+        help="run the MNMS controller",
+        description="Search child networks for several tasks at once with the MNMS controller.",
+    )
+    add = search_parser.add_argument
+    defaults = SearchSettings()
+    add("--tasks", nargs="+", help=f"task names (default: {' '.join(defaults.tasks)})")
+    add("--children", type=int, help=f"children to sample in all (default {defaults.children})")
+    add("--budget", type=int, help=f"training epochs per child (default {defaults.budget})")
+    add("--seed", type=int, help=f"seed of the controller and the env (default {defaults.seed})")
+    add("--batch-size", type=int, help=f"children per update (default {defaults.batch_size})")
+    add("--no-replay", dest="replay", action="store_false", default=None, help="on-policy only")
+    add("--out", type=Path, help="run directory (default runs/search-seed<seed>-<time>)")
+    add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add("--from", dest="source", type=Path, help="transfer: start from this checkpoint")
+    add("--freeze", action="store_true", default=None, help="with --from: train only new tasks")
+    add("--device", help="torch device for the children (default: cuda if present, else cpu)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
+    """The run's settings: the command line over the defaults, or over the saved `run.json`
+    when resuming (which then refuses settings that would change the run)."""
+    names = [f.name for f in fields(SearchSettings)]
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if "source" in given:
+        given["source"] = str(given["source"])
+    if "tasks" in given:
+        given["tasks"] = tuple(given["tasks"])
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs --out, the directory of the run to continue")
+        saved_file = args.out / "run.json"
+        if not saved_file.exists():
+            raise ValueError(f"--resume: {saved_file} does not exist; is {args.out} a run?")
+        saved = SearchSettings(**json.loads(saved_file.read_text()))
+        changed = {
+            k: v for k, v in given.items() if k in FIXED_ON_RESUME and v != getattr(saved, k)
+        }
+        if changed:
+            raise ValueError(
+                f"--resume continues the run as it was started; these settings differ from "
+                f"{saved_file}: "
+                + ", ".join(f"{k}={v!r} (run: {getattr(saved, k)!r})" for k, v in changed.items())
+            )
+        return replace(saved, **given), args.out
+    settings = SearchSettings(**given)
+    if settings.source is not None and not Path(settings.source).is_file():
+        raise ValueError(f"--from {settings.source}: no such checkpoint file")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = args.out if args.out is not None else Path("runs") / f"search-seed{settings.seed}-{stamp}"
+    if (out / "run.json").exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it")
+    return settings, out
+
+
+def search(settings: SearchSettings, out: Path, *, device: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a search in `out` and write its files; returns the summary."""
+    from torch.utils.tensorboard import SummaryWriter  # slow import; only `search` needs it
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    env = gym.make(
+        "MNMS-v0",
+        tasks=settings.tasks,
+        space=default_space(),
+        budget=settings.budget,
+        store=out / "results.sqlite",
+        device=device,
+    )
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists():
+        agent = MNMS.load(checkpoint, env)
+    elif settings.source is not None:
+        agent = MNMS.load(settings.source, env, freeze=settings.freeze, seed=settings.seed)
+    else:
+        config = MNMSConfig(batch_size=settings.batch_size, replay=settings.replay)
+        agent = MNMS(env, config, seed=settings.seed)
+    (out / "run.json").write_text(json.dumps(asdict(settings), indent=2))
+    run_name = f"mnms__{'+'.join(settings.tasks)}__seed{settings.seed}"
+    writer = SummaryWriter(str(out / "tensorboard"))
+    writer.add_text(
+        "hyperparameters", _markdown_table({**asdict(settings), **asdict(agent.config)})
+    )
+    bar = tqdm(total=settings.children, initial=agent.num_children, unit="child", desc=run_name)
+    started = time.perf_counter()
+
+    def log(agent: MNMS, stats: UpdateStats) -> None:
+        step = stats.num_children
+        for task, rewards in _rewards_by_task(stats.children).items():
+            writer.add_scalar(f"charts/reward/{task}", np.mean(rewards), step)
+        for task, best in _best_so_far(agent).items():
+            writer.add_scalar(f"charts/best_so_far/{task}", best, step)
+        for task, baseline in stats.baselines.items():
+            writer.add_scalar(f"charts/baseline/{task}", baseline, step)
+        cached = [bool(r.child and r.child["cached"]) for r in stats.children]
+        writer.add_scalar("charts/cached_fraction", np.mean(cached), step)
+        writer.add_scalar(
+            "charts/children_per_second", step / (time.perf_counter() - started), step
+        )
+        for name in ("policy_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"):
+            writer.add_scalar(f"losses/{name}", getattr(stats, name), step)
+        bar.update(len(stats.children))
+        means = _rewards_by_task(agent.history)
+        bar.set_postfix_str(
+            " ".join(
+                f"{t}: best {b:.3f} mean {np.mean(means[t]):.3f}"
+                for t, b in _best_so_far(agent).items()
+            )
+        )
+
+    agent.learn(max(0, settings.children - agent.num_children), checkpoint=checkpoint, callback=log)
+    bar.close()
+    writer.close()
+    summary = _summary(agent, settings, run_name, trained=len(env.unwrapped.store))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _plot(agent, out / "progress.png", run_name)
+    _print_summary(summary, out)
+    return summary
+
+
+def _rewards_by_task(records: Sequence[Any]) -> dict[str, list[float]]:
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        by_task[record.task].append(record.reward)
+    return by_task
+
+
+def _best_so_far(agent: MNMS) -> dict[str, float]:
+    return {task: max(r) for task, r in sorted(_rewards_by_task(agent.history).items())}
+
+
+def _summary(
+    agent: MNMS, settings: SearchSettings, run_name: str, *, trained: int
+) -> dict[str, Any]:
+    """The run's JSON summary; `trained` counts the store's children (a child sampled twice,
+    or re-sampled after a resume, is trained once)."""
+    per_task = {}
+    for task in agent.task_names:
+        records = [r for r in agent.history if r.task == task]
+        if not records:
+            continue
+        best = max(records, key=lambda r: r.reward)
+        representations = [r.child["config"][REPRESENTATION] for r in records]
+        per_task[task] = {
+            "children": len(records),
+            "mean_reward": float(np.mean([r.reward for r in records])),
+            "best": {
+                "config": best.child["config"],
+                "val_accuracy": best.child["val_accuracy"],
+                "test_accuracy": best.child["test_accuracy"],
+                "child_index": agent.history.index(best) + 1,
+            },
+            "representation_all": dict(Counter(representations).most_common()),
+            "representation_last_half": dict(
+                Counter(representations[len(representations) // 2 :]).most_common()
+            ),
+        }
+    return {
+        "run_name": run_name,
+        "settings": asdict(settings),
+        "config": asdict(agent.config),
+        "children": agent.num_children,
+        "trained": trained,
+        "per_task": per_task,
+    }
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    print(f"\n{summary['children']} children, {summary['trained']} distinct trained -> {out}")
+    for task, info in summary["per_task"].items():
+        best = info["best"]
+        config = " ".join(f"{k}={v}" for k, v in best["config"].items())
+        print(
+            f"\n{task}: best val {best['val_accuracy']:.4f} test {best['test_accuracy']:.4f} "
+            f"(child {best['child_index']}; {info['children']} children, "
+            f"mean reward {info['mean_reward']:.4f})\n  {config}"
+        )
+        for label, key in (
+            ("all", "representation_all"),
+            ("last half", "representation_last_half"),
+        ):
+            counts = info[key]
+            total = sum(counts.values())
+            shares = ", ".join(f"{k} {v / total:.0%}" for k, v in counts.items())
+            print(f"  representation ({label}, {total}): {shares}")
+
+
+def _plot(agent: MNMS, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (best_ax, mean_ax) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for task in agent.task_names:
+        index = [i for i, r in enumerate(agent.history, 1) if r.task == task]
+        if not index:
+            continue
+        rewards = np.array([agent.history[i - 1].reward for i in index])
+        best_ax.step(index, np.maximum.accumulate(rewards), where="post", label=task)
+        cumulative = np.concatenate([[0.0], np.cumsum(rewards)])
+        starts = np.maximum(0, np.arange(1, len(rewards) + 1) - RUNNING_MEAN)
+        ends = np.arange(1, len(rewards) + 1)
+        mean_ax.plot(index, (cumulative[ends] - cumulative[starts]) / (ends - starts), label=task)
+    best_ax.set(title="best so far", xlabel="children (all tasks)", ylabel="validation accuracy")
+    mean_ax.set(
+        title=f"mean of the task's last {RUNNING_MEAN} children", xlabel="children (all tasks)"
+    )
+    best_ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _markdown_table(values: dict[str, Any]) -> str:
+    rows = "\n".join(f"|{key}|{value}|" for key, value in values.items())
+    return f"|param|value|\n|-|-|\n{rows}"
+
+
+def _print_tasks() -> None:
+    for info in list_tasks():
+        sizes = "/".join(str(info.sizes[s]) for s in ("train", "validation", "test"))
+        classes = f"{info.num_classes} classes"
+        print(f"{info.name:24} {info.modality:8} {classes:>10}  {sizes:>20}  {info.source}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

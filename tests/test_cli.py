@@ -1,0 +1,76 @@
+"""`mnms search` and `mnms tasks` end to end: tiny real searches (budget 1, a tiny space)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import agents.cli
+from agents.cli import main
+from mnms_env import Decision, ResultStore, SearchSpace
+
+TINY_SPACE = SearchSpace(
+    (
+        Decision("representation", ("char-hash", "raw")),
+        Decision("hidden_layers", (0, 1)),
+        Decision("learning_rate", (1e-2, 3e-2)),
+    )
+)
+RUN_FILES = ("run.json", "results.sqlite", "checkpoint.pt", "summary.json", "progress.png")
+
+
+@pytest.fixture(autouse=True)
+def _tiny_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agents.cli, "default_space", lambda: TINY_SPACE)
+
+
+def test_tasks_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tasks"]) == 0
+    listed = capsys.readouterr().out
+    assert "langid-es" in listed and "word-sentiment-en" in listed and "digits" in listed
+
+
+def test_search_writes_its_run_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    tasks = ["word-sentiment-en", "digits"]
+    args = ["search", "--tasks", *tasks, "--children", "4", "--batch-size", "2", "--out", str(out)]
+    assert main(args) == 0
+    for name in RUN_FILES:
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["children"] == 4 and set(summary["per_task"]) <= set(tasks)
+    for task, info in summary["per_task"].items():
+        assert 0 <= info["best"]["test_accuracy"] <= 1 and info["best"]["config"]
+        assert sum(info["representation_all"].values()) == info["children"]
+        assert set(info["representation_all"]) == ({"raw"} if task == "digits" else {"char-hash"})
+    printed = capsys.readouterr().out
+    assert "best val" in printed and "representation (all" in printed
+    events = EventAccumulator(str(out / "tensorboard"))
+    tags = set(events.Reload().Tags()["scalars"])
+    assert {"losses/policy_loss", "losses/entropy", "charts/cached_fraction"} <= tags
+    assert any(tag.startswith("charts/best_so_far/") for tag in tags)
+
+    # resume: same run, more children; nothing is trained twice
+    assert main(["search", "--out", str(out), "--resume", "--children", "8"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["children"] == 8 and summary["settings"]["tasks"] == tasks
+    assert len(ResultStore(out / "results.sqlite")) == summary["trained"] <= 8
+
+    with pytest.raises(SystemExit):  # refuses to overwrite a run
+        main(["search", "--out", str(out), "--children", "2"])
+    with pytest.raises(SystemExit):  # refuses to resume with other settings
+        main(["search", "--out", str(out), "--resume", "--seed", "5"])
+    assert "seed=5 (run: 0)" in capsys.readouterr().err
+
+    # transfer to a new task, training only its embedding
+    new = tmp_path / "transfer"
+    source = str(out / "checkpoint.pt")
+    args = ["search", "--tasks", "wine", "--from", source, "--freeze", "--children", "2"]
+    assert main([*args, "--out", str(new)]) == 0
+    summary = json.loads((new / "summary.json").read_text())
+    assert summary["children"] == 2 and list(summary["per_task"]) == ["wine"]

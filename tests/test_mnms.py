@@ -1,0 +1,332 @@
+"""The MNMS controller: its math, masking, learning, task conditioning, transfer and resume.
+
+Every test searches the small `SMALL_SPACE` (216 text children) scored by `TableEvaluator`, whose
+per-task optimum is known, so "the controller learned" is asserted, not assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from tabular_evaluator import SMALL_SPACE, TableEvaluator
+
+import mnms_env  # noqa: F401  (registers the envs)
+from agents.mnms import (
+    MNMS,
+    MNMSConfig,
+    masked_logits,
+    normalised_advantages,
+    updated_baselines,
+)
+from mnms_env import ResultStore
+
+TESTS = Path(__file__).resolve().parent
+BEST = 0.9  # TableEvaluator's score of a task's optimum
+
+# Optima that differ in every decision: a task-blind controller cannot find both greedily.
+DISTINCT = {
+    "langid-es": {
+        "representation": "char-hash",
+        "representation_size": 16384,
+        "hidden_layers": 2,
+        "width": 16,
+        "learning_rate": 1e-2,
+    },
+    "langid-de": {
+        "representation": "embedding-bag",
+        "representation_size": 1024,
+        "hidden_layers": 0,
+        "width": 128,
+        "learning_rate": 1e-3,
+    },
+}
+# Related optima: langid-fr's recombines choices of the other two (char-hash as langid-es, width
+# 128 as langid-de), and all three share the remaining decisions.
+SHARED = {"representation_size": 4096, "hidden_layers": 1, "learning_rate": 1e-2}
+RELATED = {
+    "langid-es": {"representation": "char-hash", "width": 16, **SHARED},
+    "langid-de": {"representation": "embedding-bag", "width": 128, **SHARED},
+    "langid-fr": {"representation": "char-hash", "width": 128, **SHARED},
+}
+
+
+def make_env(tasks: list[str], optima: dict[str, dict[str, Any]], **kwargs: Any) -> gym.Env:
+    evaluator = TableEvaluator(optima, **kwargs.pop("evaluator_kwargs", {}))
+    store = kwargs.pop("store", None)
+    return gym.make(
+        "MNMS-v0", tasks=tasks, space=SMALL_SPACE, evaluator=evaluator, store=store, **kwargs
+    )
+
+
+def greedy_config(agent: MNMS, task: str) -> dict[str, Any]:
+    decisions = agent.sample_decisions(task, deterministic=True)[0]
+    return asdict(SMALL_SPACE.decode(decisions, "text"))
+
+
+def children_to_optimum(agent: MNMS, task: str) -> int | None:
+    """1-based index (over the agent's history) of the first child of `task` at its optimum."""
+    for i, record in enumerate(agent.history, start=1):
+        if record.task == task and record.reward >= BEST - 1e-9:
+            return i
+    return None
+
+
+# ------------------------------------------------------------------------------ the math
+
+
+def test_advantage_is_normalised_per_task() -> None:
+    rewards = torch.tensor([0.9, 0.6, 0.09, 0.06])
+    baselines = torch.tensor([0.6, 0.6, 0.06, 0.06])  # two tasks, rewards 10x apart
+    advantages = normalised_advantages(rewards, baselines, floor=0.01)
+    torch.testing.assert_close(advantages, torch.tensor([0.5, 0.0, 0.5, 0.0]))
+    # a baseline near 0 is floored instead of dividing by ~0
+    floored = normalised_advantages(torch.tensor([0.02]), torch.tensor([0.0]), floor=0.01)
+    torch.testing.assert_close(floored, torch.tensor([2.0]))
+
+
+def test_baseline_is_a_per_task_moving_average() -> None:
+    b = updated_baselines({"a": 0.5}, ["a", "b", "a", "b"], [1.0, 0.2, 1.0, 0.4], decay=0.5)
+    assert b["a"] == pytest.approx(0.875)  # 0.5 -> 0.75 -> 0.875
+    assert b["b"] == pytest.approx(0.325)  # seeded at the batch mean 0.3 -> 0.25 -> 0.325
+
+
+def test_masked_options_have_probability_zero() -> None:
+    logits = torch.tensor([[5.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[False, True, True], [True, False, False]])
+    probs = torch.softmax(masked_logits(logits, mask), dim=-1)
+    assert torch.all(probs[~mask] == 0) and torch.allclose(probs.sum(-1), torch.ones(2))
+    entropy = -(probs * torch.log_softmax(masked_logits(logits, mask), dim=-1)).sum(-1)
+    assert torch.isfinite(entropy).all() and entropy[1] == 0
+    with pytest.raises(ValueError, match="no option valid"):
+        masked_logits(logits, torch.tensor([[True, False, False], [False, False, False]]))
+
+
+def test_controller_samples_only_valid_options() -> None:
+    # `raw` is the only representation of the tabular task and is invalid for the text task
+    optima = {"langid-es": DISTINCT["langid-es"], "digits": {"hidden_layers": 1}}
+    env = make_env(["langid-es", "digits"], optima)
+    agent = MNMS(env, seed=0).learn(40)
+    tasks = {r.task for r in agent.history}
+    assert tasks == {"langid-es", "digits"}
+    for record in agent.history:
+        representation = record.child["config"]["representation"]
+        assert (representation == "raw") == (record.task == "digits")
+    samples = agent.sample_decisions("langid-es", 500)
+    assert not np.any(samples[:, 0] == SMALL_SPACE.decisions[0].options.index("raw"))
+
+
+# ------------------------------------------------------------------------------ learning
+
+
+def test_finds_each_task_optimum_and_differentiates_tasks() -> None:
+    env = make_env(list(DISTINCT), DISTINCT)
+    agent = MNMS(env, seed=0).learn(200)
+    for task, optimum in DISTINCT.items():
+        # (a) found within 200 children of both tasks (uniform sampling needs ~216 per task)
+        assert children_to_optimum(agent, task) is not None, task
+        # (b) the final greedy child of each task is that task's own optimum
+        greedy = greedy_config(agent, task)
+        assert {name: greedy[name] for name in optimum} == optimum, task
+    assert greedy_config(agent, "langid-es") != greedy_config(agent, "langid-de")
+
+
+def test_a_task_blind_controller_fails_the_differentiation_check() -> None:
+    """The check above has teeth: with the task embedding zeroed and frozen the controller
+    cannot tell the tasks apart, so both get the same greedy child."""
+    env = make_env(list(DISTINCT), DISTINCT)
+    agent = MNMS(env, seed=0)
+    agent.policy.task_embedding.weight.data.zero_()
+    agent.policy.task_embedding.weight.requires_grad_(False)
+    agent.learn(200)
+    assert greedy_config(agent, "langid-es") == greedy_config(agent, "langid-de")
+
+
+@pytest.mark.parametrize(
+    ("mode", "replay"), [("sync", True), ("sync", False), ("vector_entry_point", True)]
+)
+def test_vector_env_learns_through_autoreset(mode: str, replay: bool) -> None:
+    envs = gym.make_vec(
+        "MNMS-v0",
+        num_envs=3,
+        vectorization_mode=mode,
+        tasks=list(DISTINCT),
+        space=SMALL_SPACE,
+        evaluator=TableEvaluator(DISTINCT),
+        store=None,
+    )
+    agent = MNMS(envs, MNMSConfig(batch_size=6, replay=replay), seed=1).learn(30)
+    assert agent.task_names == tuple(DISTINCT)
+    assert agent.num_children == len(agent.history) == 30 and agent.num_updates == 5
+    for record in agent.history:  # the ignored autoreset actions never enter a child
+        config = SMALL_SPACE.decode(record.decisions, "text")
+        assert record.child["config"] == asdict(config) and record.task == record.child["task"]
+        optimum = DISTINCT[record.task]
+        matched = sum(asdict(config)[k] == v for k, v in optimum.items())
+        assert record.reward == pytest.approx(0.3 + 0.6 * matched / len(optimum))
+
+
+def test_act_drives_an_env_with_explicit_recurrent_state() -> None:
+    env = make_env(list(DISTINCT), DISTINCT)
+    agent = MNMS(env, seed=0)
+    observation, info = env.reset(seed=0, options={"task": "langid-de"})
+    state = agent.policy.initial_state(1)
+    terminated = False
+    while not terminated:
+        batch = {key: np.asarray(value)[None] for key, value in observation.items()}
+        action, _, state = agent.act(batch, info["action_mask"][None], state, deterministic=True)
+        observation, reward, terminated, _, info = env.step(int(action[0]))
+    assert state[0].shape == (1, agent.config.hidden_size)
+    assert info["child"]["task"] == "langid-de" and 0.3 <= reward <= BEST
+
+
+def test_rejects_envs_without_the_mnms_contract() -> None:
+    with pytest.raises(ValueError, match="MNMS-v0 observation"):
+        MNMS(gym.make("MNMS-OneShot-v0", task="langid-es", space=SMALL_SPACE, store=None))
+    with pytest.raises(ValueError, match="2 distinct names"):
+        MNMS(make_env(list(DISTINCT), DISTINCT), tasks=["only-one"])
+    swapped = MNMS(make_env(list(DISTINCT), DISTINCT), tasks=list(DISTINCT)[::-1])
+    with pytest.raises(RuntimeError, match="must follow the env's task indices"):
+        swapped.learn(4)
+    with pytest.raises(ValueError, match="batch_size must be > 0"):
+        MNMSConfig(batch_size=0)
+
+
+# ---------------------------------------------------------------------- save, load, transfer
+
+
+def test_save_load_resumes_exactly(tmp_path: Path) -> None:
+    env = make_env(list(DISTINCT), DISTINCT)
+    agent = MNMS(env, MNMSConfig(batch_size=4), seed=2).learn(16)
+    agent.save(tmp_path / "agent.pt")
+    continued = agent.learn(16).history[16:]
+    restored = MNMS.load(tmp_path / "agent.pt", make_env(list(DISTINCT), DISTINCT))
+    assert restored.num_children == 16 and len(restored.history) == 16
+    assert restored.learn(16).history[16:] == continued
+
+
+def test_transfer_keeps_known_weights_and_adds_new_tasks(tmp_path: Path) -> None:
+    source = MNMS(make_env(["langid-es", "langid-de"], RELATED), seed=0).learn(24)
+    source.save(tmp_path / "source.pt")
+    target_env = make_env(["langid-fr", "langid-es"], RELATED)
+    agent = MNMS.load(tmp_path / "source.pt", target_env)
+    table = agent.policy.task_embedding.weight
+    assert torch.equal(table[1], source.policy.task_embedding.weight[0])  # langid-es kept
+    assert not any(torch.equal(table[0], row) for row in source.policy.task_embedding.weight)
+    for name, weight in source.policy.state_dict().items():
+        if name != "task_embedding.weight":
+            assert torch.equal(agent.policy.state_dict()[name], weight), name
+    assert agent.num_children == 0 and agent.baselines.keys() == {"langid-es"}
+    assert {e.task for e in agent.replay.episodes} == {"langid-es"}
+
+    frozen = MNMS.load(tmp_path / "source.pt", target_env, freeze=True)
+    before = {k: v.clone() for k, v in frozen.policy.state_dict().items()}
+    frozen.learn(16)
+    after = frozen.policy.state_dict()
+    for name, weight in before.items():
+        if name != "task_embedding.weight":
+            assert torch.equal(after[name], weight), name
+    assert torch.equal(after["task_embedding.weight"][1], before["task_embedding.weight"][1])
+    assert not torch.equal(after["task_embedding.weight"][0], before["task_embedding.weight"][0])
+
+    with pytest.raises(ValueError, match="freeze=True"):
+        MNMS.load(
+            tmp_path / "source.pt", make_env(["langid-es", "langid-de"], RELATED), freeze=True
+        )
+    other = gym.make("MNMS-v0", task="langid-es", store=None, evaluator=TableEvaluator(RELATED))
+    with pytest.raises(ValueError, match="option counts"):
+        MNMS.load(tmp_path / "source.pt", other)
+
+
+def test_transfer_reaches_a_related_task_sooner(tmp_path: Path) -> None:
+    """(c) A controller pre-trained on langid-es and langid-de starts better on langid-fr and
+    finds its optimum in fewer children than a fresh controller, over eight seeds."""
+    MNMS(make_env(["langid-es", "langid-de"], RELATED), seed=0).learn(100).save(tmp_path / "s.pt")
+    runs: dict[str, list[MNMS]] = {"transferred": [], "fresh": []}
+    for seed in range(8):
+        new_env = make_env(["langid-fr"], RELATED)
+        runs["transferred"].append(MNMS.load(tmp_path / "s.pt", new_env, seed=seed).learn(80))
+        runs["fresh"].append(MNMS(make_env(["langid-fr"], RELATED), seed=seed).learn(80))
+    first_batch = {
+        k: np.mean([r.reward for a in v for r in a.history[:8]]) for k, v in runs.items()
+    }
+    found = {k: [children_to_optimum(a, "langid-fr") or 1000 for a in v] for k, v in runs.items()}
+    assert first_batch["transferred"] > first_batch["fresh"] + 0.05, first_batch
+    assert 1.5 * sum(found["transferred"]) < sum(found["fresh"]), found
+
+
+# ------------------------------------------------------------------------------ resume after a kill
+
+RESUME_SCRIPT = """
+import sys
+from pathlib import Path
+import json
+sys.path.insert(0, sys.argv[1])
+import gymnasium as gym
+import mnms_env
+from agents.mnms import MNMS, MNMSConfig
+from tabular_evaluator import SMALL_SPACE, TableEvaluator
+optima, tmp = json.loads(sys.argv[2]), Path(sys.argv[3])
+total, hang = int(sys.argv[4]), int(sys.argv[5])
+evaluator = TableEvaluator(optima, log=tmp / "trained.jsonl", hang_at=hang or None)
+env = gym.make("MNMS-v0", tasks=list(optima), space=SMALL_SPACE, evaluator=evaluator,
+               store=tmp / "results.sqlite")
+checkpoint = tmp / "agent.pt"
+if checkpoint.exists():
+    agent = MNMS.load(checkpoint, env)
+else:
+    agent = MNMS(env, MNMSConfig(batch_size=4), seed=3)
+agent.learn(total - agent.num_children, checkpoint=checkpoint)
+"""
+
+
+def _run_search(tmp_path: Path, total: int, hang: int) -> subprocess.Popen:
+    args = [str(TESTS), json.dumps(DISTINCT), str(tmp_path), str(total), str(hang)]
+    return subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, *args])
+
+
+def test_killed_search_resumes_without_losing_or_retraining(tmp_path: Path) -> None:
+    total = 24
+    process = _run_search(tmp_path, total, hang=11)  # the 11th trained child blocks
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "trained.hang").exists():
+        assert process.poll() is None, "the search exited before reaching the hang"
+        assert time.monotonic() < deadline, "the search never reached the hang"
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    store = ResultStore(tmp_path / "results.sqlite")
+    checkpoint = MNMS.load(tmp_path / "agent.pt", make_env(list(DISTINCT), DISTINCT))
+    trained_before = len(store)
+    # the killed update had trained children that its checkpoint does not know
+    known = len({(r.task, r.decisions) for r in checkpoint.history})
+    assert trained_before > known
+    assert 0 < checkpoint.num_children < total
+
+    assert _run_search(tmp_path, total, hang=0).wait(timeout=120) == 0
+    lines = (tmp_path / "trained.jsonl").read_text().splitlines()
+    trained = [tuple(sorted(json.loads(line).items())) for line in lines]
+    assert len(trained) == len(set(trained)), "a child was trained twice"
+    assert len(trained) == len(store) > trained_before
+    resumed = MNMS.load(tmp_path / "agent.pt", make_env(list(DISTINCT), DISTINCT))
+    assert resumed.num_children == total
+    stored = {(r["task"], r["config"], r["seed"], r["budget"]) for r in store.rows()}
+    sampled = {
+        (r.task, SMALL_SPACE.decode(r.decisions, "text").to_json(), 0, 1) for r in resumed.history
+    }
+    assert stored == sampled  # every sampled child is stored, nothing else is
+    # the children of the killed update were re-sampled and answered by the store
+    redone = resumed.history[checkpoint.num_children :]
+    assert sum(r.child["cached"] for r in redone) >= trained_before - known
