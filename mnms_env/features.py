@@ -25,6 +25,7 @@ import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,7 @@ def _sublinear_l2(counts: sp.csr_matrix) -> sp.csr_matrix:
     return normalize(counts, norm="l2").astype(np.float32)
 
 
+@lru_cache(maxsize=1)
 def _load_encoder():  # noqa: ANN202 - sentence_transformers is optional
     if not encoder_available():
         raise MissingExtraError(
