@@ -602,7 +602,7 @@ class MNMS:
                 f"an episode ended after {len(actions)} decisions; the observation space "
                 f"declares {len(self.sizes)}"
             )
-        child = _unbatch(info["child"], j) if "child" in info and info["_child"][j] else None
+        child = unbatch_info(info["child"], j) if "child" in info and info["_child"][j] else None
         episode = _Episode(
             task,
             np.array(actions, dtype=np.int64),
@@ -808,13 +808,13 @@ def _task_names(envs: VectorEnv, given: Sequence[str] | None) -> tuple[tuple[str
     return names, named
 
 
-def _unbatch(info: dict[str, Any], j: int) -> dict[str, Any]:
+def unbatch_info(info: dict[str, Any], j: int) -> dict[str, Any]:
     """Sub-env `j`'s part of a vector env's info dict, as plain Python values."""
     out: dict[str, Any] = {}
     for key, value in info.items():
         present = info.get(f"_{key}")
         if key.startswith("_") or (present is not None and not present[j]):
             continue
-        item = _unbatch(value, j) if isinstance(value, dict) else value[j]
+        item = unbatch_info(value, j) if isinstance(value, dict) else value[j]
         out[key] = item.tolist() if isinstance(item, np.ndarray | np.generic) else item
     return out

@@ -1,0 +1,53 @@
+"""SB3 agents train on the batched MNMS vector env through `SB3VecEnv`."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from sb3_contrib import MaskablePPO
+from small_space import SMALL
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import VecEnv
+from test_vector import CountingEvaluator
+
+from agents.sb3 import SB3VecEnv
+
+NUM_ENVS, EPISODES = 4, 2
+
+
+def make_venv(evaluator):
+    venv = gym.make_vec(
+        "mnms_env:MNMS-v0",
+        num_envs=NUM_ENVS,
+        vectorization_mode="vector_entry_point",
+        tasks=["wine", "word-sentiment-da"],
+        space=SMALL,
+        store=None,
+        evaluator=evaluator,
+    )
+    return SB3VecEnv(venv)
+
+
+def test_adapter_resets_finished_episodes_like_sb3() -> None:
+    env = make_venv(CountingEvaluator())
+    assert isinstance(env, VecEnv)
+    obs = env.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(len(SMALL)):
+        masks = np.stack(env.env_method("action_masks"))
+        actions = np.array([rng.choice(np.flatnonzero(m)) for m in masks])
+        obs, rewards, dones, infos = env.step(actions)
+    assert dones.all() and (rewards > 0.2).all()
+    assert not obs["step"].any()  # already reset, SB3-style
+    assert all(info["terminal_observation"]["step"] == len(SMALL) for info in infos)
+    assert all("child" in info for info in infos)
+
+
+@pytest.mark.parametrize("algo", [PPO, MaskablePPO])
+def test_sb3_agent_learns_on_the_batched_vector_env(algo) -> None:
+    evaluator = CountingEvaluator()
+    env = make_venv(evaluator)
+    if algo is PPO:  # plain PPO samples unmasked actions: map them onto valid ones
+        env.set_attr("invalid_action", "wrap")
+    model = algo("MultiInputPolicy", env, n_steps=len(SMALL), batch_size=NUM_ENVS * 5, seed=0)
+    model.learn(total_timesteps=NUM_ENVS * len(SMALL) * EPISODES)
+    assert evaluator.calls == [NUM_ENVS] * EPISODES  # one batched call per step that ends episodes
