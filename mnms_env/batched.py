@@ -16,7 +16,8 @@ What is shared and what stays per child:
 |                             |   learning rate, L2, best epoch, divergence               |
 
 Optimizers are re-implemented as vectorised in-place updates with a learning rate and L2 per
-child, each following its `torch.optim` counterpart with the defaults `train_child` uses. A
+child, each following its `torch.optim` counterpart with the defaults `train_child` uses; on the
+CPU, Adam runs through torch's fused kernel on per-child views instead. A
 group larger than the memory budget is split into chunks, so an oversized request list is
 trained in several passes rather than running out of memory.
 """
@@ -333,6 +334,58 @@ class _VectorOptimizer:
             p.grad = None
 
 
+class _FusedAdam:
+    """Adam on the CPU through torch's fused kernel: one pass over each child's weights instead
+    of the vectorised rule's ~9, which dominate a CPU step.
+
+    Each child's slice of a stacked weight is a contiguous view; children sharing a learning
+    rate and L2 are updated by one `torch._fused_adam_` call (the kernel `torch.optim.Adam(...,
+    fused=True)` runs). Only children marked as training are passed in, so a stopped child's
+    weights and state are left untouched, and each child counts its own steps for the bias
+    correction.
+    """
+
+    def __init__(self, params: list[torch.Tensor], configs) -> None:  # noqa: ANN001
+        self.params = params
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.steps = [[torch.zeros(()) for _ in params] for _ in configs]
+        self.groups: dict[tuple[float, float], list[int]] = defaultdict(list)
+        for k, c in enumerate(configs):
+            self.groups[(c.learning_rate, c.l2)].append(k)
+
+    @torch.no_grad()
+    def step(self, training: torch.Tensor) -> None:
+        active = training.tolist()
+        for (lr, l2), children in self.groups.items():
+            children = [k for k in children if active[k]]
+            if not children:
+                continue
+            lists = [[], [], [], [], []]  # params, grads, m, v, steps
+            for k in children:
+                for i, p in enumerate(self.params):
+                    lists[0].append(p[k])
+                    lists[1].append(p.grad[k])
+                    lists[2].append(self.m[i][k])
+                    lists[3].append(self.v[i][k])
+                    lists[4].append(self.steps[k][i])
+            torch._foreach_add_(lists[4], 1)
+            torch._fused_adam_(
+                *lists[:4],
+                [],
+                lists[4],
+                lr=lr,
+                beta1=ADAM_BETAS[0],
+                beta2=ADAM_BETAS[1],
+                weight_decay=l2,
+                eps=EPS["adam"],
+                amsgrad=False,
+                maximize=False,
+            )
+        for p in self.params:
+            p.grad = None
+
+
 def _train_group(
     requests: Sequence[ChildRequest],
     features: Features,
@@ -344,7 +397,11 @@ def _train_group(
     k, batch = len(requests), configs[0].batch_size
     budget = max(r.budget for r in requests)
     net = _StackedNet(requests, features, task.num_classes, dev)
-    optimizer = _VectorOptimizer(configs[0].optimizer, net.params(), configs, dev)
+    optimizer = (
+        _FusedAdam(net.params(), configs)
+        if configs[0].optimizer == "adam" and dev.type == "cpu"
+        else _VectorOptimizer(configs[0].optimizer, net.params(), configs, dev)
+    )
     train, val, test = (_Inputs(features.split(s), dev) for s in ("train", "validation", "test"))
     y_train = torch.from_numpy(task.train.y).to(dev)
     seeds = [r.seed for r in requests]
