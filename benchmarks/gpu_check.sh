@@ -20,3 +20,6 @@ print(f"cuda equivalence over {len(diff)} configs: mean |diff| {100 * np.abs(dif
       f"points, signed {100 * diff.mean():+.2f} points, devices {set(b.device for b in bat)}")
 PY
 python3 benchmarks/throughput.py --out "$OUT" "$@" 2>&1 | tee "$OUT/throughput_log.txt"
+# The same dense rows with TF32 matrix products allowed, for comparison.
+python3 benchmarks/throughput.py --out "$OUT" --workloads dense --ks 1 256 1024 \
+    --matmul-precision high 2>&1 | tee "$OUT/throughput_tf32_log.txt"

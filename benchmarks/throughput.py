@@ -106,7 +106,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sequential-children", type=int, default=3)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
+    parser.add_argument(
+        "--matmul-precision",
+        choices=["highest", "high"],
+        default="highest",
+        help="torch.set_float32_matmul_precision for both evaluators ('high' allows TF32)",
+    )
     args = parser.parse_args(argv)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ks = args.ks or ([1, 8, 32, 256, 1024] if device.type == "cuda" else [1, 8, 32])
     register_task(DENSE_TASK, _dense_task, modality="tabular", overwrite=True)
@@ -141,12 +148,14 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "epochs": args.epochs,
+        "matmul_precision": args.matmul_precision,
         "date": time.strftime("%Y-%m-%d"),
         "rows": [asdict(r) for r in rows],
         "env_steps_per_second": steps,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"throughput-{device.type}"
+    suffix = "" if args.matmul_precision == "highest" else f"-{args.matmul_precision}"
+    stem = args.out / f"throughput-{device.type}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     _plot(rows, f"{name or device} ({args.epochs} epochs)", stem.with_suffix(".png"))
     print(f"wrote {stem}.json and {stem}.png")

@@ -353,27 +353,34 @@ class _FusedAdam:
         self.groups: dict[tuple[float, float], list[int]] = defaultdict(list)
         for k, c in enumerate(configs):
             self.groups[(c.learning_rate, c.l2)].append(k)
+        self._active: tuple[bool, ...] = ()
+        self._calls: list = []
 
     @torch.no_grad()
     def step(self, training: torch.Tensor) -> None:
-        active = training.tolist()
-        for (lr, l2), children in self.groups.items():
-            children = [k for k in children if active[k]]
-            if not children:
-                continue
-            lists = [[], [], [], [], []]  # params, grads, m, v, steps
-            for k in children:
-                for i, p in enumerate(self.params):
-                    lists[0].append(p[k])
-                    lists[1].append(p.grad[k])
-                    lists[2].append(self.m[i][k])
-                    lists[3].append(self.v[i][k])
-                    lists[4].append(self.steps[k][i])
-            torch._foreach_add_(lists[4], 1)
+        active = tuple(training.tolist())
+        if active != self._active:  # the view lists change only when a child stops
+            self._active, self._calls = active, []
+            for (lr, l2), members in self.groups.items():
+                lists: list[list[torch.Tensor]] = [[], [], [], []]  # params, m, v, steps
+                for k in (k for k in members if active[k]):
+                    for i, p in enumerate(self.params):
+                        lists[0].append(p[k])
+                        lists[1].append(self.m[i][k])
+                        lists[2].append(self.v[i][k])
+                        lists[3].append(self.steps[k][i])
+                if lists[0]:
+                    self._calls.append((lr, l2, [k for k in members if active[k]], lists))
+        for lr, l2, members, (params, m, v, steps) in self._calls:
+            grads = [p.grad[k] for k in members for p in self.params]
+            torch._foreach_add_(steps, 1)
             torch._fused_adam_(
-                *lists[:4],
+                params,
+                grads,
+                m,
+                v,
                 [],
-                lists[4],
+                steps,
                 lr=lr,
                 beta1=ADAM_BETAS[0],
                 beta2=ADAM_BETAS[1],
