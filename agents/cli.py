@@ -75,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "tasks":
         _print_tasks()
         return 0
+    if args.command == "run":
+        try:
+            return run_baseline(args)
+        except (ValueError, TaskError) as err:
+            parser.error(str(err))
     try:
         settings, out = _settings(args)
         search(settings, out, device=args.device)
@@ -105,7 +110,55 @@ def _parser() -> argparse.ArgumentParser:
     add("--from", dest="source", type=Path, help="transfer: start from this checkpoint")
     add("--freeze", action="store_true", default=None, help="with --from: train only new tasks")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
+    _add_run_parser(commands)
     return parser
+
+
+def _add_run_parser(commands: Any) -> None:
+    from agents.runner import CONTROLLERS
+
+    run_parser = commands.add_parser(
+        "run",
+        help="run one controller with an exact child budget per task",
+        description="Run a controller (MNMS or a baseline) for exactly --children children per "
+        "task and write every child to --out as JSON.",
+    )
+    add = run_parser.add_argument
+    add("name", choices=CONTROLLERS, help="the controller")
+    add("--tasks", nargs="+", default=list(PAPER_PAIR), help="task names")
+    add("--children", type=int, default=20, help="children per task (default 20)")
+    add("--seed", type=int, default=0, help="seed of the controller and the env (default 0)")
+    add("--budget", type=int, default=1, help="training epochs per child (default 1)")
+    add("--store", type=Path, help="results store (default: the per-user store)")
+    add("--out", type=Path, required=True, help="history JSON file to write")
+    add("--device", help="torch device for the children (default: cuda if present, else cpu)")
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    """`mnms run`: one controller, `--children` per task; writes the history JSON."""
+    from agents.runner import run_controller
+
+    env_kwargs: dict[str, Any] = {"space": default_space(), "device": args.device}
+    if args.store is not None:
+        env_kwargs["store"] = args.store
+    history = run_controller(
+        args.name,
+        tasks=args.tasks,
+        children=args.children,
+        seed=args.seed,
+        budget=args.budget,
+        env_kwargs=env_kwargs,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(history.to_dict(), indent=2))
+    print(
+        f"{args.name}: {len(history.children)} children ({history.trained} trained, "
+        f"{history.cached} from the store) in {history.wall_seconds:.1f} s -> {args.out}"
+    )
+    for task in history.tasks:
+        best = history.best(task)
+        print(f"  {task}: best val {best.val_accuracy:.3f} (test {best.test_accuracy:.3f})")
+    return 0
 
 
 def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:

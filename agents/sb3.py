@@ -102,3 +102,81 @@ class SB3VecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type, indices: None | int | Sequence[int] = None):  # noqa: ANN201
         return [False for _ in self._get_indices(indices)]
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines: SB3 and sb3-contrib agents on a single MNMS env
+
+
+SB3_ALGORITHMS = ("ppo", "a2c", "dqn", "maskable-ppo", "recurrent-ppo")
+"""Names `sb3_learn` accepts. All but `maskable-ppo` sample unmasked actions, so their env needs
+`invalid_action="wrap"`; `recurrent-ppo` sees the observation flattened (`FlattenObservation`),
+as RecurrentPPO fails on the `Dict` observation with a `MultiDiscrete` key."""
+MAX_ROLLOUT_EPISODES = 8
+"""Most episodes per on-policy rollout (the MNMS controller's default batch of children)."""
+
+
+def episode_steps(env: gym.Env) -> int:
+    """Steps in one episode of an MNMS env: one per decision (MNMS-v0), or 1 (MNMS-OneShot-v0)."""
+    base = env.unwrapped
+    return 1 if isinstance(base.action_space, gym.spaces.MultiDiscrete) else len(base.space)
+
+
+def rollout_episodes(episodes: int, steps: int) -> int:
+    """Episodes per rollout: the largest divisor of `episodes` up to `MAX_ROLLOUT_EPISODES`
+    that gives a rollout of at least 2 steps (PPO's minimum), so every rollout is whole and
+    `learn` never collects a step past `episodes` episodes."""
+    for d in range(min(episodes, MAX_ROLLOUT_EPISODES), 0, -1):
+        if episodes % d == 0 and d * steps >= 2:
+            return d
+    raise ValueError(
+        f"an on-policy rollout needs at least 2 steps; {episodes} episode(s) of {steps} step(s) "
+        "cannot be split into such rollouts (give more children)"
+    )
+
+
+def sb3_learn(
+    algo: str,
+    env: gym.Env,
+    episodes: int,
+    *,
+    seed: int = 0,
+    policy_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Train SB3 agent `algo` (one of `SB3_ALGORITHMS`) for exactly `episodes` whole episodes of
+    `env` and return the model. `env` is a single MNMS env (MNMS-v0, or MNMS-OneShot-v0 for
+    `ppo`); it runs in a `DummyVecEnv`. On-policy rollouts are whole episodes
+    (`rollout_episodes`) and DQN collects one episode per training round, so
+    `total_timesteps = episodes * episode_steps(env)` is met exactly. `kwargs` go to the
+    algorithm's constructor (over these defaults)."""
+    from stable_baselines3 import A2C, DQN, PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    if algo not in SB3_ALGORITHMS:
+        raise ValueError(f"unknown SB3 algorithm {algo!r}; accepted: {list(SB3_ALGORITHMS)}")
+    steps = episode_steps(env)
+    rollout = rollout_episodes(episodes, steps) * steps
+    policy = "MultiInputPolicy"
+    if algo == "ppo":
+        cls, defaults = PPO, {"n_steps": rollout, "batch_size": rollout}
+    elif algo == "a2c":
+        cls, defaults = A2C, {"n_steps": rollout}
+    elif algo == "dqn":
+        cls, defaults = DQN, {"train_freq": (1, "episode"), "learning_starts": steps}
+    else:
+        try:
+            from sb3_contrib import MaskablePPO, RecurrentPPO
+        except ImportError as err:  # pragma: no cover - part of the baselines extra
+            raise ImportError(
+                f"{algo} needs sb3-contrib: pip install 'mnms-env[baselines]'"
+            ) from err
+        defaults = {"n_steps": rollout, "batch_size": rollout}
+        if algo == "maskable-ppo":
+            cls = MaskablePPO
+        else:
+            cls, policy = RecurrentPPO, "MlpLstmPolicy"
+            env = gym.wrappers.FlattenObservation(env)
+    venv = DummyVecEnv([lambda: env])
+    model = cls(policy, venv, seed=seed, policy_kwargs=policy_kwargs, **{**defaults, **kwargs})
+    return model.learn(total_timesteps=episodes * steps)

@@ -1,0 +1,74 @@
+"""Optuna TPE: the MNMS search space through Optuna's ask/tell, one study per task.
+
+Each trial is one episode of an MNMS-v0 env: the study suggests one option index per decision
+(categorical over the indices valid for the task, from the env's masks), the env trains the
+child and stores it, and the child's validation accuracy is told back to the study. Tasks take
+turns (round-robin), each episode's task fixed with `reset(options={"task": name})`.
+
+```python
+env = gym.make("mnms_env:MNMS-v0", tasks=["langid-es", "word-sentiment-en"])
+history, studies = tpe_search(env, 50, seed=0)  # 50 children per task
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+def tpe_search(
+    env: gym.Env,
+    children: int,
+    *,
+    seed: int = 0,
+    tasks: Sequence[str] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Design and train `children` children per task with one seeded TPE study per task.
+
+    `tasks` defaults to the env's `task_names`; episodes go round-robin over them. Returns each
+    episode's `info["child"]` in order and the `optuna.Study` of each task.
+    """
+    try:
+        import optuna
+    except ImportError as err:  # pragma: no cover - part of the baselines extra
+        raise ImportError("tpe_search needs optuna: pip install 'mnms-env[baselines]'") from err
+    if children < 0:
+        raise ValueError(f"children must be >= 0, got {children}")
+    base = env.unwrapped
+    names = tuple(tasks) if tasks is not None else tuple(base.task_names)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seeds = np.random.SeedSequence(seed).generate_state(len(names))
+    studies = {
+        name: optuna.create_study(
+            study_name=f"tpe-{name}-seed{seed}",
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=int(s)),
+        )
+        for name, s in zip(names, seeds, strict=True)
+    }
+    history = []
+    for episode in range(children * len(names)):
+        name = names[episode % len(names)]
+        env.reset(seed=seed + episode, options={"task": name})
+        masks = base.task_masks()  # (decisions, max_options) for this episode's task
+        study = studies[name]
+        trial = study.ask()
+        terminated, reward, info = False, 0.0, {}
+        for step, decision in enumerate(base.space.decisions):
+            valid = np.flatnonzero(masks[step]).tolist()
+            action = trial.suggest_categorical(decision.name, valid)
+            _, reward, terminated, truncated, info = env.step(action)
+            if truncated:
+                raise RuntimeError("MNMS episodes never truncate; is this an MNMS-v0 env?")
+        if not terminated or "child" not in info:
+            raise RuntimeError(
+                f"the episode did not end after {len(base.space)} decisions with info['child']; "
+                "tpe_search needs an MNMS-v0 env"
+            )
+        study.tell(trial, float(reward))
+        history.append(info["child"])
+    return history, studies

@@ -1,0 +1,92 @@
+"""The runner: every controller end to end on cheap real children, with exact budgets."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from small_space import SMALL
+
+from agents.cli import main
+from agents.runner import CONTROLLERS, BudgetSpent, History, TaskBudget, run_controller
+from agents.tpe import tpe_search
+
+TASKS = ("wine", "digits")
+CHILDREN = 3
+
+
+def run(name: str, **kwargs) -> History:
+    kwargs.setdefault("env_kwargs", {"space": SMALL, "store": None})
+    return run_controller(name, tasks=TASKS, children=CHILDREN, seed=0, **kwargs)
+
+
+@pytest.mark.parametrize("name", CONTROLLERS)
+def test_every_controller_gets_exactly_the_same_children(name: str) -> None:
+    history = run(name)
+    assert len(history.children) == CHILDREN * len(TASKS)
+    assert history.per_task() == dict.fromkeys(TASKS, CHILDREN)
+    assert [c.task for c in history.children] == list(TASKS) * CHILDREN  # round-robin
+    assert history.trained == CHILDREN * len(TASKS) and history.cached == 0  # store=None
+    assert all(0.0 <= c.val_accuracy <= 1.0 and c.seconds >= 0 for c in history.children)
+    assert history.best("wine").val_accuracy > 0.3  # three classes: better than chance
+
+
+def test_cache_hits_are_counted_and_not_trained_again(tmp_path: Path) -> None:
+    kwargs = {"env_kwargs": {"space": SMALL, "store": tmp_path / "results.sqlite"}}
+    first, again = run("random", **kwargs), run("random", **kwargs)
+    assert first.trained + first.cached == len(first.children)
+    assert again.cached == len(again.children) and again.trained == 0
+    assert [c.config for c in again.children] == [c.config for c in first.children]
+    assert json.loads(json.dumps(again.to_dict()))["cached"] == len(again.children)
+
+
+def test_tpe_is_seeded_and_samples_only_valid_options() -> None:
+    configs = [[c.config for c in run("tpe").children] for _ in range(2)]
+    assert configs[0] == configs[1]
+    assert all(c.representation == "raw" for c in configs[0])  # the only tabular option
+
+
+def test_tpe_search_keeps_one_study_per_task() -> None:
+    env = gym.make("mnms_env:MNMS-v0", tasks=list(TASKS), space=SMALL, store=None)
+    history, studies = tpe_search(env, 2, seed=1)
+    assert [c["task"] for c in history] == list(TASKS) * 2
+    assert {name: len(s.trials) for name, s in studies.items()} == dict.fromkeys(TASKS, 2)
+
+
+def test_budget_wrapper_refuses_an_extra_child_and_a_wrong_task() -> None:
+    env = TaskBudget(gym.make("mnms_env:MNMS-v0", tasks=list(TASKS), space=SMALL, store=None), 1)
+    with pytest.raises(ValueError, match="round-robin"):
+        env.reset(options={"task": "digits"})
+    for task in TASKS:
+        _, info = env.reset()
+        assert info["task"] == task
+        terminated = False
+        while not terminated:
+            _, _, terminated, _, info = env.step(int(info["action_mask"].argmax()))
+    env.reset()  # SB3 resets after the last episode: allowed, stepping is not
+    with pytest.raises(BudgetSpent):
+        env.step(0)
+    assert [c.task for c in env.records] == list(TASKS)
+
+
+def test_unknown_controller_lists_the_accepted_names() -> None:
+    with pytest.raises(ValueError, match="accepted: .*'maskable-ppo'"):
+        run("ppo2")
+
+
+def test_run_command_writes_the_history(tmp_path: Path) -> None:
+    out = tmp_path / "history.json"
+    argv = ["run", "random", "--tasks", *TASKS, "--children", "2", "--budget", "1"]
+    assert main([*argv, "--store", str(tmp_path / "r.sqlite"), "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["controller"] == "random" and saved["tasks"] == list(TASKS)
+    assert len(saved["children"]) == 4 and saved["trained"] + saved["cached"] == 4
+
+
+def test_custom_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(Path(__file__).parents[1] / "examples" / "custom_agent.py"))
+    out = capsys.readouterr().out
+    assert "toy-sentiment ->" in out and "wine ->" in out
