@@ -68,7 +68,7 @@ class _MNMSBase(gym.Env):
         self.budget = check_budget(budget)
         self.child_seeds = child_seeds
         self.evaluator = evaluator if evaluator is not None else SequentialEvaluator(device=device)
-        self.store = _open_store(store)
+        self.store = open_store(store)
         self.invalid_action = invalid_action
         self.render_mode = render_mode
         self._masks = {m: self.space.masks(m) for m in {t.modality for t in self.tasks}}
@@ -143,7 +143,8 @@ def child_info(request: ChildRequest, result: ChildResult, cached: bool) -> dict
     }
 
 
-def _open_store(store: str | Path | ResultStore | None) -> ResultStore | None:
+def open_store(store: str | Path | ResultStore | None) -> ResultStore | None:
+    """A `ResultStore` from the `store=` keyword: a path, a store, None, or the default."""
     if store is None or isinstance(store, ResultStore):
         return store
     return ResultStore(None if store == DEFAULT_STORE else store)

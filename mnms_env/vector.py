@@ -17,7 +17,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from mnms_env.batched import BatchedEvaluator
-from mnms_env.env import DEFAULT_STORE, MNMSEnv, _open_store, child_info
+from mnms_env.env import DEFAULT_STORE, MNMSEnv, child_info, open_store
 from mnms_env.evaluate import Evaluator, evaluate_cached
 from mnms_env.store import ResultStore
 
@@ -47,7 +47,7 @@ class MNMSVectorEnv(VectorEnv):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         self.evaluator = evaluator if evaluator is not None else BatchedEvaluator(device=device)
-        self.store = _open_store(store)
+        self.store = open_store(store)
         self.envs = [
             MNMSEnv(task, tasks, evaluator=self.evaluator, store=self.store, **kwargs)
             for _ in range(num_envs)
