@@ -1,0 +1,160 @@
+"""Controller comparison: every controller, the same tasks, children per task and seeds.
+
+    python benchmarks/controllers.py --out runs/controllers
+    python benchmarks/controllers.py --controllers mnms random tpe --tasks langid-es \
+        word-sentiment-en --children 50 --seeds 0 1 2 --out runs/controllers-text
+
+Each (controller, seed) run goes through `agents.runner.run_controller` (exactly `children`
+trainings per task) and is saved as JSON under `OUT/runs/`; a run whose file exists is not run
+again, and all runs share one results store, so an interrupted comparison resumes where it
+stopped. Per controller and task it reports the best-so-far validation curve (median and
+quartiles over seeds), the test accuracy of the best-validation child, the area under the
+best-so-far curve, and the children needed to reach 95% and 99% of the best validation accuracy
+any run found on that task. Writes `summary.json`, `summary.csv`, `summary.md` and one PNG per
+task. Children are really trained (the default tabular tasks keep this to minutes on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from agents.metrics import area_under_curve, best_so_far, children_to_reach
+from agents.runner import CONTROLLERS, Child, History, run_controller
+from mnms_env import ChildConfig
+
+
+def load_or_run(controller: str, seed: int, args: argparse.Namespace) -> History:
+    path = args.out / "runs" / f"{controller}-seed{seed}.json"
+    if path.exists():
+        return _history_from_json(json.loads(path.read_text()))
+    history = run_controller(
+        controller,
+        tasks=args.tasks,
+        children=args.children,
+        seed=seed,
+        budget=args.budget,
+        env_kwargs={"store": args.out / "results.sqlite"},
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(history.to_dict()))
+    print(
+        f"{controller} seed {seed}: {history.trained} trained, {history.cached} from the store "
+        f"in {history.wall_seconds:.0f} s",
+        flush=True,
+    )
+    return history
+
+
+def _history_from_json(data: dict) -> History:
+    children = tuple(Child(**{**c, "config": ChildConfig(**c["config"])}) for c in data["children"])
+    fields = ("controller", "children_per_task", "seed", "budget", "wall_seconds")
+    return History(**{k: data[k] for k in fields}, tasks=tuple(data["tasks"]), children=children)
+
+
+def summarise(runs: dict[str, list[History]], tasks: list[str]) -> list[dict]:
+    rows = []
+    for task in tasks:
+        best_any = max(float(best_so_far(h, task)[-1]) for hs in runs.values() for h in hs)
+        for controller, histories in runs.items():
+            curves = [best_so_far(h, task) for h in histories]
+            reach = {
+                f"children_to_{int(q * 100)}pct": _median_or_none(
+                    [children_to_reach(c, q * best_any) for c in curves]
+                )
+                for q in (0.95, 0.99)
+            }
+            rows.append(
+                {
+                    "controller": controller,
+                    "task": task,
+                    "best_val": float(np.mean([c[-1] for c in curves])),
+                    "test_of_best_val": float(
+                        np.mean([h.best(task).test_accuracy for h in histories])
+                    ),
+                    "auc": float(np.mean([area_under_curve(c) for c in curves])),
+                    **reach,
+                    "best_any_run": best_any,
+                    "seeds": len(histories),
+                }
+            )
+    return rows
+
+
+def _median_or_none(values: list[int | None]) -> float | None:
+    """Median over seeds, counting a seed that never reached the target as never (None if
+    half or more never did)."""
+    ranked = sorted(v if v is not None else np.inf for v in values)
+    median = float(np.median(ranked))
+    return None if np.isinf(median) else median
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=CONTROLLERS)
+    parser.add_argument("--tasks", nargs="+", default=["wine", "breast-cancer", "digits"])
+    parser.add_argument("--children", type=int, default=20, help="children per task")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budget", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("runs/controllers"))
+    args = parser.parse_args(argv)
+    runs = {c: [load_or_run(c, s, args) for s in args.seeds] for c in args.controllers}
+    rows = summarise(runs, args.tasks)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps({"args": _jsonable(args), "rows": rows}))
+    with open(args.out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.out / "summary.md").write_text(_markdown(rows))
+    for task in args.tasks:
+        _plot(runs, task, args.out / f"curves-{task}.png")
+    print(_markdown(rows))
+    return rows
+
+
+def _jsonable(args: argparse.Namespace) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def _markdown(rows: list[dict]) -> str:
+    head = "| task | controller | best val | test of best val | AUC | to 95% | to 99% |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        reach = [
+            ("never" if r[k] is None else f"{r[k]:g}")
+            for k in ("children_to_95pct", "children_to_99pct")
+        ]
+        lines.append(
+            f"| {r['task']} | {r['controller']} | {r['best_val']:.4f} | "
+            f"{r['test_of_best_val']:.4f} | {r['auc']:.4f} | {reach[0]} | {reach[1]} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(runs: dict[str, list[History]], task: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for controller, histories in runs.items():
+        curves = np.stack([best_so_far(h, task) for h in histories])
+        x = np.arange(1, curves.shape[1] + 1)
+        q1, median, q3 = np.percentile(curves, [25, 50, 75], axis=0)
+        line = ax.plot(x, median, label=controller)[0]
+        ax.fill_between(x, q1, q3, alpha=0.15, color=line.get_color())
+    ax.set(title=task, xlabel="children of this task", ylabel="best validation accuracy")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
