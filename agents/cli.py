@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
+from agents.plots import png_figure
 from mnms_env import TaskError, default_space, list_tasks
 
 PAPER_PAIR = ("langid-es", "word-sentiment-en")
@@ -330,31 +331,30 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def _plot(agent: MNMS, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (best_ax, mean_ax) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for task in agent.task_names:
-        index = [i for i, r in enumerate(agent.history, 1) if r.task == task]
-        if not index:
-            continue
-        rewards = np.array([agent.history[i - 1].reward for i in index])
-        best_ax.step(index, np.maximum.accumulate(rewards), where="post", label=task)
-        cumulative = np.concatenate([[0.0], np.cumsum(rewards)])
-        starts = np.maximum(0, np.arange(1, len(rewards) + 1) - RUNNING_MEAN)
-        ends = np.arange(1, len(rewards) + 1)
-        mean_ax.plot(index, (cumulative[ends] - cumulative[starts]) / (ends - starts), label=task)
-    best_ax.set(title="best so far", xlabel="children (all tasks)", ylabel="validation accuracy")
-    mean_ax.set(
-        title=f"mean of the task's last {RUNNING_MEAN} children", xlabel="children (all tasks)"
-    )
-    best_ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with png_figure(path, dpi=100, ncols=2, figsize=(11, 4), sharey=True) as (
+        fig,
+        (best_ax, mean_ax),
+    ):
+        for task in agent.task_names:
+            index = [i for i, r in enumerate(agent.history, 1) if r.task == task]
+            if not index:
+                continue
+            rewards = np.array([agent.history[i - 1].reward for i in index])
+            best_ax.step(index, np.maximum.accumulate(rewards), where="post", label=task)
+            cumulative = np.concatenate([[0.0], np.cumsum(rewards)])
+            starts = np.maximum(0, np.arange(1, len(rewards) + 1) - RUNNING_MEAN)
+            ends = np.arange(1, len(rewards) + 1)
+            mean_ax.plot(
+                index, (cumulative[ends] - cumulative[starts]) / (ends - starts), label=task
+            )
+        best_ax.set(
+            title="best so far", xlabel="children (all tasks)", ylabel="validation accuracy"
+        )
+        mean_ax.set(
+            title=f"mean of the task's last {RUNNING_MEAN} children", xlabel="children (all tasks)"
+        )
+        best_ax.legend()
+        fig.suptitle(title)
 
 
 def _markdown_table(values: dict[str, Any]) -> str:

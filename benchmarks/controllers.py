@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.metrics import area_under_curve, best_so_far, children_to_reach
+from agents.plots import png_figure
 from agents.runner import CONTROLLERS, Child, History, run_controller
 from mnms_env import ChildConfig
 
@@ -137,23 +138,15 @@ def _markdown(rows: list[dict]) -> str:
 
 
 def _plot(runs: dict[str, list[History]], task: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for controller, histories in runs.items():
-        curves = np.stack([best_so_far(h, task) for h in histories])
-        x = np.arange(1, curves.shape[1] + 1)
-        q1, median, q3 = np.percentile(curves, [25, 50, 75], axis=0)
-        line = ax.plot(x, median, label=controller)[0]
-        ax.fill_between(x, q1, q3, alpha=0.15, color=line.get_color())
-    ax.set(title=task, xlabel="children of this task", ylabel="best validation accuracy")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with png_figure(path, figsize=(6, 4)) as (fig, ax):
+        for controller, histories in runs.items():
+            curves = np.stack([best_so_far(h, task) for h in histories])
+            x = np.arange(1, curves.shape[1] + 1)
+            q1, median, q3 = np.percentile(curves, [25, 50, 75], axis=0)
+            line = ax.plot(x, median, label=controller)[0]
+            ax.fill_between(x, q1, q3, alpha=0.15, color=line.get_color())
+        ax.set(title=task, xlabel="children of this task", ylabel="best validation accuracy")
+        ax.legend(fontsize=7)
 
 
 if __name__ == "__main__":

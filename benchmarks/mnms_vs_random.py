@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents import MNMS
+from agents.plots import png_figure
 from agents.random_search import random_search
 
 METHODS = ("mnms", "random")
@@ -113,29 +114,24 @@ def _counts(values: list[str]) -> dict[str, int]:
 
 
 def _plot(runs: dict, tasks: list[str], children: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
-    x = np.arange(1, children + 1)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        for method in METHODS:
-            curves = np.stack([best_so_far(h, task, children) for h in runs[method].values()])
-            line = ax.plot(x, np.nanmedian(curves, axis=0), label=method)[0]
-            ax.fill_between(
-                x,
-                np.nanmin(curves, axis=0),
-                np.nanmax(curves, axis=0),
-                alpha=0.2,
-                color=line.get_color(),
-            )
-        ax.set(title=task, xlabel="children trained (all tasks)", ylabel="best val accuracy")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with png_figure(path, ncols=len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False) as (
+        fig,
+        axes,
+    ):
+        x = np.arange(1, children + 1)
+        for ax, task in zip(axes[0], tasks, strict=True):
+            for method in METHODS:
+                curves = np.stack([best_so_far(h, task, children) for h in runs[method].values()])
+                line = ax.plot(x, np.nanmedian(curves, axis=0), label=method)[0]
+                ax.fill_between(
+                    x,
+                    np.nanmin(curves, axis=0),
+                    np.nanmax(curves, axis=0),
+                    alpha=0.2,
+                    color=line.get_color(),
+                )
+            ax.set(title=task, xlabel="children trained (all tasks)", ylabel="best val accuracy")
+            ax.legend()
 
 
 if __name__ == "__main__":

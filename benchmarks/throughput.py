@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.plots import png_figure
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest, SequentialEvaluator
 from mnms_env.tasks import Split, Task, register_task
 
@@ -163,37 +164,29 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _plot(rows: list[Row], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for workload in dict.fromkeys(r.workload for r in rows):
-        mine = [r for r in rows if r.workload == workload]
-        ax.plot(
-            [r.k for r in mine],
-            [r.batched_children_per_s for r in mine],
-            "o-",
-            label=f"{workload}: batched",
+    with png_figure(path, figsize=(6, 4)) as (fig, ax):
+        for workload in dict.fromkeys(r.workload for r in rows):
+            mine = [r for r in rows if r.workload == workload]
+            ax.plot(
+                [r.k for r in mine],
+                [r.batched_children_per_s for r in mine],
+                "o-",
+                label=f"{workload}: batched",
+            )
+            ax.axhline(
+                mine[0].sequential_children_per_s,
+                ls="--",
+                color=ax.lines[-1].get_color(),
+                label=f"{workload}: sequential",
+            )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="children trained together (K)",
+            ylabel="children / second",
+            title=title,
         )
-        ax.axhline(
-            mine[0].sequential_children_per_s,
-            ls="--",
-            color=ax.lines[-1].get_color(),
-            label=f"{workload}: sequential",
-        )
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="children trained together (K)",
-        ylabel="children / second",
-        title=title,
-    )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        ax.legend(fontsize=8)
 
 
 if __name__ == "__main__":
