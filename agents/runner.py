@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -172,16 +173,23 @@ def run_controller(
     budget: int = 1,
     env_kwargs: dict[str, Any] | None = None,
     controller_kwargs: dict[str, Any] | None = None,
+    pretrained: str | Path | None = None,
 ) -> History:
     """Run controller `name` (one of `CONTROLLERS`) for exactly `children` children per task.
 
-    `env_kwargs` go to `gym.make` (e.g. `space`, `store`, `evaluator`, `device`); controllers
-    that sample unmasked actions get `invalid_action="wrap"` unless it is given.
+    `env_kwargs` go to `gym.make` (e.g. `space`, `store`, `evaluator`, `device`, `backend`);
+    controllers that sample unmasked actions get `invalid_action="wrap"` unless it is given.
     `controller_kwargs` go to the controller (`MNMSConfig` fields for `mnms`, the algorithm's
-    constructor for the SB3 ones).
+    constructor for the SB3 ones). `pretrained` (mnms only) is a checkpoint to transfer from:
+    `MNMS.load(pretrained, env, seed=seed)`, its config kept.
     """
     if name not in CONTROLLERS:
         raise ValueError(f"unknown controller {name!r}; accepted: {list(CONTROLLERS)}")
+    if pretrained is not None and (name != "mnms" or controller_kwargs):
+        raise ValueError(
+            f"pretrained= is a checkpoint of the mnms controller (its config included); got it "
+            f"for {name!r}" + (" with controller_kwargs" if controller_kwargs else "")
+        )
     tasks = tuple(tasks)
     kwargs = dict(env_kwargs or {})
     if "task" in kwargs or "tasks" in kwargs or "budget" in kwargs:
@@ -195,7 +203,11 @@ def run_controller(
     if name == "mnms":
         from agents.mnms import MNMS, MNMSConfig
 
-        MNMS(env, MNMSConfig(**extra), seed=seed, tasks=tasks).learn(env.total)
+        if pretrained is not None:
+            agent = MNMS.load(pretrained, env, seed=seed, tasks=tasks)
+        else:
+            agent = MNMS(env, MNMSConfig(**extra), seed=seed, tasks=tasks)
+        agent.learn(env.total)
     elif name == "random":
         from agents.random_search import random_search
 

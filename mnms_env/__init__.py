@@ -12,6 +12,7 @@ from mnms_env.evaluate import ChildRequest, Evaluator, SequentialEvaluator
 from mnms_env.features import featurize
 from mnms_env.space import ChildConfig, Decision, SearchSpace, default_space
 from mnms_env.store import ResultStore
+from mnms_env.table import Table, TableEvaluator, benchmark_space, load_table
 from mnms_env.tasks import Task, TaskError, TaskInfo, list_tasks, make_task, register_task
 
 __version__ = "0.1.0"
@@ -35,12 +36,16 @@ __all__ = [
     "ResultStore",
     "SearchSpace",
     "SequentialEvaluator",
+    "Table",
+    "TableEvaluator",
     "Task",
     "TaskError",
     "TaskInfo",
+    "benchmark_space",
     "default_space",
     "featurize",
     "list_tasks",
+    "load_table",
     "make_task",
     "register_task",
 ]

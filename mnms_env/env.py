@@ -21,10 +21,12 @@ from mnms_env.evaluate import (
 )
 from mnms_env.space import SearchSpace, default_space
 from mnms_env.store import ResultStore
+from mnms_env.table import TableError, TableEvaluator
 from mnms_env.tasks import Task, make_task
 
 DEFAULT_TASK = "langid-es"
 INVALID_ACTION_MODES = ("raise", "wrap")
+BACKENDS = ("train", "table")
 DEFAULT_STORE = "default"
 
 
@@ -40,11 +42,13 @@ class _MNMSBase(gym.Env):
         *,
         space: SearchSpace | None = None,
         budget: int = 1,
-        child_seeds: int = 1,
+        child_seeds: int | None = None,
         evaluator: Evaluator | None = None,
         store: str | Path | ResultStore | None = DEFAULT_STORE,
         invalid_action: Literal["raise", "wrap"] = "raise",
         device: str | None = None,
+        backend: Literal["train", "table"] = "train",
+        table_dir: str | Path | None = None,
         render_mode: None = None,
     ) -> None:
         if task is not None and tasks is not None:
@@ -58,17 +62,31 @@ class _MNMSBase(gym.Env):
             raise ValueError(
                 f"invalid_action={invalid_action!r}; accepted: {list(INVALID_ACTION_MODES)}"
             )
-        if not isinstance(child_seeds, int) or child_seeds < 1:
+        if child_seeds is not None and (not isinstance(child_seeds, int) or child_seeds < 1):
             raise ValueError(f"child_seeds must be an int >= 1, got {child_seeds!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}; accepted: {list(BACKENDS)}")
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}; this environment renders nothing")
         self.tasks: tuple[Task, ...] = tuple(make_task(name) for name in names)
         self.task_names: tuple[str, ...] = tuple(t.name for t in self.tasks)
-        self.space = space if space is not None else default_space()
         self.budget = check_budget(budget)
-        self.child_seeds = child_seeds
-        self.evaluator = evaluator if evaluator is not None else SequentialEvaluator(device=device)
-        self.store = open_store(store)
+        self.backend = backend
+        if backend == "table":
+            if space is not None or evaluator is not None or store not in (None, DEFAULT_STORE):
+                raise ValueError(
+                    "backend='table' answers from the tables' own space and records nothing; "
+                    "do not pass space=, evaluator= or store= with it"
+                )
+            self.evaluator, self.space, self.child_seeds = table_backend(
+                self.task_names, self.budget, child_seeds, table_dir
+            )
+            self.store = None
+        else:
+            self.space = space if space is not None else default_space()
+            self.child_seeds = child_seeds or 1
+            self.evaluator = evaluator or SequentialEvaluator(device=device)
+            self.store = open_store(store)
         self.invalid_action = invalid_action
         self.render_mode = render_mode
         self._masks = {m: self.space.masks(m) for m in {t.modality for t in self.tasks}}
@@ -143,6 +161,36 @@ def child_info(request: ChildRequest, result: ChildResult, cached: bool) -> dict
     }
 
 
+def table_backend(
+    tasks: Sequence[str], budget: int, child_seeds: int | None, table_dir: str | Path | None
+) -> tuple[TableEvaluator, SearchSpace, int]:
+    """The evaluator, space and number of child seeds of `backend="table"`: every task's table
+    must share one space and `budget`, and hold seeds `0 .. child_seeds - 1` (default: all the
+    seeds every table has)."""
+    evaluator = TableEvaluator.for_tasks(tasks, table_dir)
+    tables = list(evaluator.tables.values())
+    space = tables[0].space
+    for table in tables:
+        if table.space != space:
+            raise TableError(
+                f"the tables of {tasks[0]!r} and {table.task!r} cover different spaces; "
+                "build them with the same benchmark space"
+            )
+        if table.budget != budget:
+            raise TableError(
+                f"the table of {table.task!r} holds children trained for budget="
+                f"{table.budget} epochs; make the env with budget={table.budget}"
+            )
+    common = min(next(i for i in range(len(t.seeds) + 1) if i not in t.seeds) for t in tables)
+    if common == 0:
+        raise TableError(f"tables must hold seed 0; seeds: {[t.seeds for t in tables]}")
+    if child_seeds is not None and child_seeds > common:
+        raise TableError(
+            f"child_seeds={child_seeds}, but the tables hold seeds 0..{common - 1} only"
+        )
+    return evaluator, space, child_seeds or common
+
+
 def open_store(store: str | Path | ResultStore | None) -> ResultStore | None:
     """A `ResultStore` from the `store=` keyword: a path, a store, None, or the default."""
     if store is None or isinstance(store, ResultStore):
@@ -210,6 +258,13 @@ class MNMSEnv(_MNMSBase):
     | `store`          | per-user file | SQLite path, a `ResultStore`, or None (no caching)      |
     | `invalid_action` | `"raise"`     | `"raise"` or `"wrap"`                                    |
     | `device`         | auto          | torch device for the default evaluator                  |
+    | `backend`        | `"train"`     | `"table"`: look rewards up in benchmark tables          |
+    | `table_dir`      | shipped       | extra directory of tables (`benchmarks/build_table.py`) |
+
+    With `backend="table"` (see `mnms_env.table`) nothing is trained: the space is the tables'
+    `benchmark_space()`, `child_seeds` defaults to every seed the tables hold (one drawn per
+    episode, so rewards are as noisy as real training), `info["child"]["seconds"]` is the
+    training time recorded when the table was built and `info["child"]["device"]` is `"table"`.
 
     ```python
     import gymnasium as gym

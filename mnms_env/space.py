@@ -3,9 +3,11 @@
 A child is described by a `ChildConfig`; a `SearchSpace` is an ordered tuple of `Decision`s, each
 naming one `ChildConfig` field and the values it may take. Decisions a custom space leaves out keep
 the `ChildConfig` default. Which options are valid depends on the task's modality (text
-featurizers never apply to `digits`) and, for the representation size, on whether the chosen
-representation has a size at all; `SearchSpace.masks` encodes the first, `ChildConfig.canonical`
-the second (irrelevant values are dropped, so equal children share one cache key).
+featurizers never apply to `digits`) and, for some decisions, on earlier ones: a dense
+representation has no size, and a child without hidden layers has no width, activation or
+dropout. `SearchSpace.masks` encodes the first, `canonical_config` the second (irrelevant values
+are reset to their defaults, so children that train identically share one cache key and one
+row of a benchmark table).
 """
 
 from __future__ import annotations
@@ -216,11 +218,12 @@ class SearchSpace:
     def encode(self, config: ChildConfig) -> list[int]:
         """Option indices that decode to `config` (the inverse of `decode`)."""
         values = asdict(config)
+        irrelevant = irrelevant_fields(config)
         out = []
         for decision in self.decisions:
             value = values[decision.name]
             if value not in decision.options:
-                if decision.name == "representation_size" and value == 0:
+                if decision.name in irrelevant:  # any option decodes to this config
                     out.append(0)
                     continue
                 raise SpaceError(
@@ -231,11 +234,22 @@ class SearchSpace:
         return out
 
 
+LAYER_FIELDS = ("width", "activation", "dropout")
+"""Settings of the hidden layers; they mean nothing to a child with `hidden_layers=0`."""
+
+
+def irrelevant_fields(config: ChildConfig) -> tuple[str, ...]:
+    """The fields whose value cannot change how `config` trains."""
+    dense = ("representation_size",) if config.is_dense else ()
+    return dense + (LAYER_FIELDS if config.hidden_layers == 0 else ())
+
+
 def canonical_config(values: dict[str, Any], modality: Modality) -> ChildConfig:
     """A `ChildConfig` from chosen values, with inapplicable ones dropped or defaulted.
 
-    A dense representation has no size, and a tabular task defaults to `raw` features when the
-    space leaves the representation out.
+    A dense representation has no size (0), a child without hidden layers gets the default
+    width, activation and dropout, and a tabular task defaults to `raw` features when the space
+    leaves the representation out.
     """
     values = dict(values)
     if "representation" not in values and modality == "tabular":
@@ -245,6 +259,9 @@ def canonical_config(values: dict[str, Any], modality: Modality) -> ChildConfig:
         values["representation_size"] = 0
     elif not values.get("representation_size"):
         values["representation_size"] = ChildConfig.representation_size
+    if values.get("hidden_layers", ChildConfig.hidden_layers) == 0:
+        for name in LAYER_FIELDS:
+            values.pop(name, None)
     return ChildConfig(**values)
 
 

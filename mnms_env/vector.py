@@ -46,12 +46,15 @@ class MNMSVectorEnv(VectorEnv):
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
-        self.evaluator = evaluator if evaluator is not None else BatchedEvaluator(device=device)
-        self.store = open_store(store)
+        if kwargs.get("backend", "train") == "train":  # one evaluator and store for all
+            evaluator = evaluator or BatchedEvaluator(device=device)
+            store = open_store(store)
         self.envs = [
-            MNMSEnv(task, tasks, evaluator=self.evaluator, store=self.store, **kwargs)
+            MNMSEnv(task, tasks, evaluator=evaluator, store=store, device=device, **kwargs)
             for _ in range(num_envs)
         ]
+        self.evaluator = self.envs[0].evaluator
+        self.store = self.envs[0].store
         self.num_envs = num_envs
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space

@@ -1,0 +1,156 @@
+"""Build benchmark tables: train every config of `benchmark_space()` on tasks, several seeds.
+
+    python benchmarks/build_table.py --tasks wine digits --out runs/tables
+    python benchmarks/build_table.py --out mnms_env/data/tables     # the shipped built-ins
+    MNMS_DATA_DIR=../shared/data python benchmarks/build_table.py --tasks sst2 --out runs/tables
+
+Children are trained with the `BatchedEvaluator` (real training, `--budget` epochs) in chunks of
+compatible children, each chunk recorded in a results store (`OUT/build.sqlite` unless
+`--store`) before the next starts, so an interrupted build resumes where it stopped. When every
+config has every seed, `OUT/<task>.npz` is written (see `mnms_env.table.Table`) and can be used
+with `gym.make("mnms_env:MNMS-v0", task=..., backend="table", table_dir=OUT)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mnms_env
+from mnms_env import BatchedEvaluator, ChildRequest, ResultStore, SearchSpace, make_task
+from mnms_env.evaluate import Evaluator, evaluate_cached
+from mnms_env.table import Table, benchmark_space, enumerate_configs
+
+BUILTIN_TABLE_TASKS = (
+    "wine",
+    "breast-cancer",
+    "digits",
+    "word-sentiment-en",
+    "word-sentiment-da",
+    "langid-es",
+    "langid-de",
+    "langid-fr",
+    "langid-pt",
+    "langid-it",
+    "langid-nl",
+    "langid-sv",
+    "langid-pl",
+)
+
+
+def build_table(
+    task: str,
+    *,
+    space: SearchSpace,
+    seeds: Sequence[int],
+    budget: int,
+    evaluator: Evaluator,
+    store: ResultStore,
+    chunk: int = 64,
+) -> Table:
+    """Train (or read from `store`) every config of `space` for `task` with every seed."""
+    configs = enumerate_configs(space, make_task(task).modality)
+    requests = [ChildRequest(task, c, s, budget) for c in configs for s in seeds]
+    order = sorted(range(len(requests)), key=lambda i: _group_key(requests[i]))
+    results = [None] * len(requests)
+    started, trained = time.perf_counter(), 0
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        answers = evaluate_cached(evaluator, store, [requests[i] for i in part])
+        for i, (result, cached) in zip(part, answers, strict=True):
+            results[i] = result
+            trained += not cached
+        done = min(start + chunk, len(order))
+        print(
+            f"\r{task}: {done}/{len(order)} children ({trained} trained, "
+            f"{time.perf_counter() - started:.0f} s)",
+            end="",
+            flush=True,
+        )
+    print()
+    shape = (len(configs), len(seeds))
+
+    def column(name: str) -> np.ndarray:
+        return np.array([getattr(r, name) for r in results]).reshape(shape)
+
+    return Table(
+        task=task,
+        fingerprint=make_task(task).fingerprint,
+        budget=budget,
+        seeds=tuple(seeds),
+        space=space,
+        configs=tuple(configs),
+        val=column("val_accuracy"),
+        test=column("test_accuracy"),
+        seconds=column("seconds"),
+        diverged=column("diverged"),
+        best_epoch=column("best_epoch"),
+        parameters=column("parameters")[:, 0],
+        meta={
+            "device": results[0].device,
+            "device_name": _device_name(evaluator),
+            "package_version": mnms_env.__version__,
+            "torch": torch.__version__,
+            "built": datetime.date.today().isoformat(),
+        },
+    )
+
+
+def _group_key(request: ChildRequest) -> tuple:
+    """Children the batched evaluator can train together sort next to each other."""
+    c = request.config
+    return (c.representation, c.representation_size, c.batch_size, c.optimizer, c.hidden_layers > 0)
+
+
+def _device_name(evaluator: Evaluator) -> str:
+    device = getattr(evaluator, "device", None)
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(BUILTIN_TABLE_TASKS))
+    parser.add_argument("--out", type=Path, default=Path("runs/tables"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budget", type=int, default=1, help="epochs per child")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    parser.add_argument("--store", type=Path, default=None, help="default: OUT/build.sqlite")
+    parser.add_argument("--chunk", type=int, default=64, help="children per batched call")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if len(args.seeds) < 1 or len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    evaluator = BatchedEvaluator(device=args.device)
+    store = ResultStore(args.store or args.out / "build.sqlite")
+    written = {}
+    for task in args.tasks:
+        table = build_table(
+            task,
+            space=benchmark_space(),
+            seeds=args.seeds,
+            budget=args.budget,
+            evaluator=evaluator,
+            store=store,
+            chunk=args.chunk,
+        )
+        path = args.out / f"{task}.npz"
+        table.save(path)
+        best = table.mean_val().max()
+        print(f"{path}: {len(table.configs)} configs x {len(table.seeds)} seeds, best {best:.4f}")
+        written[task] = path
+    return written
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Best found test accuracy on the classic sentence-classification sets, next to Kim (2014).
+
+    MNMS_DATA_DIR=../shared/data python benchmarks/reference.py --out runs/reference
+
+One multitask MNMS search over `sst2`, `mr`, `subj`, `trec`, `cr` and `mpqa` together (the
+default space, real training, `--children` per task, `--budget` epochs each; resumable through
+its results store and per-run JSON). For each task the reported accuracy is the test accuracy of
+the child with the best validation accuracy: the test split never guides the search. Writes
+`reference.json` and `reference.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from controllers import run_or_load
+
+from mnms_env import Decision, SearchSpace, default_space
+from mnms_env.space import TEXT_REPRESENTATIONS
+
+KIM_2014 = {"sst2": 88.1, "mr": 81.5, "subj": 93.4, "trec": 93.6, "cr": 85.0, "mpqa": 89.6}
+"""Kim (2014), *Convolutional Neural Networks for Sentence Classification*, Table 2: the best of
+its four CNN variants per dataset (word2vec vectors pre-trained on 100B words of Google News)."""
+
+KIM_PROTOCOL = {
+    "sst2": "standard split; trained on phrases and sentences",
+    "mr": "10-fold cross-validation",
+    "subj": "10-fold cross-validation",
+    "trec": "standard test split; 10% of train as dev",
+    "cr": "10-fold cross-validation",
+    "mpqa": "10-fold cross-validation",
+}
+OUR_PROTOCOL = {
+    "sst2": "GLUE SST-2 sentences: train 6,920 / validation 872 / test 1,821",
+    "trec": "train split minus 10% for validation; the 500-question test split",
+}
+"""Every other task: one seeded stratified 80/10/10 split of its single file."""
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(KIM_2014), choices=list(KIM_2014))
+    parser.add_argument("--children", type=int, default=60, help="children per task")
+    parser.add_argument("--budget", type=int, default=3, help="epochs per child")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--representations",
+        nargs="+",
+        default=list(TEXT_REPRESENTATIONS),
+        choices=TEXT_REPRESENTATIONS,
+        help="input representations the search may choose (default: all)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/reference"))
+    args = parser.parse_args(argv)
+    history = run_or_load(
+        args.out / "runs" / f"mnms-seed{args.seed}.json",
+        "mnms",
+        args.seed,
+        tasks=args.tasks,
+        children=args.children,
+        budget=args.budget,
+        env_kwargs={"store": args.out / "results.sqlite", "space": space(args.representations)},
+    )
+    rows = []
+    for task in args.tasks:
+        best = history.best(task)
+        rows.append(
+            {
+                "task": task,
+                "test_accuracy": 100 * best.test_accuracy,
+                "val_accuracy": 100 * best.val_accuracy,
+                "config": best.config.to_json(),
+                "kim_2014": KIM_2014[task],
+                "protocol": OUR_PROTOCOL.get(task, "seeded stratified 80/10/10 split"),
+                "kim_protocol": KIM_PROTOCOL[task],
+            }
+        )
+    result = {
+        "children_per_task": args.children,
+        "budget": args.budget,
+        "seed": args.seed,
+        "wall_seconds": history.wall_seconds,
+        "rows": rows,
+    }
+    (args.out / "reference.json").write_text(json.dumps(result, indent=1))
+    (args.out / "reference.md").write_text(_markdown(rows, args))
+    print(_markdown(rows, args))
+    return rows
+
+
+def space(representations: list[str]) -> SearchSpace:
+    """The default space with the representation decision limited to `representations`."""
+    rest = default_space().decisions[1:]
+    return SearchSpace((Decision("representation", tuple(representations)), *rest))
+
+
+def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
+    lines = [
+        f"| task | MNMS test acc. (best-val child of {args.children}) | protocol | "
+        "Kim 2014 CNN | Kim's protocol | best child |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = json.loads(r["config"])
+        child = (
+            f"{c['representation']} {c['representation_size'] or ''}, {c['hidden_layers']}x"
+            f"{c['width']} {c['activation']}, {c['optimizer']} lr {c['learning_rate']:g}"
+        )
+        lines.append(
+            f"| {r['task']} | {r['test_accuracy']:.1f} | {r['protocol']} | {r['kim_2014']:.1f} | "
+            f"{r['kim_protocol']} | {child} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Transfer: pre-train MNMS on source tasks, then search unseen target tasks (the paper's protocol).
+
+    python benchmarks/transfer.py --suite offline --out runs/transfer-offline     # tables
+    MNMS_DATA_DIR=../shared/data python benchmarks/transfer.py --suite paper \\
+        --out runs/transfer-paper                                                # real training
+
+1. Pre-train one MNMS controller (seed 0) on the source tasks together, checkpointing after every
+   update (`OUT/pretrained.pt`; an interrupted pre-training resumes from it).
+2. Differentiation (the paper's multitask claim): sample children from the pre-trained policy for
+   each source task and write per-task histograms of every decision, with the total-variation
+   distance between the tasks' distributions (`differentiation.{json,md,png}`).
+3. On the target tasks, run the transferred controller (`MNMS.load(pretrained)`: new task
+   embeddings, every other weight kept), MNMS from scratch, random search and TPE, each with
+   exactly `--children` children per target task and the same seeds (`OUT/runs/`, resumable).
+4. Per target task: best-so-far curves (median and quartiles over seeds), AUC, test accuracy of
+   the best-validation child and the follow-up paper's headline metric, children needed to reach
+   the from-scratch controller's final best value and the speed-up factor (scratch's children to
+   its final best / this controller's), per seed and as a median (`summary.{json,csv,md}`).
+
+Suites: `offline` reads the shipped tables of built-in tasks (minutes on a CPU); `paper`
+pre-trains on `sst2` + `langid-es` and transfers to `imdb` + `sentiment-es` (the Spanish stand-in
+for CorpusCine) with real training, on the benchmark space without the MiniLM encoder (encoding
+imdb's 50,000 reviews on a CPU would take longer than the search).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from controllers import plot_curves, run_or_load
+
+from agents.metrics import area_under_curve, best_so_far, children_to_reach, speedup
+from agents.mnms import MNMS
+from agents.plots import png_figure
+from agents.runner import History
+from mnms_env import Decision, SearchSpace, benchmark_space
+
+CONTROLLERS = ("mnms-transfer", "mnms", "random", "tpe")
+
+
+def paper_space() -> SearchSpace:
+    """`benchmark_space()` with the bag featurizers only (no MiniLM)."""
+    decisions = benchmark_space().decisions
+    return SearchSpace(
+        (Decision("representation", ("word-hash", "char-hash", "embedding-bag")), *decisions[1:])
+    )
+
+
+@dataclass(frozen=True)
+class Suite:
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    backend: str
+    pretrain_children: int
+    """Children per source task for pre-training."""
+    children: int
+    """Children per target task for each controller and seed."""
+    seeds: tuple[int, ...]
+
+
+SUITES = {
+    "offline": Suite(
+        sources=("langid-es", "langid-fr", "word-sentiment-en"),
+        targets=("langid-de", "word-sentiment-da"),
+        backend="table",
+        pretrain_children=300,
+        children=100,
+        seeds=tuple(range(10)),
+    ),
+    "paper": Suite(
+        sources=("sst2", "langid-es"),
+        targets=("imdb", "sentiment-es"),
+        backend="train",
+        pretrain_children=80,
+        children=25,
+        seeds=(0, 1, 2),
+    ),
+}
+
+
+def env_kwargs(suite: Suite, out: Path, table_dir: Path | None) -> dict:
+    if suite.backend == "table":
+        return {"backend": "table", "table_dir": table_dir}
+    return {"space": paper_space(), "store": out / "results.sqlite"}
+
+
+def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, SearchSpace]:
+    """The pre-trained controller (resumed from `OUT/pretrained.pt` when it exists) and the
+    space it searched."""
+    path = out / "pretrained.pt"
+    if suite.backend == "table":
+        env = gym.make("mnms_env:MNMS-v0", tasks=list(suite.sources), budget=budget, **kwargs)
+    else:  # the children of each update train in one batched call
+        env = gym.make_vec(
+            "mnms_env:MNMS-v0",
+            num_envs=8,
+            vectorization_mode="vector_entry_point",
+            tasks=list(suite.sources),
+            budget=budget,
+            **kwargs,
+        )
+    agent = MNMS.load(path, env) if path.exists() else MNMS(env, seed=0)
+    total = suite.pretrain_children * len(suite.sources)
+    agent.learn(max(0, total - agent.num_children), checkpoint=path)
+    print(f"pre-trained on {list(suite.sources)}: {agent.num_children} children", flush=True)
+    return agent, env.unwrapped.space
+
+
+def differentiation(
+    agent: MNMS, space: SearchSpace, tasks: tuple[str, ...], samples: int = 2000
+) -> dict:
+    """Per task and decision, the fraction of `samples` policy children choosing each option,
+    and per decision the total-variation distance between the first two tasks."""
+    histograms: dict[str, dict[str, dict[str, float]]] = {}
+    for task in tasks:
+        chosen = agent.sample_decisions(task, samples)
+        histograms[task] = {
+            d.name: {
+                str(option): float(np.mean(chosen[:, i] == j)) for j, option in enumerate(d.options)
+            }
+            for i, d in enumerate(space.decisions)
+        }
+    first, second = histograms[tasks[0]], histograms[tasks[1]]
+    distance = {
+        name: 0.5 * sum(abs(first[name][o] - second[name][o]) for o in first[name])
+        for name in first
+    }
+    return {"tasks": list(tasks), "samples": samples, "histograms": histograms, "tv": distance}
+
+
+def summarise(runs: dict[str, list[History]], targets: tuple[str, ...]) -> list[dict]:
+    rows = []
+    for task in targets:
+        scratch = [best_so_far(h, task) for h in runs["mnms"]]
+        for controller, histories in runs.items():
+            curves = [best_so_far(h, task) for h in histories]
+            to_best = [
+                children_to_reach(c, float(s[-1])) for c, s in zip(curves, scratch, strict=True)
+            ]
+            # a seed that never reaches scratch's best gains nothing: speed-up 0
+            speedups = [speedup(s, c) or 0.0 for s, c in zip(scratch, curves, strict=True)]
+            rows.append(
+                {
+                    "controller": controller,
+                    "task": task,
+                    "best_val": float(np.mean([c[-1] for c in curves])),
+                    "test_of_best_val": float(
+                        np.mean([h.best(task).test_accuracy for h in histories])
+                    ),
+                    "auc": float(np.mean([area_under_curve(c) for c in curves])),
+                    "children_to_scratch_best": _median_children(to_best),
+                    "speedup": float(np.median(speedups)),
+                    "speedup_per_seed": speedups,
+                    "reached_scratch_best": sum(n is not None for n in to_best),
+                    "seeds": len(histories),
+                }
+            )
+    return rows
+
+
+def _median_children(values: list[int | None]) -> float | None:
+    """Median children over seeds, a seed that never got there counting as never (None when
+    half or more never did)."""
+    median = float(np.median([np.inf if v is None else v for v in values]))
+    return None if np.isinf(median) else median
+
+
+def _markdown(rows: list[dict]) -> str:
+    lines = [
+        "| task | controller | best val | test of best val | AUC | children to scratch's best "
+        "| speed-up (median) | seeds reaching it |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        to_best = r["children_to_scratch_best"]
+        lines.append(
+            f"| {r['task']} | {r['controller']} | {r['best_val']:.4f} | "
+            f"{r['test_of_best_val']:.4f} | {r['auc']:.4f} | "
+            f"{'never' if to_best is None else f'{to_best:g}'} | {r['speedup']:.2f}x | "
+            f"{r['reached_scratch_best']}/{r['seeds']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _differentiation_markdown(result: dict) -> str:
+    tasks = result["tasks"]
+    lines = [
+        f"| decision | option | {' | '.join(tasks)} |",
+        "|---|---|" + "---|" * len(tasks),
+    ]
+    for name, options in result["histograms"][tasks[0]].items():
+        for option in options:
+            shares = [f"{result['histograms'][t][name][option]:.0%}" for t in tasks]
+            lines.append(f"| {name} | {option} | {' | '.join(shares)} |")
+    tv = ", ".join(f"{k} {v:.2f}" for k, v in result["tv"].items())
+    return "\n".join(lines) + f"\n\nTotal-variation distance ({tasks[0]} vs {tasks[1]}): {tv}\n"
+
+
+def _plot_differentiation(result: dict, path: Path) -> None:
+    tasks, histograms = result["tasks"], result["histograms"]
+    names = list(histograms[tasks[0]])
+    rows = (len(names) + 2) // 3
+    with png_figure(path, nrows=rows, ncols=3, figsize=(9.6, 2.4 * rows)) as (fig, axes):
+        width = 0.8 / len(tasks)
+        for ax, name in zip(axes.flat, names, strict=False):
+            options = list(histograms[tasks[0]][name])
+            x = np.arange(len(options))
+            for i, task in enumerate(tasks):
+                shares = [histograms[task][name][o] for o in options]
+                ax.bar(x + i * width, shares, width, label=task)
+            ax.set_xticks(x + width * (len(tasks) - 1) / 2, options, fontsize=6, rotation=30)
+            ax.set_title(f"{name} (TV {result['tv'][name]:.2f})", fontsize=8)
+            ax.set_ylim(0, 1)
+        for ax in axes.flat[len(names) :]:
+            ax.set_visible(False)
+        axes.flat[0].legend(fontsize=6)
+        fig.suptitle("Pre-trained MNMS policy: share of children per option", fontsize=9)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--suite", choices=sorted(SUITES), default="offline")
+    parser.add_argument("--sources", nargs="+", help="override the suite's source tasks")
+    parser.add_argument("--targets", nargs="+", help="override the suite's target tasks")
+    parser.add_argument("--pretrain-children", type=int, help="children per source task")
+    parser.add_argument("--children", type=int, help="children per target task")
+    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--controllers", nargs="+", choices=CONTROLLERS, default=list(CONTROLLERS))
+    parser.add_argument("--budget", type=int, default=1, help="epochs per child")
+    parser.add_argument("--table-dir", type=Path, default=None, help="extra tables")
+    parser.add_argument("--out", type=Path, default=None, help="default: runs/transfer-SUITE")
+    args = parser.parse_args(argv)
+    base = SUITES[args.suite]
+    suite = Suite(
+        sources=tuple(args.sources or base.sources),
+        targets=tuple(args.targets or base.targets),
+        backend=base.backend,
+        pretrain_children=args.pretrain_children or base.pretrain_children,
+        children=args.children or base.children,
+        seeds=tuple(args.seeds if args.seeds is not None else base.seeds),
+    )
+    if "mnms" not in args.controllers:
+        parser.error("--controllers must include mnms: speed-ups are relative to it")
+    out = args.out or Path(f"runs/transfer-{args.suite}")
+    out.mkdir(parents=True, exist_ok=True)
+    kwargs = env_kwargs(suite, out, args.table_dir)
+
+    agent, space = pretrain(suite, out, kwargs, args.budget)
+    diff = differentiation(agent, space, suite.sources)
+    (out / "differentiation.json").write_text(json.dumps(diff, indent=1))
+    (out / "differentiation.md").write_text(_differentiation_markdown(diff))
+    _plot_differentiation(diff, out / "differentiation.png")
+
+    run = {"tasks": suite.targets, "children": suite.children, "budget": args.budget}
+    runs = {}
+    for controller in args.controllers:
+        name = "mnms" if controller == "mnms-transfer" else controller
+        extra = {"pretrained": out / "pretrained.pt"} if controller == "mnms-transfer" else {}
+        runs[controller] = [
+            run_or_load(
+                out / "runs" / f"{controller}-seed{seed}.json",
+                name,
+                seed,
+                env_kwargs=kwargs,
+                **run,
+                **extra,
+            )
+            for seed in suite.seeds
+        ]
+    rows = summarise(runs, suite.targets)
+    summary = {"suite": args.suite, "config": _jsonable(suite), "rows": rows}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    with open(out / "summary.csv", "w", newline="") as f:
+        fields = [k for k in rows[0] if k != "speedup_per_seed"]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "summary.md").write_text(_markdown(rows))
+    for task in suite.targets:
+        plot_curves(runs, task, out / f"curves-{task}.png")
+    print(_differentiation_markdown(diff))
+    print(_markdown(rows))
+    return summary
+
+
+def _jsonable(suite: Suite) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(suite).items()}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The tabular back-end: rewards looked up from a table of children trained in advance.
+
+Real training makes each child cost seconds to minutes, so comparing controllers over many seeds
+is slow. NAS-Bench-201 and HPOBench answered that with tables of pre-trained results; here the
+same action space answers either from real training or from such a table:
+
+```python
+env = gym.make("mnms_env:MNMS-v0", tasks=["langid-es", "word-sentiment-en"], backend="table")
+```
+
+A table covers every config of `benchmark_space()` (2,400 distinct configs: 2,100 for text tasks,
+300 for tabular ones) for one task, trained by `benchmarks/build_table.py` with the batched
+evaluator for `budget` epochs and several seeds. The env draws one of the table's seeds per
+episode from its `np_random`, so a table reward is as noisy as a real training run, and
+`info["child"]["seconds"]` is the training time the child took when the table was built (its
+share of the batched call). Tables for the built-in tasks ship with the package
+(`mnms_env/data/tables/`); `table_dir=` or `$MNMS_TABLE_DIR` points at others.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from mnms_env.child import ChildResult
+from mnms_env.evaluate import ChildRequest, Evaluator
+from mnms_env.space import ChildConfig, Decision, SearchSpace
+from mnms_env.tasks import make_task
+from mnms_env.tasks.base import Modality
+
+SHIPPED_TABLES = Path(__file__).parent / "data" / "tables"
+TABLE_VERSION = 1
+
+
+class TableError(LookupError):
+    """A table that is missing, does not match its task, or lacks a requested child."""
+
+
+def benchmark_space() -> SearchSpace:
+    """The enumerable subset of `default_space()` that tables cover.
+
+    Every decision but L2 keeps two or three of the default options, chosen so that each one
+    matters: small and large hash sizes, no to two hidden layers, narrow and wide, three
+    activations, dropout on or off, Adam or SGD, three learning rates a decade apart, and small
+    or large batches (a large batch takes a quarter of the steps in the one-epoch budget).
+    """
+    return SearchSpace(
+        (
+            Decision(
+                "representation", ("word-hash", "char-hash", "embedding-bag", "minilm", "raw")
+            ),
+            Decision("representation_size", (256, 1024)),
+            Decision("hidden_layers", (0, 1, 2)),
+            Decision("width", (32, 128)),
+            Decision("activation", ("relu", "tanh", "gelu")),
+            Decision("dropout", (0.0, 0.3)),
+            Decision("optimizer", ("adam", "sgd")),
+            Decision("learning_rate", (1e-3, 1e-2, 1e-1)),
+            Decision("batch_size", (64, 256)),
+        )
+    )
+
+
+def enumerate_configs(space: SearchSpace, modality: Modality) -> list[ChildConfig]:
+    """Every distinct config `space` can produce for a task of `modality`, in a fixed order
+    (the product of the valid options, first decision slowest; duplicates from canonicalisation
+    kept once)."""
+    masks = space.masks(modality)
+    valid = [np.flatnonzero(row).tolist() for row in masks]
+    seen: dict[ChildConfig, None] = {}
+    for indices in itertools.product(*valid):
+        seen.setdefault(space.decode(indices, modality), None)
+    return list(seen)
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """One task's results for every config of a space: `val`, `test`, `seconds`, `diverged` and
+    `best_epoch` are `(len(configs), len(seeds))` arrays, row i for `configs[i]`, column j for
+    `seeds[j]`; `parameters` has one entry per config."""
+
+    task: str
+    fingerprint: str
+    budget: int
+    seeds: tuple[int, ...]
+    space: SearchSpace
+    configs: tuple[ChildConfig, ...]
+    val: np.ndarray
+    test: np.ndarray
+    seconds: np.ndarray
+    diverged: np.ndarray
+    best_epoch: np.ndarray
+    parameters: np.ndarray
+    meta: dict = field(default_factory=dict)
+    """How the table was built: device, package version, date."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rows", {c: i for i, c in enumerate(self.configs)})
+
+    def row(self, config: ChildConfig) -> int:
+        try:
+            return self._rows[config]  # type: ignore[attr-defined]
+        except KeyError:
+            raise TableError(
+                f"config {config.to_json()} is not in the table of {self.task!r}; a table covers "
+                "the configs of benchmark_space() (make the env with backend='table' and no "
+                "space=)"
+            ) from None
+
+    def result(self, config: ChildConfig, seed: int) -> ChildResult:
+        """The recorded result of `config` trained with `seed`."""
+        if seed not in self.seeds:
+            raise TableError(
+                f"seed {seed} is not in the table of {self.task!r}; seeds: {list(self.seeds)}"
+            )
+        i, j = self.row(config), self.seeds.index(seed)
+        return ChildResult(
+            val_accuracy=float(self.val[i, j]),
+            test_accuracy=float(self.test[i, j]),
+            seconds=float(self.seconds[i, j]),
+            parameters=int(self.parameters[i]),
+            device="table",
+            diverged=bool(self.diverged[i, j]),
+            best_epoch=int(self.best_epoch[i, j]),
+        )
+
+    def mean_val(self) -> np.ndarray:
+        """Per-config validation accuracy averaged over seeds (the table's notion of quality)."""
+        return self.val.mean(axis=1)
+
+    def save(self, path: str | Path) -> None:
+        """Write a compressed `.npz`: arrays, config option indices and a JSON header."""
+        header = {
+            "version": TABLE_VERSION,
+            "task": self.task,
+            "fingerprint": self.fingerprint,
+            "budget": self.budget,
+            "seeds": list(self.seeds),
+            "space": [[d.name, list(d.options)] for d in self.space.decisions],
+            "meta": self.meta,
+        }
+        options = np.array([self.space.encode(c) for c in self.configs], dtype=np.int8)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            np.savez_compressed(
+                f,
+                header=np.array(json.dumps(header)),
+                options=options,
+                val=self.val.astype(np.float32),
+                test=self.test.astype(np.float32),
+                seconds=self.seconds.astype(np.float32),
+                diverged=self.diverged.astype(bool),
+                best_epoch=self.best_epoch.astype(np.int16),
+                parameters=self.parameters.astype(np.int64),
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Table:
+        with np.load(path) as data:
+            header = json.loads(str(data["header"]))
+            if header["version"] != TABLE_VERSION:
+                raise TableError(
+                    f"{path}: table format version {header['version']}, this package reads "
+                    f"version {TABLE_VERSION}; rebuild it with benchmarks/build_table.py"
+                )
+            space = SearchSpace(tuple(Decision(n, tuple(o)) for n, o in header["space"]))
+            modality = make_task(header["task"]).modality
+            configs = tuple(space.decode(row, modality) for row in data["options"])
+            return cls(
+                task=header["task"],
+                fingerprint=header["fingerprint"],
+                budget=header["budget"],
+                seeds=tuple(header["seeds"]),
+                space=space,
+                configs=configs,
+                val=data["val"],
+                test=data["test"],
+                seconds=data["seconds"],
+                diverged=data["diverged"],
+                best_epoch=data["best_epoch"],
+                parameters=data["parameters"],
+                meta=header["meta"],
+            )
+
+
+def table_dirs(table_dir: str | Path | None = None) -> list[Path]:
+    """Where tables are looked for, in order: `table_dir`, `$MNMS_TABLE_DIR`, the shipped ones."""
+    dirs = [Path(d) for d in (table_dir, os.environ.get("MNMS_TABLE_DIR")) if d]
+    return [*dirs, SHIPPED_TABLES]
+
+
+def available_tables(table_dir: str | Path | None = None) -> list[str]:
+    """Task names that have a table in `table_dirs(table_dir)`."""
+    return sorted({p.stem for d in table_dirs(table_dir) for p in d.glob("*.npz")})
+
+
+def load_table(task: str, table_dir: str | Path | None = None) -> Table:
+    """The table of `task` (first found in `table_dirs`), checked against the task's data."""
+    for directory in table_dirs(table_dir):
+        path = directory / f"{task}.npz"
+        if path.exists():
+            return _load_checked(path.resolve())
+    raise TableError(
+        f"no table for task {task!r} in {[str(d) for d in table_dirs(table_dir)]}; tables: "
+        f"{available_tables(table_dir)}. Build one with "
+        f"`python benchmarks/build_table.py --tasks {task} --out DIR` and pass table_dir=DIR."
+    )
+
+
+@lru_cache(maxsize=64)
+def _load_checked(path: Path) -> Table:
+    table = Table.load(path)
+    fingerprint = make_task(table.task).fingerprint
+    if fingerprint != table.fingerprint:
+        warnings.warn(
+            f"the table {path} was built from different data for {table.task!r} (fingerprint "
+            f"{table.fingerprint}, the task now has {fingerprint}; e.g. another wordfreq "
+            "version); its rewards may not match real training",
+            stacklevel=3,
+        )
+    return table
+
+
+class TableEvaluator(Evaluator):
+    """Answers requests from tables instead of training: `request.seed` picks the column."""
+
+    def __init__(self, tables: Mapping[str, Table]) -> None:
+        self.tables = dict(tables)
+
+    @classmethod
+    def for_tasks(cls, tasks: Sequence[str], table_dir: str | Path | None = None) -> TableEvaluator:
+        return cls({task: load_table(task, table_dir) for task in tasks})
+
+    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
+        results = []
+        for request in requests:
+            table = self.tables.get(request.task)
+            if table is None:
+                raise TableError(f"no table for {request.task!r}; tables: {list(self.tables)}")
+            if request.budget != table.budget:
+                raise TableError(
+                    f"the table of {request.task!r} was built with budget={table.budget}; "
+                    f"got a request with budget={request.budget}"
+                )
+            results.append(table.result(request.config, request.seed))
+        return results

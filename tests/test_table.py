@@ -1,0 +1,150 @@
+"""The tabular back-end: benchmark space, table files, `backend="table"` and agreement with
+real training."""
+
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from mnms_env import (
+    BatchedEvaluator,
+    ChildConfig,
+    ChildRequest,
+    SequentialEvaluator,
+    benchmark_space,
+    load_table,
+)
+from mnms_env.space import SpaceError
+from mnms_env.table import SHIPPED_TABLES, Table, TableError, enumerate_configs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import build_table  # noqa: E402
+
+
+def test_benchmark_space_enumerates_a_few_thousand_distinct_configs() -> None:
+    space = benchmark_space()
+    text, tabular = enumerate_configs(space, "text"), enumerate_configs(space, "tabular")
+    assert (len(text), len(tabular)) == (2100, 300)
+    assert len(set(text)) == len(text)
+    assert {c.representation for c in tabular} == {"raw"}
+    # a child without hidden layers has no width, activation or dropout: one config, one row
+    shallow = [c for c in text if c.hidden_layers == 0]
+    assert {(c.width, c.activation, c.dropout) for c in shallow} == {(128, "relu", 0.0)}
+    assert all(space.decode(space.encode(c), "text") == c for c in text[::97])
+
+
+def test_zero_hidden_layers_canonicalises_layer_settings() -> None:
+    space = benchmark_space()
+    a = space.decode([1, 0, 0, 0, 1, 1, 0, 0, 0], "text")
+    b = space.decode([1, 0, 0, 1, 2, 0, 0, 0, 0], "text")
+    assert a == b and a.width == ChildConfig.width
+
+
+def test_table_file_round_trip(tmp_path) -> None:
+    table = load_table("wine")
+    table.save(tmp_path / "wine.npz")
+    again = Table.load(tmp_path / "wine.npz")
+    assert again.configs == table.configs and again.space == table.space
+    for name in ("val", "test", "seconds", "diverged", "best_epoch", "parameters"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(table, name))
+
+
+def test_shipped_tables_cover_the_benchmark_space() -> None:
+    shipped = sorted(p.stem for p in SHIPPED_TABLES.glob("*.npz"))
+    assert {"wine", "breast-cancer", "digits"} <= set(shipped)
+    for task in shipped:
+        table = load_table(task)
+        assert table.space == benchmark_space() and len(table.seeds) >= 3
+        assert np.isfinite(table.val).all() and table.mean_val().max() > 0.5
+        assert (table.val.std(axis=1) > 0).any()  # seeds differ: the table keeps the noise
+
+
+def test_table_env_rewards_come_from_the_table_with_a_seed_per_episode() -> None:
+    env = gym.make("mnms_env:MNMS-v0", task="wine", backend="table")
+    table = load_table("wine")
+    actions = benchmark_space().encode(table.configs[int(table.mean_val().argmin())])
+    rewards, seeds = [], set()
+    obs, info = env.reset(seed=3)
+    for _ in range(30):
+        for a in actions:
+            obs, reward, terminated, _, info = env.step(a)
+        child = info["child"]
+        assert terminated and child["device"] == "table" and not child["cached"]
+        row = table.row(ChildConfig(**child["config"]))
+        assert reward == pytest.approx(table.val[row, child["seed"]])
+        assert child["seconds"] == pytest.approx(table.seconds[row, child["seed"]])
+        rewards.append(reward)
+        seeds.add(child["seed"])
+        env.reset()
+    assert seeds == set(table.seeds)
+    again = gym.make("mnms_env:MNMS-v0", task="wine", backend="table")
+    again.reset(seed=3)
+    for a in actions:
+        _, reward, *_ = again.step(a)
+    assert reward == rewards[0]  # the same env seed draws the same child seeds
+
+
+def test_table_vector_env_trains_nothing() -> None:
+    envs = gym.make_vec(
+        "mnms_env:MNMS-v0",
+        num_envs=4,
+        vectorization_mode="vector_entry_point",
+        tasks=["wine", "digits"],
+        backend="table",
+    )
+    _, info = envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(len(benchmark_space())):
+        masks = envs.unwrapped.action_masks()
+        actions = [rng.choice(np.flatnonzero(m)) for m in masks]
+        _, rewards, terminated, _, info = envs.step(actions)
+    assert terminated.all() and (rewards > 0).all()
+    assert set(info["child"]["device"]) == {"table"} and envs.unwrapped.store is None
+
+
+def test_table_backend_rejects_what_it_cannot_honour(tmp_path) -> None:
+    with pytest.raises(ValueError, match="space="):
+        gym.make("mnms_env:MNMS-v0", task="wine", backend="table", space=benchmark_space())
+    with pytest.raises(TableError, match="budget=1"):
+        gym.make("mnms_env:MNMS-v0", task="wine", backend="table", budget=3)
+    with pytest.raises(TableError, match="seeds 0..2"):
+        gym.make("mnms_env:MNMS-v0", task="wine", backend="table", child_seeds=9)
+    with pytest.raises(TableError, match="no table for task 'sst2'.*build_table.py"):
+        gym.make("mnms_env:MNMS-v0", task="sst2", backend="table", table_dir=tmp_path)
+    with pytest.raises(ValueError, match="accepted: \\['train', 'table'\\]"):
+        gym.make("mnms_env:MNMS-v0", task="wine", backend="lookup")
+    with pytest.raises(TableError, match="not in the table"):
+        load_table("wine").row(ChildConfig(representation="raw", representation_size=0, l2=0.1))
+    with pytest.raises(SpaceError):
+        benchmark_space().encode(ChildConfig(learning_rate=0.5))
+
+
+def test_table_rewards_match_real_training_within_seed_noise() -> None:
+    """Retrain a sample of the shipped digits table with the reference trainer."""
+    table = load_table("digits")
+    rows = np.random.default_rng(0).choice(len(table.configs), size=8, replace=False)
+    requests = [
+        ChildRequest("digits", table.configs[i], s, table.budget) for i in rows for s in (0, 1)
+    ]
+    real = np.array([r.val_accuracy for r in SequentialEvaluator(device="cpu").evaluate(requests)])
+    looked_up = np.array([table.val[i, s] for i in rows for s in (0, 1)])
+    seed_noise = table.val[rows].std(axis=1).mean()
+    assert np.abs(real - looked_up).mean() <= seed_noise + 0.01
+    assert abs((real - looked_up).mean()) <= 0.01 + seed_noise / 2
+
+
+def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) -> None:
+    written = build_table.main(["--tasks", "wine", "--out", str(tmp_path), "--device", "cpu"])
+    table = load_table("wine", table_dir=tmp_path)
+    assert written == {"wine": tmp_path / "wine.npz"} and table.val.shape == (300, 3)
+    env = gym.make("mnms_env:MNMS-v0", task="wine", backend="table", table_dir=tmp_path)
+    env.reset(seed=0)
+
+    def refuse(self, requests):
+        raise AssertionError("a stored child was trained again")
+
+    monkeypatch.setattr(BatchedEvaluator, "evaluate", refuse)
+    build_table.main(["--tasks", "wine", "--out", str(tmp_path), "--device", "cpu"])
