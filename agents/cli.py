@@ -32,6 +32,7 @@ import numpy as np
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
 from agents.plots import png_figure
 from mnms_env import TaskError, default_space, list_tasks
+from mnms_env.env import BACKENDS
 
 PAPER_PAIR = ("langid-es", "word-sentiment-en")
 
@@ -53,6 +54,8 @@ class SearchSettings:
     """Checkpoint to transfer from (`--from`)."""
     freeze: bool = False
     """With `source`: train only the new tasks' embeddings."""
+    backend: str = "train"
+    """"train" (real training) or "table" (rewards from the benchmark tables, in seconds)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -65,7 +68,16 @@ class SearchSettings:
             raise ValueError("--freeze applies to a transfer; pass --from CHECKPOINT")
 
 
-FIXED_ON_RESUME = ("tasks", "budget", "seed", "batch_size", "replay", "source", "freeze")
+FIXED_ON_RESUME = (
+    "tasks",
+    "budget",
+    "seed",
+    "batch_size",
+    "replay",
+    "source",
+    "freeze",
+    "backend",
+)
 REPRESENTATION = "representation"
 RUNNING_MEAN = 20
 
@@ -111,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--from", dest="source", type=Path, help="transfer: start from this checkpoint")
     add("--freeze", action="store_true", default=None, help="with --from: train only new tasks")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
+    _add_backend_argument(add, default=None)
     _add_run_parser(commands)
     return parser
 
@@ -133,22 +146,37 @@ def _add_run_parser(commands: Any) -> None:
     add("--store", type=Path, help="results store (default: the per-user store)")
     add("--out", type=Path, required=True, help="history JSON file to write")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
+    _add_backend_argument(add, default="train")
+
+
+def _add_backend_argument(add: Any, default: str | None) -> None:
+    add(
+        "--backend",
+        choices=BACKENDS,
+        default=default,
+        help="train: real training (default); table: rewards from the benchmark tables "
+        "(tables beyond the shipped ones: $MNMS_TABLE_DIR)",
+    )
+
+
+def env_kwargs(backend: str, device: str | None, store: Path | None) -> dict[str, Any]:
+    """`gym.make` keywords for a backend: the tables, or real training on the default space."""
+    if backend == "table":
+        return {"backend": "table"}
+    return {"space": default_space(), "device": device, **({"store": store} if store else {})}
 
 
 def run_baseline(args: argparse.Namespace) -> int:
     """`mnms run`: one controller, `--children` per task; writes the history JSON."""
     from agents.runner import run_controller
 
-    env_kwargs: dict[str, Any] = {"space": default_space(), "device": args.device}
-    if args.store is not None:
-        env_kwargs["store"] = args.store
     history = run_controller(
         args.name,
         tasks=args.tasks,
         children=args.children,
         seed=args.seed,
         budget=args.budget,
-        env_kwargs=env_kwargs,
+        env_kwargs=env_kwargs(args.backend, args.device, args.store),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(history.to_dict(), indent=2))
@@ -207,10 +235,8 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
     env = gym.make(
         "MNMS-v0",
         tasks=settings.tasks,
-        space=default_space(),
         budget=settings.budget,
-        store=out / "results.sqlite",
-        device=device,
+        **env_kwargs(settings.backend, device, out / "results.sqlite"),
     )
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
@@ -256,7 +282,8 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
     agent.learn(max(0, settings.children - agent.num_children), checkpoint=checkpoint, callback=log)
     bar.close()
     writer.close()
-    summary = _summary(agent, settings, run_name, trained=len(env.unwrapped.store))
+    store = env.unwrapped.store  # None on the table backend: nothing is trained
+    summary = _summary(agent, settings, run_name, trained=len(store) if store is not None else 0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(agent, out / "progress.png", run_name)
     _print_summary(summary, out)

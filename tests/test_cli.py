@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import agents.cli
 from agents.cli import main
-from mnms_env import Decision, ResultStore, SearchSpace
+from mnms_env import ChildConfig, Decision, ResultStore, SearchSpace, load_table
 
 TINY_SPACE = SearchSpace(
     (
@@ -74,3 +74,24 @@ def test_search_writes_its_run_and_resumes(
     assert main([*args, "--out", str(new)]) == 0
     summary = json.loads((new / "summary.json").read_text())
     assert summary["children"] == 2 and list(summary["per_task"]) == ["wine"]
+
+
+def test_search_and_run_on_the_table_backend(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["search", "--backend", "table", "--tasks", "wine", "digits", "--children", "24"]
+    assert main([*args, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for task, info in summary["per_task"].items():
+        best = info["best"]
+        table = load_table(task)
+        config = ChildConfig(**best["config"])
+        assert best["val_accuracy"] in table.val[table.row(config)]
+    assert json.loads((out / "run.json").read_text())["backend"] == "table"
+    with pytest.raises(SystemExit):  # a resume cannot switch to real training
+        main(["search", "--out", str(out), "--resume", "--backend", "train"])
+
+    history = tmp_path / "random.json"
+    argv = ["run", "random", "--backend", "table", "--tasks", "wine", "--children", "5"]
+    assert main([*argv, "--out", str(history)]) == 0
+    children = json.loads(history.read_text())["children"]
+    assert len(children) == 5 and all(c["seconds"] > 0 for c in children)

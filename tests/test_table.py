@@ -148,3 +148,11 @@ def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) 
 
     monkeypatch.setattr(BatchedEvaluator, "evaluate", refuse)
     build_table.main(["--tasks", "wine", "--out", str(tmp_path), "--device", "cpu"])
+
+
+@pytest.mark.parametrize("env_id", ["mnms_env:MNMS-v0", "mnms_env:MNMS-OneShot-v0"])
+def test_table_envs_pass_the_gymnasium_checker(env_id) -> None:
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make(env_id, task="digits", backend="table", invalid_action="wrap")
+    check_env(env.unwrapped, skip_render_check=True)
