@@ -75,33 +75,33 @@ def summarise(runs: dict[str, list[History]], targets: dict[str, float]) -> list
         for controller, histories in runs.items():
             curves = [best_so_far(h, task) for h in histories]
             reach = {
-                f"children_to_{int(q * 100)}pct": _median_or_none(
+                f"children_to_{int(q * 100)}pct": median_children(
                     [children_to_reach(c, q * target) for c in curves]
                 )
                 for q in (0.95, 0.99)
             }
-            rows.append(
-                {
-                    "controller": controller,
-                    "task": task,
-                    "best_val": float(np.mean([c[-1] for c in curves])),
-                    "test_of_best_val": float(
-                        np.mean([h.best(task).test_accuracy for h in histories])
-                    ),
-                    "auc": float(np.mean([area_under_curve(c) for c in curves])),
-                    **reach,
-                    "target": target,
-                    "seeds": len(histories),
-                }
-            )
+            rows.append({**curve_stats(controller, histories, task), **reach, "target": target})
     return rows
 
 
-def _median_or_none(values: list[int | None]) -> float | None:
+def curve_stats(controller: str, histories: list[History], task: str) -> dict:
+    """Means over seeds of the final best, the test accuracy of the best-validation child and
+    the area under the best-so-far curve."""
+    curves = [best_so_far(h, task) for h in histories]
+    return {
+        "controller": controller,
+        "task": task,
+        "best_val": float(np.mean([c[-1] for c in curves])),
+        "test_of_best_val": float(np.mean([h.best(task).test_accuracy for h in histories])),
+        "auc": float(np.mean([area_under_curve(c) for c in curves])),
+        "seeds": len(histories),
+    }
+
+
+def median_children(values: list[int | None]) -> float | None:
     """Median over seeds, counting a seed that never reached the target as never (None if
     half or more never did)."""
-    ranked = sorted(v if v is not None else np.inf for v in values)
-    median = float(np.median(ranked))
+    median = float(np.median([np.inf if v is None else v for v in values]))
     return None if np.isinf(median) else median
 
 

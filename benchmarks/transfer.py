@@ -33,9 +33,9 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from controllers import plot_curves, run_or_load
+from controllers import curve_stats, median_children, plot_curves, run_or_load
 
-from agents.metrics import area_under_curve, best_so_far, children_to_reach, speedup
+from agents.metrics import best_so_far, children_to_reach, speedup
 from agents.mnms import MNMS
 from agents.plots import png_figure
 from agents.runner import History
@@ -147,28 +147,14 @@ def summarise(runs: dict[str, list[History]], targets: tuple[str, ...]) -> list[
             speedups = [speedup(s, c) or 0.0 for s, c in zip(scratch, curves, strict=True)]
             rows.append(
                 {
-                    "controller": controller,
-                    "task": task,
-                    "best_val": float(np.mean([c[-1] for c in curves])),
-                    "test_of_best_val": float(
-                        np.mean([h.best(task).test_accuracy for h in histories])
-                    ),
-                    "auc": float(np.mean([area_under_curve(c) for c in curves])),
-                    "children_to_scratch_best": _median_children(to_best),
+                    **curve_stats(controller, histories, task),
+                    "children_to_scratch_best": median_children(to_best),
                     "speedup": float(np.median(speedups)),
                     "speedup_per_seed": speedups,
                     "reached_scratch_best": sum(n is not None for n in to_best),
-                    "seeds": len(histories),
                 }
             )
     return rows
-
-
-def _median_children(values: list[int | None]) -> float | None:
-    """Median children over seeds, a seed that never got there counting as never (None when
-    half or more never did)."""
-    median = float(np.median([np.inf if v is None else v for v in values]))
-    return None if np.isinf(median) else median
 
 
 def _markdown(rows: list[dict]) -> str:

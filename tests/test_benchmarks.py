@@ -58,7 +58,7 @@ def test_controller_comparison_writes_everything_and_resumes(tmp_path, monkeypat
 @pytest.mark.parametrize("values", [[1, 2, None], [None, None, 3]])
 def test_median_children_counts_never_as_never(values) -> None:
     expected = 2.0 if values[0] == 1 else None
-    assert controllers._median_or_none(values) == expected
+    assert controllers.median_children(values) == expected
 
 
 def test_transfer_on_tables_writes_speedups_and_differentiation_and_resumes(
