@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=CONTROLLERS)
     parser.add_argument("--tasks", nargs="+", default=["langid-es", "word-sentiment-en", "digits"])
     parser.add_argument("--children", type=int, default=100, help="children per task")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--budget", type=int, default=1)
     parser.add_argument("--backend", choices=("table", "train"), default="table")
     parser.add_argument("--table-dir", type=Path, default=None, help="extra tables")

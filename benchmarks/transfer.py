@@ -77,9 +77,9 @@ SUITES = {
         sources=("sst2", "langid-es"),
         targets=("imdb", "sentiment-es"),
         backend="train",
-        pretrain_children=80,
-        children=25,
-        seeds=(0, 1, 2),
+        pretrain_children=200,
+        children=50,
+        seeds=(0, 1, 2, 3, 4),
     ),
 }
 

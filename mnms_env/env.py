@@ -85,7 +85,9 @@ class _MNMSBase(gym.Env):
         else:
             self.space = space if space is not None else default_space()
             self.child_seeds = child_seeds or 1
-            self.evaluator = evaluator or SequentialEvaluator(device=device)
+            self.evaluator = (
+                evaluator if evaluator is not None else SequentialEvaluator(device=device)
+            )
             self.store = open_store(store)
         self.invalid_action = invalid_action
         self.render_mode = render_mode

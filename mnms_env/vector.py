@@ -47,7 +47,7 @@ class MNMSVectorEnv(VectorEnv):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         if kwargs.get("backend", "train") == "train":  # one evaluator and store for all
-            evaluator = evaluator or BatchedEvaluator(device=device)
+            evaluator = evaluator if evaluator is not None else BatchedEvaluator(device=device)
             store = open_store(store)
         self.envs = [
             MNMSEnv(task, tasks, evaluator=evaluator, store=store, device=device, **kwargs)
