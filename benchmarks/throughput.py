@@ -99,6 +99,24 @@ def env_steps_per_second(episodes: int = 2000) -> dict[str, float]:
     return out
 
 
+def table_episodes_per_second(episodes: int = 2000) -> float:
+    """Whole episodes (every decision and the terminal table lookup) per second through
+    `gym.make(..., backend="table")`: the cost of one child on the tabular back-end."""
+    import gymnasium as gym
+
+    env = gym.make("mnms_env:MNMS-v0", task="digits", backend="table")
+    _, info = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(episodes):
+        terminated = False
+        while not terminated:
+            action = rng.choice(np.flatnonzero(info["action_mask"]))
+            _, _, terminated, _, info = env.step(action)
+        _, info = env.reset()
+    return episodes / (time.perf_counter() - start)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
@@ -142,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
     steps = env_steps_per_second()
     print("env non-terminal steps/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in steps.items()))
+    table_rate = table_episodes_per_second()
+    print(f"table back-end: {table_rate:,.0f} whole episodes (children) per second")
 
     report = {
         "device": str(device),
@@ -153,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         "date": time.strftime("%Y-%m-%d"),
         "rows": [asdict(r) for r in rows],
         "env_steps_per_second": steps,
+        "table_episodes_per_second": table_rate,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.matmul_precision == "highest" else f"-{args.matmul_precision}"

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import controllers  # noqa: E402
 import reference  # noqa: E402
+import throughput  # noqa: E402
 import transfer  # noqa: E402
 
 from agents.mnms import MNMS  # noqa: E402
@@ -117,3 +118,19 @@ def test_reference_reports_the_test_accuracy_of_the_best_validation_child(tmp_pa
         assert row["test_accuracy"] == pytest.approx(100 * best.test_accuracy)
         assert row["kim_2014"] == reference.KIM_2014[row["task"]]
     assert "| trec |" in (tmp_path / "reference.md").read_text()
+
+
+def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
+    argv = ["--device", "cpu", "--ks", "1", "2", "--epochs", "1", "--sequential-children", "1"]
+    report = throughput.main([*argv, "--out", str(tmp_path)])
+    assert [(r["workload"], r["k"]) for r in report["rows"]] == [
+        (w, k) for w in throughput.WORKLOADS for k in (1, 2)
+    ]
+    for row in report["rows"]:
+        ratio = row["batched_children_per_s"] / row["sequential_children_per_s"]
+        assert row["speedup"] == pytest.approx(ratio) and 0 <= row["mean_val_accuracy"] <= 1
+    assert min(report["env_steps_per_second"].values()) > 0
+    assert report["table_episodes_per_second"] > 0
+    assert (tmp_path / "throughput-cpu.json").exists() and (
+        tmp_path / "throughput-cpu.png"
+    ).exists()
