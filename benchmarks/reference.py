@@ -33,8 +33,8 @@ KIM_PROTOCOL = {
     "mpqa": "10-fold cross-validation",
 }
 OUR_PROTOCOL = {
-    "sst2": "GLUE SST-2 sentences: train 6,920 / validation 872 / test 1,821",
-    "trec": "train split minus 10% for validation; the 500-question test split",
+    "sst2": "the same files (sentences only): train 6,920 / validation 872 / test 1,821",
+    "trec": "the same files; 10% of train as validation; the 500-question test split",
 }
 """Every other task: one seeded stratified 80/10/10 split of its single file."""
 
@@ -104,10 +104,13 @@ def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
     ]
     for r in rows:
         c = json.loads(r["config"])
-        child = (
-            f"{c['representation']} {c['representation_size'] or ''}, {c['hidden_layers']}x"
-            f"{c['width']} {c['activation']}, {c['optimizer']} lr {c['learning_rate']:g}"
+        size = f" {c['representation_size']}" if c["representation_size"] else ""
+        layers = (
+            f"{c['hidden_layers']}x{c['width']} {c['activation']}"
+            if c["hidden_layers"]
+            else "no hidden layer"
         )
+        child = f"{c['representation']}{size}, {layers}, {c['optimizer']} lr {c['learning_rate']:g}"
         lines.append(
             f"| {r['task']} | {r['test_accuracy']:.1f} | {r['protocol']} | {r['kim_2014']:.1f} | "
             f"{r['kim_protocol']} | {child} |"
