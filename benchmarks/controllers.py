@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         writer.writerows(rows)
     (args.out / "summary.md").write_text(_markdown(rows))
     for task in args.tasks:
-        plot_curves(runs, task, args.out / f"curves-{task}.png")
+        target = next(r["target"] for r in rows if r["task"] == task)
+        plot_curves(runs, task, args.out / f"curves-{task}.png", target)
     print(_markdown(rows))
     return rows
 
@@ -159,14 +160,25 @@ def _markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(runs: dict[str, list[History]], task: str, path: Path) -> None:
+def plot_curves(
+    runs: dict[str, list[History]], task: str, path: Path, target: float | None = None
+) -> None:
+    """Median and quartiles over seeds of each controller's best-so-far curve (log x: the
+    early children are where controllers differ), with `target` as a dashed line."""
     with png_figure(path, figsize=(6, 4)) as (fig, ax):
+        lows = []
         for controller, histories in runs.items():
             curves = np.stack([best_so_far(h, task) for h in histories])
             x = np.arange(1, curves.shape[1] + 1)
             q1, median, q3 = np.percentile(curves, [25, 50, 75], axis=0)
             line = ax.plot(x, median, label=controller)[0]
             ax.fill_between(x, q1, q3, alpha=0.15, color=line.get_color())
+            lows.append(median[min(4, len(median) - 1)])
+        if target is not None:
+            ax.axhline(target, color="black", linestyle="--", linewidth=0.8, label="target")
+        top = max(ax.get_ylim()[1], target or 0)
+        ax.set_ylim(min(lows) - 0.1 * (top - min(lows)), top)
+        ax.set_xscale("log")
         ax.set(title=task, xlabel="children of this task", ylabel="best validation accuracy")
         ax.legend(fontsize=7)
 
