@@ -11,6 +11,7 @@ from mnms_env import load_table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import controllers  # noqa: E402
+import mnms_vs_random  # noqa: E402
 import reference  # noqa: E402
 import throughput  # noqa: E402
 import transfer  # noqa: E402
@@ -133,4 +134,17 @@ def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
     assert report["table_episodes_per_second"] > 0
     assert (tmp_path / "throughput-cpu.json").exists() and (
         tmp_path / "throughput-cpu.png"
+    ).exists()
+
+
+def test_mnms_vs_random_writes_its_table_and_plot(tmp_path) -> None:
+    argv = ["--tasks", "wine", "digits", "--children", "6", "--seeds", "0", "--out", str(tmp_path)]
+    report = mnms_vs_random.main(argv)
+    assert set(report["best_so_far_mean"]) == {
+        f"{t}/{m}" for t in ("wine", "digits") for m in mnms_vs_random.METHODS
+    }
+    for method in mnms_vs_random.METHODS:
+        assert len(report["runs"][method]["0"]) == 6
+    assert (tmp_path / "mnms_vs_random.json").exists() and (
+        tmp_path / "mnms_vs_random.png"
     ).exists()
