@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -38,6 +38,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import nn
 
 CHECKPOINT_FORMAT = 1
+NEW_TASK_INITS = ("random", "mean")
 MASKED = torch.finfo(torch.float32).min
 """Logit of an invalid option: exp() underflows to exactly 0, and unlike -inf it never makes
 `0 * log 0` a NaN in the entropy."""
@@ -694,6 +695,7 @@ class MNMS:
         freeze: bool = False,
         seed: int | None = None,
         tasks: Sequence[str] | None = None,
+        new_task_init: Literal["random", "mean"] = "random",
     ) -> MNMS:
         """An agent restored from `path` onto `env`.
 
@@ -704,8 +706,12 @@ class MNMS:
         anew and replayed children of tasks absent from `env` are dropped. `freeze=True`
         (transfer only) trains just the new tasks' embeddings. `seed` replaces the checkpoint's
         sampling RNG and env seeds with fresh ones (e.g. to repeat a transfer); None keeps them.
-        `tasks` names the env's tasks as in `MNMS(...)`.
+        `tasks` names the env's tasks as in `MNMS(...)`. `new_task_init` sets where a new task's
+        embedding starts: `"random"` (the paper's choice; it may land in one source task's mode
+        of the policy) or `"mean"`, the mean of the checkpoint's task embeddings.
         """
+        if new_task_init not in NEW_TASK_INITS:
+            raise ValueError(f"new_task_init={new_task_init!r}; accepted: {list(NEW_TASK_INITS)}")
         state = torch.load(path, weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(
@@ -729,9 +735,12 @@ class MNMS:
             )
         weights = dict(state["controller"])
         table = agent.policy.task_embedding.weight.detach().clone()
+        known = state["task_embeddings"]
         for i, name in enumerate(agent.task_names):
-            if name in state["task_embeddings"]:
-                table[i] = state["task_embeddings"][name]
+            if name in known:
+                table[i] = known[name]
+            elif new_task_init == "mean":
+                table[i] = torch.stack(list(known.values())).mean(dim=0)
         weights["task_embedding.weight"] = table
         agent.policy.load_state_dict(weights)
         if freeze:

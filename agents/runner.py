@@ -181,15 +181,12 @@ def run_controller(
     controllers that sample unmasked actions get `invalid_action="wrap"` unless it is given.
     `controller_kwargs` go to the controller (`MNMSConfig` fields for `mnms`, the algorithm's
     constructor for the SB3 ones). `pretrained` (mnms only) is a checkpoint to transfer from:
-    `MNMS.load(pretrained, env, seed=seed)`, its config kept.
+    `MNMS.load(pretrained, env, seed=seed, **controller_kwargs)`, its config kept.
     """
     if name not in CONTROLLERS:
         raise ValueError(f"unknown controller {name!r}; accepted: {list(CONTROLLERS)}")
-    if pretrained is not None and (name != "mnms" or controller_kwargs):
-        raise ValueError(
-            f"pretrained= is a checkpoint of the mnms controller (its config included); got it "
-            f"for {name!r}" + (" with controller_kwargs" if controller_kwargs else "")
-        )
+    if pretrained is not None and name != "mnms":
+        raise ValueError(f"pretrained= is a checkpoint of the mnms controller; got {name!r}")
     tasks = tuple(tasks)
     kwargs = dict(env_kwargs or {})
     if "task" in kwargs or "tasks" in kwargs or "budget" in kwargs:
@@ -204,7 +201,7 @@ def run_controller(
         from agents.mnms import MNMS, MNMSConfig
 
         if pretrained is not None:
-            agent = MNMS.load(pretrained, env, seed=seed, tasks=tasks)
+            agent = MNMS.load(pretrained, env, seed=seed, tasks=tasks, **extra)
         else:
             agent = MNMS(env, MNMSConfig(**extra), seed=seed, tasks=tasks)
         agent.learn(env.total)

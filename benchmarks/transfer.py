@@ -10,7 +10,8 @@
    each source task and write per-task histograms of every decision, with the total-variation
    distance between the tasks' distributions (`differentiation.{json,md,png}`).
 3. On the target tasks, run the transferred controller (`MNMS.load(pretrained)`: new task
-   embeddings, every other weight kept), MNMS from scratch, random search and TPE, each with
+   embeddings, random or the mean of the source tasks', every other weight kept), MNMS from
+   scratch, random search and TPE, each with
    exactly `--children` children per target task and the same seeds (`OUT/runs/`, resumable).
 4. Per target task: best-so-far curves (median and quartiles over seeds), AUC, test accuracy of
    the best-validation child and the follow-up paper's headline metric, children needed to reach
@@ -41,7 +42,9 @@ from agents.plots import png_figure
 from agents.runner import History
 from mnms_env import Decision, SearchSpace, benchmark_space
 
-CONTROLLERS = ("mnms-transfer", "mnms", "random", "tpe")
+CONTROLLERS = ("mnms-transfer", "mnms-transfer-mean", "mnms", "random", "tpe")
+"""`mnms-transfer` starts each new task from a random embedding (the paper), `-mean` from the mean
+of the pre-trained tasks' embeddings (`MNMS.load(new_task_init=...)`)."""
 
 
 def paper_space() -> SearchSpace:
@@ -246,8 +249,14 @@ def main(argv: list[str] | None = None) -> dict:
     run = {"tasks": suite.targets, "children": suite.children, "budget": args.budget}
     runs = {}
     for controller in args.controllers:
-        name = "mnms" if controller == "mnms-transfer" else controller
-        extra = {"pretrained": out / "pretrained.pt"} if controller == "mnms-transfer" else {}
+        name, extra = controller, {}
+        if controller.startswith("mnms-transfer"):
+            init = "mean" if controller.endswith("-mean") else "random"
+            name = "mnms"
+            extra = {
+                "pretrained": out / "pretrained.pt",
+                "controller_kwargs": {"new_task_init": init},
+            }
         runs[controller] = [
             run_or_load(
                 out / "runs" / f"{controller}-seed{seed}.json",

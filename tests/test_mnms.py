@@ -250,6 +250,18 @@ def test_transfer_keeps_known_weights_and_adds_new_tasks(tmp_path: Path) -> None
         MNMS.load(tmp_path / "source.pt", other)
 
 
+def test_transfer_can_start_new_tasks_at_the_mean_embedding(tmp_path: Path) -> None:
+    source = MNMS(make_env(["langid-es", "langid-de"], RELATED), seed=0).learn(8)
+    source.save(tmp_path / "source.pt")
+    known = source.policy.task_embedding.weight.detach()
+    agent = MNMS.load(
+        tmp_path / "source.pt", make_env(["langid-fr"], RELATED), new_task_init="mean"
+    )
+    assert torch.allclose(agent.policy.task_embedding.weight[0], known.mean(dim=0))
+    with pytest.raises(ValueError, match="accepted: \\['random', 'mean'\\]"):
+        MNMS.load(tmp_path / "source.pt", make_env(["langid-fr"], RELATED), new_task_init="zero")
+
+
 def test_transfer_reaches_a_related_task_sooner(tmp_path: Path) -> None:
     """(c) A controller pre-trained on langid-es and langid-de starts better on langid-fr and
     finds its optimum in fewer children than a fresh controller, over eight seeds."""
