@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--store", type=Path, default=None, help="default: OUT/build.sqlite")
     parser.add_argument("--chunk", type=int, default=64, help="children per batched call")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--summary", type=Path, default=None, help="also write a markdown summary of the tables"
+    )
     args = parser.parse_args(argv)
     if len(args.seeds) < 1 or len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
@@ -149,7 +152,30 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         best = table.mean_val().max()
         print(f"{path}: {len(table.configs)} configs x {len(table.seeds)} seeds, best {best:.4f}")
         written[task] = path
+    if args.summary is not None:
+        tables = [Table.load(path) for path in written.values()]
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        args.summary.write_text(summary_markdown(tables))
     return written
+
+
+def summary_markdown(tables: Sequence[Table]) -> str:
+    """One row per table: size, the best config and how hard it is to find, the seed noise."""
+    lines = [
+        "| task | configs x seeds | best (seed mean) | best config | median config | "
+        "configs within 1% of best | seed std (mean) | training seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in tables:
+        quality = t.mean_val()
+        best = t.configs[int(quality.argmax())].describe()
+        near = float(np.mean(quality >= 0.99 * quality.max()))
+        lines.append(
+            f"| {t.task} | {len(t.configs)} x {len(t.seeds)} | {quality.max():.4f} | {best} | "
+            f"{np.median(quality):.4f} | {near:.1%} | {t.val.std(axis=1).mean():.4f} | "
+            f"{t.seconds.sum():.0f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

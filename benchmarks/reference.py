@@ -17,7 +17,7 @@ from pathlib import Path
 
 from controllers import run_or_load
 
-from mnms_env import Decision, SearchSpace, default_space
+from mnms_env import ChildConfig, Decision, SearchSpace, default_space
 from mnms_env.space import TEXT_REPRESENTATIONS
 
 KIM_2014 = {"sst2": 88.1, "mr": 81.5, "subj": 93.4, "trec": 93.6, "cr": 85.0, "mpqa": 89.6}
@@ -103,14 +103,7 @@ def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        c = json.loads(r["config"])
-        size = f" {c['representation_size']}" if c["representation_size"] else ""
-        layers = (
-            f"{c['hidden_layers']}x{c['width']} {c['activation']}"
-            if c["hidden_layers"]
-            else "no hidden layer"
-        )
-        child = f"{c['representation']}{size}, {layers}, {c['optimizer']} lr {c['learning_rate']:g}"
+        child = ChildConfig.from_json(r["config"]).describe()
         lines.append(
             f"| {r['task']} | {r['test_accuracy']:.1f} | {r['protocol']} | {r['kim_2014']:.1f} | "
             f"{r['kim_protocol']} | {child} |"

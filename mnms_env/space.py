@@ -91,6 +91,19 @@ class ChildConfig:
     def is_dense(self) -> bool:
         return self.representation in DENSE_REPRESENTATIONS
 
+    def describe(self) -> str:
+        """One line for tables and logs, e.g. `char-hash 1024, 2x128 relu, adam lr 0.01`."""
+        size = f" {self.representation_size}" if self.representation_size else ""
+        layers = "linear"
+        if self.hidden_layers:
+            layers = f"{self.hidden_layers}x{self.width} {self.activation}"
+            layers += f" dropout {self.dropout:g}" if self.dropout else ""
+        l2 = f" l2 {self.l2:g}" if self.l2 else ""
+        return (
+            f"{self.representation}{size}, {layers}, {self.optimizer} lr {self.learning_rate:g}"
+            f"{l2}, batch {self.batch_size}"
+        )
+
     def to_json(self) -> str:
         """Canonical JSON (sorted keys): the config's identity in caches and the store."""
         return json.dumps(asdict(self), sort_keys=True)

@@ -95,3 +95,20 @@ def test_space_errors() -> None:
     space = SearchSpace((Decision("representation", ("word-hash",)),))
     with pytest.raises(SpaceError, match="no option valid for tabular"):
         space.masks("tabular")
+
+
+def test_describe_names_what_matters_for_training() -> None:
+    deep = ChildConfig(
+        representation="char-hash",
+        representation_size=1024,
+        hidden_layers=2,
+        dropout=0.3,
+        learning_rate=0.01,
+        l2=1e-4,
+    )
+    assert (
+        deep.describe()
+        == "char-hash 1024, 2x128 relu dropout 0.3, adam lr 0.01 l2 0.0001, batch 64"
+    )
+    linear = ChildConfig(representation="minilm", representation_size=0, hidden_layers=0)
+    assert linear.describe() == "minilm, linear, adam lr 0.001, batch 64"

@@ -137,9 +137,15 @@ def test_table_rewards_match_real_training_within_seed_noise() -> None:
 
 
 def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) -> None:
-    written = build_table.main(["--tasks", "wine", "--out", str(tmp_path), "--device", "cpu"])
+    argv = ["--tasks", "wine", "--out", str(tmp_path), "--device", "cpu"]
+    written = build_table.main([*argv, "--summary", str(tmp_path / "tables.md")])
     table = load_table("wine", table_dir=tmp_path)
     assert written == {"wine": tmp_path / "wine.npz"} and table.val.shape == (300, 3)
+    best = table.configs[int(table.mean_val().argmax())].describe()
+    assert (
+        f"| wine | 300 x 3 | {table.mean_val().max():.4f} | {best} |"
+        in (tmp_path / "tables.md").read_text()
+    )
     env = gym.make("mnms_env:MNMS-v0", task="wine", backend="table", table_dir=tmp_path)
     env.reset(seed=0)
 
@@ -147,7 +153,7 @@ def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) 
         raise AssertionError("a stored child was trained again")
 
     monkeypatch.setattr(BatchedEvaluator, "evaluate", refuse)
-    build_table.main(["--tasks", "wine", "--out", str(tmp_path), "--device", "cpu"])
+    build_table.main(argv)
 
 
 @pytest.mark.parametrize("env_id", ["mnms_env:MNMS-v0", "mnms_env:MNMS-OneShot-v0"])
