@@ -2,6 +2,8 @@
 
     python benchmarks/build_table.py --tasks wine digits --out runs/tables
     python benchmarks/build_table.py --out mnms_env/data/tables     # the shipped built-ins
+    python benchmarks/build_table.py --out mnms_env/data/tables --summary-only \
+        --summary docs/benchmarks/tables.md                         # what the tables hold
     MNMS_DATA_DIR=../shared/data python benchmarks/build_table.py --tasks sst2 --out runs/tables
 
 Children are trained with the `BatchedEvaluator` (real training, `--budget` epochs) in chunks of
@@ -129,7 +131,18 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument(
         "--summary", type=Path, default=None, help="also write a markdown summary of the tables"
     )
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="train nothing: summarise the tables already in OUT into --summary",
+    )
     args = parser.parse_args(argv)
+    if args.summary_only:
+        if args.summary is None:
+            parser.error("--summary-only needs --summary PATH")
+        written = {task: args.out / f"{task}.npz" for task in args.tasks}
+        write_summary(written, args.summary)
+        return written
     if len(args.seeds) < 1 or len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
     if args.threads:
@@ -153,10 +166,16 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         print(f"{path}: {len(table.configs)} configs x {len(table.seeds)} seeds, best {best:.4f}")
         written[task] = path
     if args.summary is not None:
-        tables = [Table.load(path) for path in written.values()]
-        args.summary.parent.mkdir(parents=True, exist_ok=True)
-        args.summary.write_text(summary_markdown(tables))
+        write_summary(written, args.summary)
     return written
+
+
+def write_summary(tables: dict[str, Path], path: Path) -> None:
+    missing = [str(p) for p in tables.values() if not p.exists()]
+    if missing:
+        raise SystemExit(f"no table at {missing}; build them first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(summary_markdown([Table.load(p) for p in tables.values()]))
 
 
 def summary_markdown(tables: Sequence[Table]) -> str:

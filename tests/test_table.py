@@ -154,6 +154,9 @@ def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) 
 
     monkeypatch.setattr(BatchedEvaluator, "evaluate", refuse)
     build_table.main(argv)
+    summary = tmp_path / "only.md"
+    build_table.main([*argv, "--summary-only", "--summary", str(summary)])
+    assert summary.read_text() == (tmp_path / "tables.md").read_text()
 
 
 @pytest.mark.parametrize("env_id", ["mnms_env:MNMS-v0", "mnms_env:MNMS-OneShot-v0"])
