@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from controllers import markdown_table
 
 import mnms_env
 from mnms_env import BatchedEvaluator, ChildRequest, ResultStore, SearchSpace, make_task
@@ -180,21 +181,18 @@ def write_summary(tables: dict[str, Path], path: Path) -> None:
 
 def summary_markdown(tables: Sequence[Table]) -> str:
     """One row per table: size, the best config and how hard it is to find, the seed noise."""
-    lines = [
-        "| task | configs x seeds | best (seed mean) | best config | median config | "
-        "configs within 1% of best | seed std (mean) | training seconds |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["task", "configs x seeds", "best (seed mean)", "best config", "median config"]
+    header += ["configs within 1% of best", "seed std (mean)", "training seconds"]
+    rows = []
     for t in tables:
         quality = t.mean_val()
-        best = t.configs[int(quality.argmax())].describe()
-        near = float(np.mean(quality >= 0.99 * quality.max()))
-        lines.append(
-            f"| {t.task} | {len(t.configs)} x {len(t.seeds)} | {quality.max():.4f} | {best} | "
-            f"{np.median(quality):.4f} | {near:.1%} | {t.val.std(axis=1).mean():.4f} | "
-            f"{t.seconds.sum():.0f} |"
+        rows.append(
+            [t.task, f"{len(t.configs)} x {len(t.seeds)}", f"{quality.max():.4f}"]
+            + [t.configs[int(quality.argmax())].describe(), f"{np.median(quality):.4f}"]
+            + [f"{np.mean(quality >= 0.99 * quality.max()):.1%}"]
+            + [f"{t.val.std(axis=1).mean():.4f}", f"{t.seconds.sum():.0f}"]
         )
-    return "\n".join(lines) + "\n"
+    return markdown_table(header, rows)
 
 
 if __name__ == "__main__":

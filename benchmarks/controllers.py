@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,19 +146,29 @@ def _jsonable(args: argparse.Namespace) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
-def _markdown(rows: list[dict]) -> str:
-    head = "| task | controller | best val | test of best val | AUC | to 95% | to 99% |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        reach = [
-            ("never" if r[k] is None else f"{r[k]:g}")
-            for k in ("children_to_95pct", "children_to_99pct")
-        ]
-        lines.append(
-            f"| {r['task']} | {r['controller']} | {r['best_val']:.4f} | "
-            f"{r['test_of_best_val']:.4f} | {r['auc']:.4f} | {reach[0]} | {reach[1]} |"
-        )
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A GitHub markdown table; the benchmark scripts write their summaries with it."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def never_or(value: float | None) -> str:
+    """A child count, or "never" for a target not reached."""
+    return "never" if value is None else f"{value:g}"
+
+
+def _markdown(rows: list[dict]) -> str:
+    header = ["task", "controller", "best val", "test of best val", "AUC", "to 95%", "to 99%"]
+    return markdown_table(
+        header,
+        (
+            [r["task"], r["controller"], f"{r['best_val']:.4f}", f"{r['test_of_best_val']:.4f}"]
+            + [f"{r['auc']:.4f}", never_or(r["children_to_95pct"])]
+            + [never_or(r["children_to_99pct"])]
+            for r in rows
+        ),
+    )
 
 
 def plot_curves(

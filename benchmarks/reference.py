@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from controllers import run_or_load
+from controllers import markdown_table, run_or_load
 
 from mnms_env import ChildConfig, Decision, SearchSpace, default_space
 from mnms_env.space import TEXT_REPRESENTATIONS
@@ -97,18 +97,22 @@ def space(representations: list[str]) -> SearchSpace:
 
 
 def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
-    lines = [
-        f"| task | MNMS test acc. (best-val child of {args.children}) | protocol | "
-        "Kim 2014 CNN | Kim's protocol | best child |",
-        "|---|---|---|---|---|---|",
+    header = [
+        "task",
+        f"MNMS test acc. (best-val child of {args.children})",
+        "protocol",
+        "Kim 2014 CNN",
+        "Kim's protocol",
+        "best child",
     ]
-    for r in rows:
-        child = ChildConfig.from_json(r["config"]).describe()
-        lines.append(
-            f"| {r['task']} | {r['test_accuracy']:.1f} | {r['protocol']} | {r['kim_2014']:.1f} | "
-            f"{r['kim_protocol']} | {child} |"
-        )
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        header,
+        (
+            [r["task"], f"{r['test_accuracy']:.1f}", r["protocol"], f"{r['kim_2014']:.1f}"]
+            + [r["kim_protocol"], ChildConfig.from_json(r["config"]).describe()]
+            for r in rows
+        ),
+    )
 
 
 if __name__ == "__main__":

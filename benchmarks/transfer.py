@@ -34,7 +34,14 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from controllers import curve_stats, median_children, plot_curves, run_or_load
+from controllers import (
+    curve_stats,
+    markdown_table,
+    median_children,
+    never_or,
+    plot_curves,
+    run_or_load,
+)
 
 from agents.metrics import best_so_far, children_to_reach, speedup
 from agents.mnms import MNMS
@@ -161,34 +168,31 @@ def summarise(runs: dict[str, list[History]], targets: tuple[str, ...]) -> list[
 
 
 def _markdown(rows: list[dict]) -> str:
-    lines = [
-        "| task | controller | best val | test of best val | AUC | children to scratch's best "
-        "| speed-up (median) | seeds reaching it |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        to_best = r["children_to_scratch_best"]
-        lines.append(
-            f"| {r['task']} | {r['controller']} | {r['best_val']:.4f} | "
-            f"{r['test_of_best_val']:.4f} | {r['auc']:.4f} | "
-            f"{'never' if to_best is None else f'{to_best:g}'} | {r['speedup']:.2f}x | "
-            f"{r['reached_scratch_best']}/{r['seeds']} |"
-        )
-    return "\n".join(lines) + "\n"
+    header = ["task", "controller", "best val", "test of best val", "AUC"]
+    header += ["children to scratch's best", "speed-up (median)", "seeds reaching it"]
+    return markdown_table(
+        header,
+        (
+            [r["task"], r["controller"], f"{r['best_val']:.4f}", f"{r['test_of_best_val']:.4f}"]
+            + [f"{r['auc']:.4f}", never_or(r["children_to_scratch_best"])]
+            + [f"{r['speedup']:.2f}x", f"{r['reached_scratch_best']}/{r['seeds']}"]
+            for r in rows
+        ),
+    )
 
 
 def _differentiation_markdown(result: dict) -> str:
-    tasks = result["tasks"]
-    lines = [
-        f"| decision | option | {' | '.join(tasks)} |",
-        "|---|---|" + "---|" * len(tasks),
-    ]
-    for name, options in result["histograms"][tasks[0]].items():
-        for option in options:
-            shares = [f"{result['histograms'][t][name][option]:.0%}" for t in tasks]
-            lines.append(f"| {name} | {option} | {' | '.join(shares)} |")
+    tasks, histograms = result["tasks"], result["histograms"]
+    table = markdown_table(
+        ["decision", "option", *tasks],
+        (
+            [name, option, *(f"{histograms[t][name][option]:.0%}" for t in tasks)]
+            for name, options in histograms[tasks[0]].items()
+            for option in options
+        ),
+    )
     tv = ", ".join(f"{k} {v:.2f}" for k, v in result["tv"].items())
-    return "\n".join(lines) + f"\n\nTotal-variation distance ({tasks[0]} vs {tasks[1]}): {tv}\n"
+    return table + f"\nTotal-variation distance ({tasks[0]} vs {tasks[1]}): {tv}\n"
 
 
 def _plot_differentiation(result: dict, path: Path) -> None:
