@@ -285,14 +285,14 @@ def default_space() -> SearchSpace:
             Decision(
                 "representation", ("word-hash", "char-hash", "embedding-bag", "minilm", "raw")
             ),
-            Decision("representation_size", (1024, 4096, 16384)),
+            Decision("representation_size", (256, 1024, 4096, 16384)),
             Decision("hidden_layers", (0, 1, 2, 3)),
             Decision("width", (32, 64, 128, 256)),
             Decision("activation", ("relu", "tanh", "gelu", "elu")),
             Decision("dropout", (0.0, 0.1, 0.3, 0.5)),
             Decision("optimizer", OPTIMIZERS),
             Decision("learning_rate", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
-            Decision("batch_size", (16, 32, 64, 128)),
+            Decision("batch_size", (16, 32, 64, 128, 256)),
             Decision("l2", (0.0, 1e-5, 1e-4, 1e-3)),
         )
     )

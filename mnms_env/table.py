@@ -48,9 +48,10 @@ def benchmark_space() -> SearchSpace:
     """The enumerable subset of `default_space()` that tables cover.
 
     Every decision but L2 keeps two or three of the default options, chosen so that each one
-    matters: small and large hash sizes, no to two hidden layers, narrow and wide, three
-    activations, dropout on or off, Adam or SGD, three learning rates a decade apart, and small
-    or large batches (a large batch takes a quarter of the steps in the one-epoch budget).
+    matters and a one-epoch table stays cheap: the two smallest hash sizes, no to two hidden
+    layers, narrow and wide, three activations, dropout on or off, Adam or SGD, three learning
+    rates a decade apart, and small or large batches (a large batch takes a quarter of the
+    steps).
     """
     return SearchSpace(
         (

@@ -14,6 +14,7 @@ from mnms_env import (
     ChildRequest,
     SequentialEvaluator,
     benchmark_space,
+    default_space,
     load_table,
 )
 from mnms_env.space import SpaceError
@@ -165,3 +166,9 @@ def test_table_envs_pass_the_gymnasium_checker(env_id) -> None:
 
     env = gym.make(env_id, task="digits", backend="table", invalid_action="wrap")
     check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_benchmark_space_is_a_subset_of_the_default_space() -> None:
+    default = {d.name: set(d.options) for d in default_space().decisions}
+    for decision in benchmark_space().decisions:
+        assert set(decision.options) <= default[decision.name], decision.name
