@@ -64,6 +64,8 @@ def paper_space() -> SearchSpace:
 
 @dataclass(frozen=True)
 class Suite:
+    """A transfer experiment: pre-train on `sources`, then search `targets`."""
+
     sources: tuple[str, ...]
     targets: tuple[str, ...]
     backend: str
@@ -136,11 +138,13 @@ def differentiation(
             }
             for i, d in enumerate(space.decisions)
         }
-    first, second = histograms[tasks[0]], histograms[tasks[1]]
-    distance = {
-        name: 0.5 * sum(abs(first[name][o] - second[name][o]) for o in first[name])
-        for name in first
-    }
+    distance = {}
+    if len(tasks) > 1:
+        first, second = histograms[tasks[0]], histograms[tasks[1]]
+        distance = {
+            name: 0.5 * sum(abs(first[name][o] - second[name][o]) for o in first[name])
+            for name in first
+        }
     return {"tasks": list(tasks), "samples": samples, "histograms": histograms, "tv": distance}
 
 
@@ -191,6 +195,8 @@ def _differentiation_markdown(result: dict) -> str:
             for option in options
         ),
     )
+    if not result["tv"]:
+        return table
     tv = ", ".join(f"{k} {v:.2f}" for k, v in result["tv"].items())
     return table + f"\nTotal-variation distance ({tasks[0]} vs {tasks[1]}): {tv}\n"
 
@@ -208,7 +214,8 @@ def _plot_differentiation(result: dict, path: Path) -> None:
                 shares = [histograms[task][name][o] for o in options]
                 ax.bar(x + i * width, shares, width, label=task)
             ax.set_xticks(x + width * (len(tasks) - 1) / 2, options, fontsize=6, rotation=30)
-            ax.set_title(f"{name} (TV {result['tv'][name]:.2f})", fontsize=8)
+            tv = f" (TV {result['tv'][name]:.2f})" if result["tv"] else ""
+            ax.set_title(name + tv, fontsize=8)
             ax.set_ylim(0, 1)
         for ax in axes.flat[len(names) :]:
             ax.set_visible(False)

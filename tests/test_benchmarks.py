@@ -148,3 +148,14 @@ def test_mnms_vs_random_writes_its_table_and_plot(tmp_path) -> None:
     assert (tmp_path / "mnms_vs_random.json").exists() and (
         tmp_path / "mnms_vs_random.png"
     ).exists()
+
+
+def test_transfer_from_a_single_source_task(tmp_path) -> None:
+    argv = [
+        *("--sources", "wine", "--targets", "digits", "--pretrain-children", "8"),
+        *("--children", "3", "--seeds", "0", "--controllers", "mnms-transfer", "mnms"),
+        *("--out", str(tmp_path)),
+    ]
+    transfer.main(argv)
+    text = (tmp_path / "differentiation.md").read_text()
+    assert "| representation | raw | 100% |" in text and "Total-variation" not in text
