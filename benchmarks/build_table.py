@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,9 @@ from controllers import markdown_table
 
 import mnms_env
 from mnms_env import BatchedEvaluator, ChildRequest, ResultStore, SearchSpace, make_task
-from mnms_env.evaluate import Evaluator, evaluate_cached
+from mnms_env.batched import batch_group
+from mnms_env.child import device_name
+from mnms_env.evaluate import evaluate_cached
 from mnms_env.table import Table, benchmark_space, enumerate_configs
 
 BUILTIN_TABLE_TASKS = (
@@ -54,14 +55,14 @@ def build_table(
     space: SearchSpace,
     seeds: Sequence[int],
     budget: int,
-    evaluator: Evaluator,
+    evaluator: BatchedEvaluator,
     store: ResultStore,
     chunk: int = 64,
 ) -> Table:
     """Train (or read from `store`) every config of `space` for `task` with every seed."""
     configs = enumerate_configs(space, make_task(task).modality)
     requests = [ChildRequest(task, c, s, budget) for c in configs for s in seeds]
-    order = sorted(range(len(requests)), key=lambda i: _group_key(requests[i]))
+    order = sorted(range(len(requests)), key=lambda i: batch_group(requests[i]))
     results = [None] * len(requests)
     started, trained = time.perf_counter(), 0
     for start in range(0, len(order), chunk):
@@ -106,17 +107,9 @@ def build_table(
     )
 
 
-def _group_key(request: ChildRequest) -> tuple:
-    """Children the batched evaluator can train together sort next to each other."""
-    c = request.config
-    return (c.representation, c.representation_size, c.batch_size, c.optimizer, c.hidden_layers > 0)
-
-
-def _device_name(evaluator: Evaluator) -> str:
-    device = getattr(evaluator, "device", None)
-    if device is not None and device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+def _device_name(evaluator: BatchedEvaluator) -> str:
+    name = device_name(evaluator.device)
+    return name if evaluator.device.type == "cuda" else f"{name}, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:

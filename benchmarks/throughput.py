@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 
 from agents.plots import png_figure
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest, SequentialEvaluator
+from mnms_env.child import device_name, resolve_device
 from mnms_env.tasks import Split, Task, register_task
 
 DENSE_TASK = "bench-dense-sst2-size"
@@ -133,12 +133,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     torch.set_float32_matmul_precision(args.matmul_precision)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     ks = args.ks or ([1, 8, 32, 256, 1024] if device.type == "cuda" else [1, 8, 32])
     register_task(DENSE_TASK, _dense_task, modality="tabular", overwrite=True)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    name = device_name(device)
     print(
-        f"device: {device} ({name or platform.machine()}), torch {torch.__version__}, "
+        f"device: {device} ({name}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} CPU threads, {args.epochs} epochs"
     )
 
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     suffix = "" if args.matmul_precision == "highest" else f"-{args.matmul_precision}"
     stem = args.out / f"throughput-{device.type}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    _plot(rows, f"{name or device} ({args.epochs} epochs)", stem.with_suffix(".png"))
+    _plot(rows, f"{name} ({args.epochs} epochs)", stem.with_suffix(".png"))
     print(f"wrote {stem}.json and {stem}.png")
     return report
 

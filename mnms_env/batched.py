@@ -54,9 +54,9 @@ RMSPROP_ALPHA = 0.99
 EPS = {"adam": 1e-8, "sgd": 0.0, "adagrad": 1e-10, "rmsprop": 1e-8}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class _Group:
-    """Requests that can share one stacked model."""
+    """Requests that can share one stacked model (ordered, so a sort puts them together)."""
 
     task: str
     representation: str
@@ -66,7 +66,8 @@ class _Group:
     deep: bool
 
 
-def _group_of(request: ChildRequest) -> _Group:
+def batch_group(request: ChildRequest) -> _Group:
+    """The stacked model `request` trains in."""
     c = request.config
     return _Group(
         request.task,
@@ -103,7 +104,7 @@ class BatchedEvaluator(Evaluator):
     def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
         groups: dict[_Group, list[int]] = defaultdict(list)
         for i, request in enumerate(requests):
-            groups[_group_of(request)].append(i)
+            groups[batch_group(request)].append(i)
         results: list[ChildResult | None] = [None] * len(requests)
         budget = self.memory_budget or default_memory_budget(self.device)
         for group, members in groups.items():
@@ -363,14 +364,15 @@ class _FusedAdam:
             self._active, self._calls = active, []
             for (lr, l2), members in self.groups.items():
                 lists: list[list[torch.Tensor]] = [[], [], [], []]  # params, m, v, steps
-                for k in (k for k in members if active[k]):
+                training = [k for k in members if active[k]]
+                for k in training:
                     for i, p in enumerate(self.params):
                         lists[0].append(p[k])
                         lists[1].append(self.m[i][k])
                         lists[2].append(self.v[i][k])
                         lists[3].append(self.steps[k][i])
                 if lists[0]:
-                    self._calls.append((lr, l2, [k for k in members if active[k]], lists))
+                    self._calls.append((lr, l2, training, lists))
         for lr, l2, members, (params, m, v, steps) in self._calls:
             grads = [p.grad[k] for k in members for p in self.params]
             torch._foreach_add_(steps, 1)

@@ -7,6 +7,7 @@ a child's accuracy means; faster evaluators are checked against it.
 from __future__ import annotations
 
 import math
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def device_name(device: torch.device) -> str:
+    """What benchmark reports call the machine: the GPU's name, or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 class ChildNet(nn.Module):

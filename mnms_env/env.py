@@ -183,7 +183,7 @@ def table_backend(
                 f"the table of {table.task!r} holds children trained for budget="
                 f"{table.budget} epochs; make the env with budget={table.budget}"
             )
-    common = min(next(i for i in range(len(t.seeds) + 1) if i not in t.seeds) for t in tables)
+    common = min(_leading_seeds(t.seeds) for t in tables)
     if common == 0:
         raise TableError(f"tables must hold seed 0; seeds: {[t.seeds for t in tables]}")
     if child_seeds is not None and child_seeds > common:
@@ -191,6 +191,14 @@ def table_backend(
             f"child_seeds={child_seeds}, but the tables hold seeds 0..{common - 1} only"
         )
     return evaluator, space, child_seeds or common
+
+
+def _leading_seeds(seeds: Sequence[int]) -> int:
+    """n such that seeds 0 .. n-1 are all in `seeds`."""
+    n = 0
+    while n in seeds:
+        n += 1
+    return n
 
 
 def open_store(store: str | Path | ResultStore | None) -> ResultStore | None:

@@ -105,11 +105,9 @@ def evaluate_cached(
         for key, result in fresh.items():
             request = todo[key]
             store.put(key, request.task, request.config, request.seed, request.budget, result)
+    results = {**stored, **fresh}
     answers: list[tuple[ChildResult, bool]] = []
     for key in keys:
-        if key in fresh:
-            answers.append((fresh.pop(key), False))
-            stored[key] = answers[-1][0]
-        else:
-            answers.append((stored[key], True))  # type: ignore[arg-type]
+        answers.append((results[key], key not in fresh))  # type: ignore[arg-type]
+        fresh.pop(key, None)  # a repeat of a just-trained request is answered as cached
     return answers

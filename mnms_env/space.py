@@ -16,6 +16,7 @@ import difflib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -196,26 +197,13 @@ class SearchSpace:
         """Boolean `(len(self), max_options)`: row i marks the options of decision i valid for a
         task of this modality. Padding columns past a decision's options are False, and so is
         `minilm` when its optional package is not installed."""
-        mask = np.zeros((len(self), self.max_options), dtype=bool)
-        for i, decision in enumerate(self.decisions):
-            for j, option in enumerate(decision.options):
-                if decision.name == "representation":
-                    usable = option != "minilm" or encoder_available()
-                    mask[i, j] = usable and modality in REPRESENTATIONS[option]
-                else:
-                    mask[i, j] = True
-            if not mask[i].any():
-                raise SpaceError(
-                    f"decision {decision.name!r} has no option valid for {modality} tasks; "
-                    f"options: {list(decision.options)}"
-                )
-        return mask
+        return _valid_options(self, modality).copy()
 
     def decode(self, indices: Sequence[int], modality: Modality) -> ChildConfig:
         """The `ChildConfig` chosen by one option index per decision."""
         if len(indices) != len(self):
             raise SpaceError(f"expected {len(self)} option indices, got {len(indices)}")
-        mask = self.masks(modality)
+        mask = _valid_options(self, modality)
         values: dict[str, Any] = {}
         for i, (decision, index) in enumerate(zip(self.decisions, indices, strict=True)):
             index = int(index)
@@ -231,7 +219,7 @@ class SearchSpace:
     def encode(self, config: ChildConfig) -> list[int]:
         """Option indices that decode to `config` (the inverse of `decode`)."""
         values = asdict(config)
-        irrelevant = irrelevant_fields(config)
+        irrelevant = irrelevant_fields(config.representation, config.hidden_layers)
         out = []
         for decision in self.decisions:
             value = values[decision.name]
@@ -247,34 +235,57 @@ class SearchSpace:
         return out
 
 
+@lru_cache(maxsize=64)
+def _valid_options(space: SearchSpace, modality: Modality) -> np.ndarray:
+    """`SearchSpace.masks`, computed once per space and modality (`decode` runs on every
+    episode's last step); read-only, since every caller shares it."""
+    mask = np.zeros((len(space), space.max_options), dtype=bool)
+    for i, decision in enumerate(space.decisions):
+        for j, option in enumerate(decision.options):
+            if decision.name == "representation":
+                usable = option != "minilm" or encoder_available()
+                mask[i, j] = usable and modality in REPRESENTATIONS[option]
+            else:
+                mask[i, j] = True
+        if not mask[i].any():
+            raise SpaceError(
+                f"decision {decision.name!r} has no option valid for {modality} tasks; "
+                f"options: {list(decision.options)}"
+            )
+    mask.flags.writeable = False
+    return mask
+
+
 LAYER_FIELDS = ("width", "activation", "dropout")
 """Settings of the hidden layers; they mean nothing to a child with `hidden_layers=0`."""
 
 
-def irrelevant_fields(config: ChildConfig) -> tuple[str, ...]:
-    """The fields whose value cannot change how `config` trains."""
-    dense = ("representation_size",) if config.is_dense else ()
-    return dense + (LAYER_FIELDS if config.hidden_layers == 0 else ())
+def irrelevant_fields(representation: str, hidden_layers: int) -> tuple[str, ...]:
+    """The fields whose value cannot change how a child with this representation and depth
+    trains."""
+    dense = ("representation_size",) if representation in DENSE_REPRESENTATIONS else ()
+    return dense + (LAYER_FIELDS if hidden_layers == 0 else ())
 
 
 def canonical_config(values: dict[str, Any], modality: Modality) -> ChildConfig:
     """A `ChildConfig` from chosen values, with inapplicable ones dropped or defaulted.
 
-    A dense representation has no size (0), a child without hidden layers gets the default
-    width, activation and dropout, and a tabular task defaults to `raw` features when the space
-    leaves the representation out.
+    Irrelevant fields (`irrelevant_fields`) get one canonical value: size 0 for a dense
+    representation, the default width, activation and dropout for a child without hidden
+    layers. A tabular task defaults to `raw` features when the space leaves the representation
+    out.
     """
     values = dict(values)
     if "representation" not in values and modality == "tabular":
         values["representation"] = "raw"
     rep = values.get("representation", ChildConfig.representation)
-    if rep in DENSE_REPRESENTATIONS:
+    irrelevant = irrelevant_fields(rep, values.get("hidden_layers", ChildConfig.hidden_layers))
+    for name in irrelevant:
+        values.pop(name, None)
+    if "representation_size" in irrelevant:
         values["representation_size"] = 0
     elif not values.get("representation_size"):
         values["representation_size"] = ChildConfig.representation_size
-    if values.get("hidden_layers", ChildConfig.hidden_layers) == 0:
-        for name in LAYER_FIELDS:
-            values.pop(name, None)
     return ChildConfig(**values)
 
 
