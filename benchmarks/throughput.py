@@ -9,14 +9,16 @@ Workloads (DESIGN.md §6):
   10 epochs, batch 64.
 - `hashed-text`: the built-in `langid-es` with hashed character n-grams (4,096 buckets) and the
   same child.
-The sequential rate is measured once per workload on a few children; the batched rate at each K
-trains K children with distinct seeds in one `BatchedEvaluator` call. Both run in the same process,
-one after the other, so their ratio compares like with like. Writes JSON and a PNG.
+The sequential rate is measured once per workload and precision on a few children; the batched
+rate at each K trains K children with distinct seeds in one `BatchedEvaluator` call. Both run in
+the same process, one after the other, at the same precision (`--precisions`: float32, and
+bfloat16 matrix products), so their ratio compares like with like. Writes JSON and a PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +29,7 @@ import torch
 
 from agents.plots import png_figure
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest, SequentialEvaluator
-from mnms_env.child import device_name, resolve_device
+from mnms_env.child import PRECISIONS, device_name, resolve_device
 from mnms_env.tasks import Split, Task, register_task
 
 DENSE_TASK = "bench-dense-sst2-size"
@@ -44,6 +46,7 @@ WORKLOADS = {
 @dataclass(frozen=True)
 class Row:
     workload: str
+    precision: str
     k: int
     batched_children_per_s: float
     sequential_children_per_s: float
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--sequential-children", type=int, default=3)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
     parser.add_argument(
         "--matmul-precision",
@@ -142,9 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"{torch.get_num_threads()} CPU threads, {args.epochs} epochs"
     )
 
-    sequential, batched = SequentialEvaluator(device=device), BatchedEvaluator(device=device)
     rows: list[Row] = []
-    for workload in args.workloads:
+    for workload, precision in itertools.product(args.workloads, args.precisions):
+        sequential = SequentialEvaluator(device=device, precision=precision)
+        batched = BatchedEvaluator(device=device, precision=precision)
         task, config = WORKLOADS[workload]
         warm = [ChildRequest(task, config, seed=10_000, budget=1)]
         sequential.evaluate(warm), batched.evaluate(warm)  # features, CUDA context, kernels
@@ -152,9 +157,9 @@ def main(argv: list[str] | None = None) -> dict:
         seq_rate, _ = _rate(sequential, requests[: args.sequential_children], device)
         for k in ks:
             rate, acc = _rate(batched, requests[:k], device)
-            rows.append(Row(workload, k, rate, seq_rate, rate / seq_rate, acc))
+            rows.append(Row(workload, precision, k, rate, seq_rate, rate / seq_rate, acc))
             print(
-                f"{workload:12s} K={k:5d}  batched {rate:9.2f} children/s  "
+                f"{workload:12s} {precision} K={k:5d}  batched {rate:9.2f} children/s  "
                 f"sequential {seq_rate:7.3f} children/s  x{rate / seq_rate:8.1f}  "
                 f"(mean val acc {acc:.3f})"
             )
@@ -186,19 +191,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _plot(rows: list[Row], title: str, path: Path) -> None:
     with png_figure(path, figsize=(6, 4)) as (fig, ax):
-        for workload in dict.fromkeys(r.workload for r in rows):
-            mine = [r for r in rows if r.workload == workload]
+        for line in dict.fromkeys((r.workload, r.precision) for r in rows):
+            mine = [r for r in rows if (r.workload, r.precision) == line]
+            label = " ".join(line)
             ax.plot(
                 [r.k for r in mine],
                 [r.batched_children_per_s for r in mine],
                 "o-",
-                label=f"{workload}: batched",
+                label=f"{label}: batched",
             )
             ax.axhline(
                 mine[0].sequential_children_per_s,
                 ls="--",
                 color=ax.lines[-1].get_color(),
-                label=f"{workload}: sequential",
+                label=f"{label}: sequential",
             )
         ax.set(
             xscale="log",

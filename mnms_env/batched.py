@@ -35,7 +35,15 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from mnms_env.child import ChildNet, ChildResult, data_order, resolve_device
+from mnms_env.child import (
+    ChildNet,
+    ChildResult,
+    check_precision,
+    compute_precision,
+    data_order,
+    resolve_device,
+    result_device,
+)
 from mnms_env.evaluate import ChildRequest, Evaluator, task_features
 from mnms_env.features import Features
 from mnms_env.space import ACTIVATIONS
@@ -93,13 +101,19 @@ def default_memory_budget(device: torch.device) -> int:
 
 class BatchedEvaluator(Evaluator):
     """Trains compatible children together; results match `SequentialEvaluator` up to
-    floating-point order and dropout noise (the initial weights and data order are identical)."""
+    floating-point order and dropout noise (the initial weights and data order are identical).
+    `precision="bf16"` runs the matrix products in bfloat16 (see `child.compute_precision`)."""
 
     def __init__(
-        self, *, device: str | torch.device | None = None, memory_budget: int | None = None
+        self,
+        *,
+        device: str | torch.device | None = None,
+        memory_budget: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.device = resolve_device(device)
         self.memory_budget = memory_budget
+        self.precision = check_precision(precision)
 
     def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
         groups: dict[_Group, list[int]] = defaultdict(list)
@@ -114,7 +128,9 @@ class BatchedEvaluator(Evaluator):
             chunk = max(1, budget // per_child)
             for start in range(0, len(members), chunk):
                 part = members[start : start + chunk]
-                trained = _train_group([requests[i] for i in part], features, task, self.device)
+                trained = _train_group(
+                    [requests[i] for i in part], features, task, self.device, self.precision
+                )
                 for i, result in zip(part, trained, strict=True):
                     results[i] = result
         return results  # type: ignore[return-value]
@@ -240,9 +256,10 @@ class _StackedNet:
 
 
 class _Inputs:
-    """Feature rows of one split on the device, gathered per child."""
+    """Feature rows of one split on the device, gathered per child. Dense rows are stored in
+    `dtype`: bfloat16 under `precision="bf16"`, the cast autocast would apply on every step."""
 
-    def __init__(self, mat, dev: torch.device) -> None:  # noqa: ANN001
+    def __init__(self, mat, dev: torch.device, dtype: torch.dtype) -> None:  # noqa: ANN001
         self.is_bag = sp.issparse(mat)
         if self.is_bag:
             self.indptr = torch.from_numpy(mat.indptr.astype(np.int64)).to(dev)
@@ -250,13 +267,16 @@ class _Inputs:
             self.data = torch.from_numpy(mat.data).to(dev)
             self.dim = mat.shape[1]
         else:
-            self.x = torch.from_numpy(np.ascontiguousarray(mat)).to(dev)
+            self.x = torch.from_numpy(np.ascontiguousarray(mat)).to(dev, dtype)
 
     def first_layer(self, rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """`(K, B, fan_out)`: row `rows[k, b]` through child k's first weight `w[k]`; a 1-D
         `rows` is shared by every child."""
         if not self.is_bag:
-            return torch.matmul(self.x[rows], w) if rows.dim() == 1 else torch.bmm(self.x[rows], w)
+            # index_select, not self.x[rows]: the advanced-indexing gather is several times
+            # slower on the CPU and is a step's largest cost after the matrix products.
+            x = self.x.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
+            return torch.matmul(x, w) if rows.dim() == 1 else torch.bmm(x, w)
         if rows.dim() == 1:
             rows = rows.expand(w.shape[0], -1)
         k, b = rows.shape
@@ -342,15 +362,16 @@ class _FusedAdam:
     Each child's slice of a stacked weight is a contiguous view; children sharing a learning
     rate and L2 are updated by one `torch._fused_adam_` call (the kernel `torch.optim.Adam(...,
     fused=True)` runs). Only children marked as training are passed in, so a stopped child's
-    weights and state are left untouched, and each child counts its own steps for the bias
-    correction.
+    weights and state are left untouched. A child trains from the first step until it stops
+    and never resumes, so every training child has taken the same number of steps: one shared
+    step counter serves all bias corrections.
     """
 
     def __init__(self, params: list[torch.Tensor], configs) -> None:  # noqa: ANN001
         self.params = params
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
-        self.steps = [[torch.zeros(()) for _ in params] for _ in configs]
+        self.t = torch.zeros(())
         self.groups: dict[tuple[float, float], list[int]] = defaultdict(list)
         for k, c in enumerate(configs):
             self.groups[(c.learning_rate, c.l2)].append(k)
@@ -363,26 +384,25 @@ class _FusedAdam:
         if active != self._active:  # the view lists change only when a child stops
             self._active, self._calls = active, []
             for (lr, l2), members in self.groups.items():
-                lists: list[list[torch.Tensor]] = [[], [], [], []]  # params, m, v, steps
+                lists: list[list[torch.Tensor]] = [[], [], []]  # params, m, v
                 training = [k for k in members if active[k]]
                 for k in training:
                     for i, p in enumerate(self.params):
                         lists[0].append(p[k])
                         lists[1].append(self.m[i][k])
                         lists[2].append(self.v[i][k])
-                        lists[3].append(self.steps[k][i])
                 if lists[0]:
                     self._calls.append((lr, l2, training, lists))
-        for lr, l2, members, (params, m, v, steps) in self._calls:
+        self.t.add_(1)
+        for lr, l2, members, (params, m, v) in self._calls:
             grads = [p.grad[k] for k in members for p in self.params]
-            torch._foreach_add_(steps, 1)
             torch._fused_adam_(
                 params,
                 grads,
                 m,
                 v,
                 [],
-                steps,
+                [self.t] * len(params),
                 lr=lr,
                 beta1=ADAM_BETAS[0],
                 beta2=ADAM_BETAS[1],
@@ -398,8 +418,9 @@ class _FusedAdam:
 def _train_group(
     requests: Sequence[ChildRequest],
     features: Features,
-    task,
-    dev: torch.device,  # noqa: ANN001
+    task,  # noqa: ANN001
+    dev: torch.device,
+    precision: str,
 ) -> list[ChildResult]:
     start = time.perf_counter()
     configs = [r.config for r in requests]
@@ -411,7 +432,10 @@ def _train_group(
         if configs[0].optimizer == "adam" and dev.type == "cpu"
         else _VectorOptimizer(configs[0].optimizer, net.params(), configs, dev)
     )
-    train, val, test = (_Inputs(features.split(s), dev) for s in ("train", "validation", "test"))
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    train, val, test = (
+        _Inputs(features.split(s), dev, dtype) for s in ("train", "validation", "test")
+    )
     y_train = torch.from_numpy(task.train.y).to(dev)
     seeds = [r.seed for r in requests]
     dropout_gen = torch.Generator(device=dev)
@@ -424,10 +448,12 @@ def _train_group(
     best_epoch = torch.zeros(k, dtype=torch.long, device=dev)
 
     def train_step(rows: torch.Tensor) -> None:
-        first = train.first_layer(rows, net._weight(0)[0])
-        logits = net.forward(first, dropout_gen)
+        with compute_precision(dev, precision):
+            logits = net.forward(train.first_layer(rows, net._weight(0)[0]), dropout_gen)
         targets = y_train[rows].reshape(-1)
-        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none")
+        losses = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none"
+        )
         losses = losses.view(k, -1).mean(dim=1)
         finite = torch.isfinite(losses)
         alive.logical_and_(
@@ -442,6 +468,15 @@ def _train_group(
         if dev.type == "cuda" and not features.is_bag and not net.uses_dropout
         else None
     )
+
+    @torch.no_grad()
+    def measure() -> tuple[torch.Tensor, torch.Tensor]:
+        """Every child's validation and test accuracy as the weights stand."""
+        return (
+            _accuracy(net, val, task.validation.y, dev, precision),
+            _accuracy(net, test, task.test.y, dev, precision),
+        )
+
     n = len(task.train.y)
     for epoch in range(1, budget + 1):
         training.copy_(alive & (epochs_left >= epoch))
@@ -452,18 +487,16 @@ def _train_group(
                 graphed(rows)
             else:
                 train_step(rows)
-        with torch.no_grad():
-            val_acc = _accuracy(net, val, task.validation.y, dev)
-            test_acc = _accuracy(net, test, task.test.y, dev)
+        val_acc, test_acc = measure()
         improved = training & (val_acc > best_val)
         best_val = torch.where(improved, val_acc, best_val)
         best_test = torch.where(improved, test_acc, best_test)
         best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
-    with torch.no_grad():  # diverged before any epoch ended: report the model as it stands
-        never = best_epoch == 0
-        if never.any():
-            best_val = torch.where(never, _accuracy(net, val, task.validation.y, dev), best_val)
-            best_test = torch.where(never, _accuracy(net, test, task.test.y, dev), best_test)
+    never = best_epoch == 0
+    if never.any():  # diverged before any epoch ended: report the model as it stands
+        val_acc, test_acc = measure()
+        best_val = torch.where(never, val_acc, best_val)
+        best_test = torch.where(never, test_acc, best_test)
     seconds = (time.perf_counter() - start) / k
     diverged = ~alive
     return [
@@ -472,7 +505,7 @@ def _train_group(
             test_accuracy=float(best_test[j]),
             seconds=seconds,
             parameters=net.parameters[j],
-            device=str(dev),
+            device=result_device(dev, precision),
             diverged=bool(diverged[j]),
             best_epoch=int(best_epoch[j]),
         )
@@ -515,12 +548,15 @@ class _GraphedStep:
         self.graph.replay()
 
 
-def _accuracy(net: _StackedNet, inputs: _Inputs, y: np.ndarray, dev: torch.device) -> torch.Tensor:
+def _accuracy(
+    net: _StackedNet, inputs: _Inputs, y: np.ndarray, dev: torch.device, precision: str
+) -> torch.Tensor:
     """Per-child accuracy `(K,)` on a whole split, in row chunks to bound memory."""
     labels = torch.from_numpy(y).to(dev)
     correct = torch.zeros(net.k, device=dev)
     for begin in range(0, len(y), EVAL_ROWS):
         idx = torch.arange(begin, min(begin + EVAL_ROWS, len(y)), device=dev)
-        logits = net.forward(inputs.first_layer(idx, net._weight(0)[0]), None)
+        with compute_precision(dev, precision):
+            logits = net.forward(inputs.first_layer(idx, net._weight(0)[0]), None)
         correct += (logits.argmax(dim=-1) == labels[idx]).sum(dim=1)
     return correct / len(y)

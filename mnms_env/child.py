@@ -6,6 +6,7 @@ a child's accuracy means; faster evaluators are checked against it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -28,6 +29,7 @@ ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
 }
 EVAL_BATCH = 4096
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class ChildResult:
     seconds: float
     parameters: int
     device: str
+    """Where it trained: `"cpu"`, `"cuda:0"`, ...; `"cpu bf16"` when matrix products ran in
+    bfloat16 (`precision="bf16"`); `"table"` when looked up."""
     diverged: bool
     best_epoch: int
     """Epoch (1-based) whose weights gave `val_accuracy`; 0 if no epoch finished."""
@@ -56,6 +60,30 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+def check_precision(precision: object) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision  # type: ignore[return-value]
+
+
+def compute_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context a forward pass runs in. `"fp32"` computes in float32 throughout. `"bf16"` is
+    mixed precision as `torch.autocast` defines it: matrix products take bfloat16 inputs (8-bit
+    mantissa) and accumulate in float32, while weights, optimizer state, losses and
+    reductions stay float32. On CPUs with AVX512-BF16 or AMX it roughly doubles the arithmetic
+    rate; results move by about as much as seed noise (measured in `tests/test_batched.py`).
+    """
+    if check_precision(precision) == "fp32":
+        return contextlib.nullcontext()
+    # No weight-cast cache: weights change every step, and a cache breaks CUDA graph capture.
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+def result_device(device: torch.device, precision: str) -> str:
+    """`ChildResult.device`: the device, and the precision when it is not float32."""
+    return str(device) if precision == "fp32" else f"{device} {precision}"
 
 
 class ChildNet(nn.Module):
@@ -148,12 +176,16 @@ def data_order(seeds: Sequence[int], epoch: int, n: int, device: torch.device) -
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, mat: FeatureMatrix, y: np.ndarray, device: torch.device) -> float:
+def accuracy(
+    model: nn.Module, mat: FeatureMatrix, y: np.ndarray, device: torch.device, precision: str
+) -> float:
     model.eval()
     correct = 0
     for start in range(0, len(y), EVAL_BATCH):
         rows = np.arange(start, min(start + EVAL_BATCH, len(y)))
-        pred = model(batch_input(mat, rows, device)).argmax(dim=1).cpu().numpy()
+        with compute_precision(device, precision):
+            logits = model(batch_input(mat, rows, device))
+        pred = logits.argmax(dim=1).cpu().numpy()
         correct += int((pred == y[rows]).sum())
     return correct / len(y)
 
@@ -167,14 +199,17 @@ def train_child(
     budget: int,
     seed: int,
     device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> ChildResult:
     """Train one child for `budget` epochs and keep the epoch with the best validation accuracy.
 
     `labels` are the train, validation and test labels. The seed fixes the initial weights, the
     data order and dropout, so a CPU run is repeatable. A non-finite loss stops training; the
-    child is reported with its best measured accuracy so far and `diverged=True`.
+    child is reported with its best measured accuracy so far and `diverged=True`. `precision`
+    is `"fp32"` or `"bf16"` (see `compute_precision`).
     """
     dev = resolve_device(device)
+    check_precision(precision)
     y_train, y_val, y_test = labels
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -189,8 +224,9 @@ def train_child(
             order = data_order([seed], epoch, len(y_train), torch.device("cpu"))[0].numpy()
             for begin in range(0, len(order), config.batch_size):
                 rows = order[begin : begin + config.batch_size]
-                logits = model(batch_input(features.train, rows, dev))
-                loss = nn.functional.cross_entropy(logits, targets[rows])
+                with compute_precision(dev, precision):
+                    logits = model(batch_input(features.train, rows, dev))
+                loss = nn.functional.cross_entropy(logits.float(), targets[rows])
                 if not torch.isfinite(loss):
                     diverged = True
                     break
@@ -199,13 +235,13 @@ def train_child(
                 optimizer.step()
             if diverged:
                 break
-            val = accuracy(model, features.validation, y_val, dev)
+            val = accuracy(model, features.validation, y_val, dev, precision)
             if val > best[0]:
-                best = (val, accuracy(model, features.test, y_test, dev), epoch)
+                best = (val, accuracy(model, features.test, y_test, dev, precision), epoch)
         if best[2] == 0:  # diverged before any epoch ended: report the model as it stands
             best = (
-                accuracy(model, features.validation, y_val, dev),
-                accuracy(model, features.test, y_test, dev),
+                accuracy(model, features.validation, y_val, dev, precision),
+                accuracy(model, features.test, y_test, dev, precision),
                 0,
             )
     return ChildResult(
@@ -213,7 +249,7 @@ def train_child(
         test_accuracy=best[1],
         seconds=time.perf_counter() - start,
         parameters=sum(p.numel() for p in model.parameters()),
-        device=str(dev),
+        device=result_device(dev, precision),
         diverged=diverged,
         best_epoch=best[2],
     )

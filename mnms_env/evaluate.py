@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-from mnms_env.child import ChildResult, resolve_device, train_child
+from mnms_env.child import ChildResult, check_precision, resolve_device, train_child
 from mnms_env.features import Features, featurize
 from mnms_env.space import ChildConfig
 from mnms_env.store import ResultStore
@@ -59,10 +59,14 @@ def task_features(task_name: str, representation: str, size: int) -> Features:
 
 
 class SequentialEvaluator(Evaluator):
-    """The reference: trains each child alone with `train_child`, one after another."""
+    """The reference: trains each child alone with `train_child`, one after another.
+    `precision="bf16"` runs matrix products in bfloat16 (see `child.compute_precision`)."""
 
-    def __init__(self, *, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, *, device: str | torch.device | None = None, precision: str = "fp32"
+    ) -> None:
         self.device = resolve_device(device)
+        self.precision = check_precision(precision)
 
     def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
         results = []
@@ -80,6 +84,7 @@ class SequentialEvaluator(Evaluator):
                     budget=request.budget,
                     seed=request.seed,
                     device=self.device,
+                    precision=self.precision,
                 )
             )
         return results

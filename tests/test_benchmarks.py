@@ -124,8 +124,8 @@ def test_reference_reports_the_test_accuracy_of_the_best_validation_child(tmp_pa
 def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
     argv = ["--device", "cpu", "--ks", "1", "2", "--epochs", "1", "--sequential-children", "1"]
     report = throughput.main([*argv, "--out", str(tmp_path)])
-    assert [(r["workload"], r["k"]) for r in report["rows"]] == [
-        (w, k) for w in throughput.WORKLOADS for k in (1, 2)
+    assert [(r["workload"], r["precision"], r["k"]) for r in report["rows"]] == [
+        (w, p, k) for w in throughput.WORKLOADS for p in ("fp32", "bf16") for k in (1, 2)
     ]
     for row in report["rows"]:
         ratio = row["batched_children_per_s"] / row["sequential_children_per_s"]

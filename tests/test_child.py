@@ -38,6 +38,12 @@ def test_trains_to_good_accuracy_and_reports_everything(blobs) -> None:
     assert 1 <= result.best_epoch <= 3 and result.seconds > 0
 
 
+def test_bf16_trains_as_well_and_says_so(blobs) -> None:
+    full, mixed = _train(blobs, RAW), _train(blobs, RAW, precision="bf16")
+    assert mixed.device == "cpu bf16" and mixed.parameters == full.parameters
+    assert mixed.val_accuracy == pytest.approx(full.val_accuracy, abs=0.03)
+
+
 def test_same_seed_same_result_on_cpu(blobs) -> None:
     config = ChildConfig(
         representation="raw", representation_size=0, dropout=0.3, optimizer="rmsprop"
