@@ -29,6 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -255,9 +256,29 @@ class _StackedNet:
         return z
 
 
+class _Bags(NamedTuple):
+    """K x B bags of one step as entries of the stacked first-layer table `(K * dim, fan_out)`:
+    entry i adds `weight[i]` times table row `index[i]` to bag `bag[i]`."""
+
+    shape: tuple[int, int]
+    index: torch.Tensor
+    weight: torch.Tensor
+    offsets: torch.Tensor
+    bag: torch.Tensor
+
+
 class _Inputs:
     """Feature rows of one split on the device, gathered per child. Dense rows are stored in
-    `dtype`: bfloat16 under `precision="bf16"`, the cast autocast would apply on every step."""
+    `dtype`: bfloat16 under `precision="bf16"`, the cast autocast would apply on every step.
+
+    The first layer's weight gradient is computed here rather than by autograd, into a buffer
+    the caller keeps: autograd would allocate a fresh `(K, dim, fan_out)` gradient every step,
+    and on the CPU an allocation that large is fresh pages from the kernel each time (glibc
+    maps anything over 32 MiB), which made the page faults cost more than the arithmetic for
+    hashed text at K=32.
+    """
+
+    BAG_CHUNK = 1 << 14  # entries per index_add_, to bound the gathered gradient rows
 
     def __init__(self, mat, dev: torch.device, dtype: torch.dtype) -> None:  # noqa: ANN001
         self.is_bag = sp.issparse(mat)
@@ -269,36 +290,51 @@ class _Inputs:
         else:
             self.x = torch.from_numpy(np.ascontiguousarray(mat)).to(dev, dtype)
 
-    def first_layer(self, rows: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """`(K, B, fan_out)`: row `rows[k, b]` through child k's first weight `w[k]`; a 1-D
-        `rows` is shared by every child."""
+    def gather(self, rows: torch.Tensor, k: int) -> torch.Tensor | _Bags:
+        """Child k's rows `rows[k]`; a 1-D `rows` is shared by all `k` children (dense rows
+        then stay `(B, dim)` and broadcast)."""
         if not self.is_bag:
             # index_select, not self.x[rows]: the advanced-indexing gather is several times
             # slower on the CPU and is a step's largest cost after the matrix products.
-            x = self.x.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
-            return torch.matmul(x, w) if rows.dim() == 1 else torch.bmm(x, w)
-        if rows.dim() == 1:
-            rows = rows.expand(w.shape[0], -1)
-        k, b = rows.shape
+            return self.x.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
+        rows = rows.expand(k, -1) if rows.dim() == 1 else rows
+        b, dev = rows.shape[1], rows.device
         flat = rows.reshape(-1)
-        starts, ends = self.indptr[flat], self.indptr[flat + 1]
-        lengths = ends - starts
+        starts = self.indptr[flat]
+        lengths = self.indptr[flat + 1] - starts
         offsets = torch.cumsum(lengths, 0) - lengths
-        pos = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(
-            int(lengths.sum()), device=rows.device
+        total = int(lengths.sum())
+        pos = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(total, device=dev)
+        bag = torch.repeat_interleave(torch.arange(k * b, device=dev), lengths)
+        return _Bags(
+            (k, b), self.indices[pos] + (bag // b) * self.dim, self.data[pos], offsets, bag
         )
-        child = torch.repeat_interleave(
-            torch.arange(k, device=rows.device).repeat_interleave(b), lengths
-        )
-        table = w.reshape(k * self.dim, w.shape[2])
+
+    def first_layer(self, batch: torch.Tensor | _Bags, w: torch.Tensor) -> torch.Tensor:
+        """`(K, B, fan_out)`: each gathered row through its child's first weight `w[k]`."""
+        if not isinstance(batch, _Bags):
+            return torch.matmul(batch, w) if batch.dim() == 2 else torch.bmm(batch, w)
+        table = w.reshape(-1, w.shape[2])
         out = F.embedding_bag(
-            self.indices[pos] + child * self.dim,
-            table,
-            offsets,
-            mode="sum",
-            per_sample_weights=self.data[pos],
+            batch.index, table, batch.offsets, mode="sum", per_sample_weights=batch.weight
         )
-        return out.view(k, b, -1)
+        return out.view(*batch.shape, -1)
+
+    def weight_grad(
+        self, batch: torch.Tensor | _Bags, grad: torch.Tensor, out: torch.Tensor
+    ) -> None:
+        """Write d(loss)/d(w) into `out`, given `grad` = d(loss)/d(`first_layer(batch, w)`)."""
+        if not isinstance(batch, _Bags):
+            if batch.dtype == out.dtype:
+                torch.bmm(batch.mT, grad, out=out)
+            else:  # bfloat16 rows and gradient: the product is cast into the float32 buffer
+                out.copy_(torch.bmm(batch.mT, grad))
+            return
+        table, rows = out.view(-1, out.shape[2]), grad.reshape(-1, grad.shape[2]).float()
+        table.zero_()
+        for begin in range(0, len(batch.index), self.BAG_CHUNK):
+            part = slice(begin, begin + self.BAG_CHUNK)
+            table.index_add_(0, batch.index[part], rows[batch.bag[part]] * batch.weight[part, None])
 
 
 class _VectorOptimizer:
@@ -447,9 +483,15 @@ def _train_group(
     best_test = torch.zeros(k, device=dev)
     best_epoch = torch.zeros(k, dtype=torch.long, device=dev)
 
+    first_grad = torch.zeros_like(net.weights[0])  # kept across steps (see `_Inputs`)
+
     def train_step(rows: torch.Tensor) -> None:
+        batch = train.gather(rows, k)
+        with torch.no_grad(), compute_precision(dev, precision):
+            first = train.first_layer(batch, net._weight(0)[0])
+        first.requires_grad_()
         with compute_precision(dev, precision):
-            logits = net.forward(train.first_layer(rows, net._weight(0)[0]), dropout_gen)
+            logits = net.forward(first, dropout_gen)
         targets = y_train[rows].reshape(-1)
         losses = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none"
@@ -461,6 +503,10 @@ def _train_group(
         )  # a non-finite loss ends that child, as in train_child
         training.logical_and_(finite)
         torch.where(training, losses, 0.0).sum().backward()
+        train.weight_grad(batch, first.grad, first_grad)
+        if net.masks[0] is not None:  # the forward pass used w * mask
+            first_grad.mul_(net.masks[0])
+        net.weights[0].grad = first_grad
         optimizer.step(training)
 
     graphed = (
@@ -557,6 +603,7 @@ def _accuracy(
     for begin in range(0, len(y), EVAL_ROWS):
         idx = torch.arange(begin, min(begin + EVAL_ROWS, len(y)), device=dev)
         with compute_precision(dev, precision):
-            logits = net.forward(inputs.first_layer(idx, net._weight(0)[0]), None)
+            first = inputs.first_layer(inputs.gather(idx, net.k), net._weight(0)[0])
+            logits = net.forward(first, None)
         correct += (logits.argmax(dim=-1) == labels[idx]).sum(dim=1)
     return correct / len(y)
