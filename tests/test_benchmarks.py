@@ -123,6 +123,7 @@ def test_reference_reports_the_test_accuracy_of_the_best_validation_child(tmp_pa
 
 def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
     argv = ["--device", "cpu", "--ks", "1", "2", "--epochs", "1", "--sequential-children", "1"]
+    argv += ["--repeats", "2"]
     report = throughput.main([*argv, "--out", str(tmp_path)])
     assert [(r["workload"], r["precision"], r["k"]) for r in report["rows"]] == [
         (w, p, k) for w in throughput.WORKLOADS for p in ("fp32", "bf16") for k in (1, 2)
@@ -130,6 +131,8 @@ def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
     for row in report["rows"]:
         ratio = row["batched_children_per_s"] / row["sequential_children_per_s"]
         assert row["speedup"] == pytest.approx(ratio) and 0 <= row["mean_val_accuracy"] <= 1
+        assert len(row["batched_samples"]) == len(row["sequential_samples"]) == 2
+        assert row["batched_children_per_s"] == max(row["batched_samples"])
     assert min(report["env_steps_per_second"].values()) > 0
     assert report["table_episodes_per_second"] > 0
     assert (tmp_path / "throughput-cpu.json").exists() and (
