@@ -32,6 +32,7 @@ import numpy as np
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
 from agents.plots import png_figure
 from mnms_env import TaskError, default_space, list_tasks
+from mnms_env.child import PRECISIONS
 from mnms_env.env import BACKENDS
 
 PAPER_PAIR = ("langid-es", "word-sentiment-en")
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(err))
     try:
         settings, out = _settings(args)
-        search(settings, out, device=args.device)
+        search(settings, out, device=args.device, precision=args.precision)
     except (ValueError, TaskError) as err:
         parser.error(str(err))
     return 0
@@ -123,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--from", dest="source", type=Path, help="transfer: start from this checkpoint")
     add("--freeze", action="store_true", default=None, help="with --from: train only new tasks")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
+    _add_precision_argument(add)
     _add_backend_argument(add, default=None)
     _add_run_parser(commands)
     return parser
@@ -146,6 +148,7 @@ def _add_run_parser(commands: Any) -> None:
     add("--store", type=Path, help="results store (default: the per-user store)")
     add("--out", type=Path, required=True, help="history JSON file to write")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
+    _add_precision_argument(add)
     _add_backend_argument(add, default="train")
 
 
@@ -159,11 +162,24 @@ def _add_backend_argument(add: Any, default: str | None) -> None:
     )
 
 
-def env_kwargs(backend: str, device: str | None, store: Path | None) -> dict[str, Any]:
+def _add_precision_argument(add: Any) -> None:
+    add(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default), or bf16: matrix products in bfloat16 (faster where the CPU or GPU "
+        "has bf16 instructions)",
+    )
+
+
+def env_kwargs(
+    backend: str, device: str | None, store: Path | None, precision: str = "fp32"
+) -> dict[str, Any]:
     """`gym.make` keywords for a backend: the tables, or real training on the default space."""
     if backend == "table":
         return {"backend": "table"}
-    return {"space": default_space(), "device": device, **({"store": store} if store else {})}
+    store_kwargs = {"store": store} if store else {}
+    return {"space": default_space(), "device": device, "precision": precision, **store_kwargs}
 
 
 def run_baseline(args: argparse.Namespace) -> int:
@@ -176,7 +192,7 @@ def run_baseline(args: argparse.Namespace) -> int:
         children=args.children,
         seed=args.seed,
         budget=args.budget,
-        env_kwargs=env_kwargs(args.backend, args.device, args.store),
+        env_kwargs=env_kwargs(args.backend, args.device, args.store, args.precision),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(history.to_dict(), indent=2))
@@ -226,7 +242,9 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
     return settings, out
 
 
-def search(settings: SearchSettings, out: Path, *, device: str | None = None) -> dict[str, Any]:
+def search(
+    settings: SearchSettings, out: Path, *, device: str | None = None, precision: str = "fp32"
+) -> dict[str, Any]:
     """Run (or resume) a search in `out` and write its files; returns the summary."""
     from torch.utils.tensorboard import SummaryWriter  # slow import; only `search` needs it
     from tqdm import tqdm
@@ -236,7 +254,7 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
         "MNMS-v0",
         tasks=settings.tasks,
         budget=settings.budget,
-        **env_kwargs(settings.backend, device, out / "results.sqlite"),
+        **env_kwargs(settings.backend, device, out / "results.sqlite", precision),
     )
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():

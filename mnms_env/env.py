@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from mnms_env.child import ChildResult
+from mnms_env.child import ChildResult, check_precision
 from mnms_env.evaluate import (
     ChildRequest,
     Evaluator,
@@ -47,6 +47,7 @@ class _MNMSBase(gym.Env):
         store: str | Path | ResultStore | None = DEFAULT_STORE,
         invalid_action: Literal["raise", "wrap"] = "raise",
         device: str | None = None,
+        precision: Literal["fp32", "bf16"] = "fp32",
         backend: Literal["train", "table"] = "train",
         table_dir: str | Path | None = None,
         render_mode: None = None,
@@ -66,6 +67,7 @@ class _MNMSBase(gym.Env):
             raise ValueError(f"child_seeds must be an int >= 1, got {child_seeds!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; accepted: {list(BACKENDS)}")
+        check_precision(precision)
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}; this environment renders nothing")
         self.tasks: tuple[Task, ...] = tuple(make_task(name) for name in names)
@@ -86,7 +88,9 @@ class _MNMSBase(gym.Env):
             self.space = space if space is not None else default_space()
             self.child_seeds = child_seeds or 1
             self.evaluator = (
-                evaluator if evaluator is not None else SequentialEvaluator(device=device)
+                evaluator
+                if evaluator is not None
+                else SequentialEvaluator(device=device, precision=precision)
             )
             self.store = open_store(store)
         self.invalid_action = invalid_action
@@ -268,6 +272,7 @@ class MNMSEnv(_MNMSBase):
     | `store`          | per-user file | SQLite path, a `ResultStore`, or None (no caching)      |
     | `invalid_action` | `"raise"`     | `"raise"` or `"wrap"`                                    |
     | `device`         | auto          | torch device for the default evaluator                  |
+    | `precision`      | `"fp32"`      | the default evaluator's; `"bf16"`: bfloat16 matmuls      |
     | `backend`        | `"train"`     | `"table"`: look rewards up in benchmark tables          |
     | `table_dir`      | shipped       | extra directory of tables (`benchmarks/build_table.py`) |
 

@@ -26,9 +26,10 @@ class MNMSVectorEnv(VectorEnv):
     """`num_envs` copies of `MNMS-v0` sharing one evaluator and one store.
 
     Arguments are those of `MNMSEnv` plus `num_envs`; the default evaluator is a
-    `BatchedEvaluator` on `device`. Autoreset follows Gymnasium's default `NEXT_STEP` mode: the
-    step after a sub-env terminates resets it (its action is ignored) and returns the reset
-    observation with reward 0. `action_masks()` gives the `(num_envs, max_options)` masks.
+    `BatchedEvaluator` on `device` at `precision`. Autoreset follows Gymnasium's default
+    `NEXT_STEP` mode: the step after a sub-env terminates resets it (its action is ignored) and
+    returns the reset observation with reward 0. `action_masks()` gives the
+    `(num_envs, max_options)` masks.
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -42,15 +43,25 @@ class MNMSVectorEnv(VectorEnv):
         evaluator: Evaluator | None = None,
         store: str | ResultStore | None = DEFAULT_STORE,
         device: str | None = None,
+        precision: str = "fp32",
         **kwargs: Any,
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         if kwargs.get("backend", "train") == "train":  # one evaluator and store for all
-            evaluator = evaluator if evaluator is not None else BatchedEvaluator(device=device)
+            if evaluator is None:
+                evaluator = BatchedEvaluator(device=device, precision=precision)
             store = open_store(store)
         self.envs = [
-            MNMSEnv(task, tasks, evaluator=evaluator, store=store, device=device, **kwargs)
+            MNMSEnv(
+                task,
+                tasks,
+                evaluator=evaluator,
+                store=store,
+                device=device,
+                precision=precision,
+                **kwargs,
+            )
             for _ in range(num_envs)
         ]
         self.evaluator = self.envs[0].evaluator

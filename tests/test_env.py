@@ -154,6 +154,7 @@ def test_default_space_and_flatten_observation() -> None:
         ({"task": "langid-ez"}, "(?i)did you mean"),
         ({"invalid_action": "clip"}, "invalid_action"),
         ({"task": None, "tasks": "wine"}, "list of task names"),
+        ({"precision": "fp16"}, "precision must be one of"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:

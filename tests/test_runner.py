@@ -13,6 +13,7 @@ from small_space import SMALL
 from agents.cli import main
 from agents.runner import CONTROLLERS, BudgetSpent, History, TaskBudget, run_controller
 from agents.tpe import tpe_search
+from mnms_env import ResultStore
 
 TASKS = ("wine", "digits")
 CHILDREN = 3
@@ -84,6 +85,13 @@ def test_run_command_writes_the_history(tmp_path: Path) -> None:
     saved = json.loads(out.read_text())
     assert saved["controller"] == "random" and saved["tasks"] == list(TASKS)
     assert len(saved["children"]) == 4 and saved["trained"] + saved["cached"] == 4
+
+
+def test_run_command_trains_at_the_precision_asked_for(tmp_path: Path) -> None:
+    store = tmp_path / "r.sqlite"
+    argv = ["run", "random", "--tasks", "wine", "--children", "2", "--precision", "bf16"]
+    assert main([*argv, "--store", str(store), "--out", str(tmp_path / "h.json")]) == 0
+    assert {row["device"] for row in ResultStore(store).rows()} == {"cpu bf16"}
 
 
 def test_custom_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -62,6 +62,14 @@ def test_finished_children_of_a_step_train_in_one_call(tmp_path) -> None:
     np.testing.assert_allclose(again, rewards)
 
 
+def test_precision_reaches_the_default_batched_evaluator() -> None:
+    envs = make_vec(2, precision="bf16")
+    envs.reset(seed=0)
+    *_, infos = run_episode(envs, np.random.default_rng(0))
+    assert envs.unwrapped.evaluator.precision == "bf16"
+    assert list(infos["child"]["device"]) == ["cpu bf16"] * 2
+
+
 def test_next_step_autoreset() -> None:
     envs = make_vec(2)
     envs.reset(seed=1)
