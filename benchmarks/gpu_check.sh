@@ -14,12 +14,15 @@ from mnms_env import SequentialEvaluator
 from mnms_env.batched import BatchedEvaluator
 requests = [r for r in random_requests(["digits", "wine"], per_task=20, seed=1)]
 seq = SequentialEvaluator(device="cuda").evaluate(requests)
-bat = BatchedEvaluator(device="cuda").evaluate(requests)
-diff = np.array([b.val_accuracy - s.val_accuracy for s, b in zip(seq, bat)])
-print(f"cuda equivalence over {len(diff)} configs: mean |diff| {100 * np.abs(diff).mean():.2f} "
-      f"points, signed {100 * diff.mean():+.2f} points, devices {set(b.device for b in bat)}")
+for precision in ("fp32", "bf16"):
+    bat = BatchedEvaluator(device="cuda", precision=precision).evaluate(requests)
+    diff = np.array([b.val_accuracy - s.val_accuracy for s, b in zip(seq, bat)])
+    print(f"cuda {precision} batched vs fp32 sequential over {len(diff)} configs: mean |diff| "
+          f"{100 * np.abs(diff).mean():.2f} points, signed {100 * diff.mean():+.2f} points, "
+          f"devices {set(b.device for b in bat)}")
 PY
-python3 benchmarks/throughput.py --out "$OUT" "$@" 2>&1 | tee "$OUT/throughput_log.txt"
+# One measurement per rate: a GPU run is quiet, and the hashed-text rows take minutes each.
+python3 benchmarks/throughput.py --out "$OUT" --repeats 1 "$@" 2>&1 | tee "$OUT/throughput_log.txt"
 # The same dense rows with TF32 matrix products allowed, for comparison.
-python3 benchmarks/throughput.py --out "$OUT" --workloads dense --ks 1 256 1024 \
-    --matmul-precision high 2>&1 | tee "$OUT/throughput_tf32_log.txt"
+python3 benchmarks/throughput.py --out "$OUT" --workloads dense --ks 1 256 1024 --repeats 1 \
+    --precisions fp32 --matmul-precision high 2>&1 | tee "$OUT/throughput_tf32_log.txt"
