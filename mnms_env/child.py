@@ -56,9 +56,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    """What benchmark reports call the machine: the GPU's name, or the CPU's."""
+    """What benchmark reports call the machine: the GPU's name, or the CPU's model name (from
+    /proc/cpuinfo on Linux, where `platform.processor()` only says "x86_64")."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 
