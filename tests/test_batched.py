@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator, default_space
-from mnms_env.batched import BatchedEvaluator, _FusedAdam, _VectorOptimizer
+from mnms_env.batched import BatchedEvaluator
 from mnms_env.child import make_optimizer
+from mnms_env.stacked_optim import FusedAdam, VectorOptimizer
 from mnms_env.tasks import make_task
 
 
@@ -121,9 +122,9 @@ def test_stacked_optimizers_step_each_child_as_torch_would(rule: tuple[str, str]
 
     stacked = [p.clone().requires_grad_() for p in initial]
     optimizer = (
-        _FusedAdam(stacked, configs)
+        FusedAdam(stacked, configs)
         if implementation == "fused"
-        else _VectorOptimizer(kind, stacked, configs, torch.device("cpu"))
+        else VectorOptimizer(kind, stacked, configs, torch.device("cpu"))
     )
     for t, grads in enumerate(steps):
         for p, g in zip(stacked, grads, strict=True):
