@@ -1,60 +1,47 @@
 """The batched evaluator against the sequential reference, on real tasks and the default space."""
 
-import numpy as np
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator, default_space
+from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator
 from mnms_env.batched import BatchedEvaluator
 from mnms_env.child import make_optimizer
 from mnms_env.stacked_optim import FusedAdam, VectorOptimizer
-from mnms_env.tasks import make_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from agreement import agreement, random_requests  # noqa: E402
 
 
-def random_requests(tasks: list[str], per_task: int, seed: int) -> list[ChildRequest]:
-    space, rng = default_space(), np.random.default_rng(seed)
-    requests = []
-    for task in tasks:
-        modality = make_task(task).modality
-        masks = space.masks(modality)
-        masks[0, space.decisions[0].options.index("minilm")] = False  # keep the test fast
-        for i in range(per_task):
-            idx = [int(rng.choice(np.flatnonzero(row))) for row in masks]
-            requests.append(ChildRequest(task, space.decode(idx, modality), seed=i, budget=2))
-    return requests
-
-
-def assert_agree(sequential: list, batched: list) -> None:
+def assert_agree(requests: list, sequential: list, batched: list) -> None:
     """Issue 4's bar: mean |diff| at most 1.5 points, signed mean within +-0.5 points."""
-    diff = np.array(
-        [b.val_accuracy - s.val_accuracy for s, b in zip(sequential, batched, strict=True)]
-    )
-    assert np.abs(diff).mean() <= 0.015, f"mean |diff| {np.abs(diff).mean():.4f}"
-    assert abs(diff.mean()) <= 0.005, f"signed mean diff {diff.mean():.4f}"
+    measured = agreement("", requests, sequential, batched)
+    assert measured.mean_abs_diff <= 1.5 and abs(measured.signed_mean_diff) <= 0.5, measured
     assert [s.parameters for s in sequential] == [b.parameters for b in batched]
 
 
 def test_batched_matches_sequential_on_random_configs() -> None:
     """60 random configs. A child whose training is chaotic (e.g. RMSprop at lr 0.03 with
     dropout, whose masks the batched evaluator draws from its own generator) can end 25 points
-    apart on its own, which moves the signed mean of 40 configs by 0.6 points; on 200 configs
-    the signed mean was -0.14 +- 0.12 points (2026-11-29)."""
+    apart on its own, which moves the signed mean of 40 configs by 0.6 points.
+    `benchmarks/agreement.py` measures 200 (see the README)."""
     requests = random_requests(["digits", "word-sentiment-da"], per_task=30, seed=0)
     sequential = SequentialEvaluator(device="cpu").evaluate(requests)
     batched = BatchedEvaluator(device="cpu").evaluate(requests)
-    assert_agree(sequential, batched)
+    assert_agree(requests, sequential, batched)
     assert all(b.device == "cpu" and b.seconds > 0 for b in batched)
 
 
 def test_bf16_batched_matches_the_fp32_reference() -> None:
-    """bfloat16 matrix products against the float32 sequential reference. On 200 random configs
-    (draw 3): mean |diff| 0.39 points, signed 0.00 +- 0.10 (float32 batched: 0.37, +0.06 +-
-    0.11), 2026-11-29. The draw of seed 0 above holds chaotic children that put bf16's signed
-    mean at +0.55 points on their own, so this test takes the next draw."""
+    """bfloat16 matrix products against the float32 sequential reference. The draw of seed 0
+    above holds chaotic children that put bf16's signed mean at +0.55 points on their own, so
+    this test takes the next draw; `benchmarks/agreement.py` measures 200 configs."""
     requests = random_requests(["digits", "word-sentiment-da"], per_task=30, seed=1)
     sequential = SequentialEvaluator(device="cpu").evaluate(requests)
     batched = BatchedEvaluator(device="cpu", precision="bf16").evaluate(requests)
-    assert_agree(sequential, batched)
+    assert_agree(requests, sequential, batched)
     assert {b.device for b in batched} == {"cpu bf16"}
 
 

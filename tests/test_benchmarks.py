@@ -10,6 +10,7 @@ from mnms_env import load_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import agreement  # noqa: E402
 import controllers  # noqa: E402
 import mnms_vs_random  # noqa: E402
 import reference  # noqa: E402
@@ -119,6 +120,18 @@ def test_reference_reports_the_test_accuracy_of_the_best_validation_child(tmp_pa
         assert row["test_accuracy"] == pytest.approx(100 * best.test_accuracy)
         assert row["kim_2014"] == reference.KIM_2014[row["task"]]
     assert "| trec |" in (tmp_path / "reference.md").read_text()
+
+
+def test_agreement_reports_each_precision_against_the_reference(tmp_path) -> None:
+    argv = ["--device", "cpu", "--tasks", "wine", "digits", "--per-task", "3", "--budget", "1"]
+    report = agreement.main([*argv, "--out", str(tmp_path)])
+    assert [r["precision"] for r in report["rows"]] == ["fp32", "bf16"]
+    for row in report["rows"]:
+        assert row["configs"] == 6
+        assert abs(row["signed_mean_diff"]) <= row["mean_abs_diff"] <= row["max_abs_diff"]
+        assert row["worst_config"].split(":")[0] in ("wine", "digits")
+    assert json.loads((tmp_path / "agreement-cpu.json").read_text()) == report
+    assert "| bf16 | 6 |" in (tmp_path / "agreement-cpu.md").read_text()
 
 
 def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
