@@ -7,10 +7,10 @@ Draws random default-space configs (MiniLM left out, to keep it fast) on two tas
 once with the float32 `SequentialEvaluator` (the reference) and once with the `BatchedEvaluator`
 at each of `--precisions`, with the same seeds, and reports per precision the mean |difference|
 in validation accuracy, the signed mean difference with its standard error, and the largest
-single difference with its config. Issue 4's bar is a mean |difference| of at most 1.5 points and
-a signed mean within +-0.5 points; a few chaotic children (dropout masks come from a different
-generator in the batched evaluator) can move the signed mean of a small sample on their own,
-which is why this script measures hundreds. Writes JSON and markdown.
+single difference with its config. The test suite requires a mean |difference| of at most 1.5
+points and a signed mean within +-0.5 points on 60 configs; a few chaotic children (dropout
+masks come from a different generator in the batched evaluator) can move the signed mean of a
+small sample on their own, which is why this script measures hundreds. Writes JSON and markdown.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from agreement import agreement, random_requests  # noqa: E402
 
 
 def assert_agree(requests: list, sequential: list, batched: list) -> None:
-    """Issue 4's bar: mean |diff| at most 1.5 points, signed mean within +-0.5 points."""
+    """Mean |diff| at most 1.5 points, signed mean within +-0.5 points (issue 4's bar)."""
     measured = agreement("", requests, sequential, batched)
     assert measured.mean_abs_diff <= 1.5 and abs(measured.signed_mean_diff) <= 0.5, measured
     assert [s.parameters for s in sequential] == [b.parameters for b in batched]
