@@ -727,7 +727,8 @@ class MNMS:
                 f"(actions {agent.num_actions})"
             )
         resume = list(agent.task_names) == state["task_names"]
-        new = [name for name in agent.task_names if name not in state["task_embeddings"]]
+        known = state["task_embeddings"]
+        new = [name for name in agent.task_names if name not in known]
         if freeze and not new:
             raise ValueError(
                 "freeze=True trains only the embeddings of tasks new to the checkpoint, and "
@@ -735,12 +736,13 @@ class MNMS:
             )
         weights = dict(state["controller"])
         table = agent.policy.task_embedding.weight.detach().clone()
-        known = state["task_embeddings"]
+        if new_task_init == "mean":
+            mean = torch.stack(list(known.values())).mean(dim=0)
         for i, name in enumerate(agent.task_names):
             if name in known:
                 table[i] = known[name]
             elif new_task_init == "mean":
-                table[i] = torch.stack(list(known.values())).mean(dim=0)
+                table[i] = mean
         weights["task_embedding.weight"] = table
         agent.policy.load_state_dict(weights)
         if freeze:

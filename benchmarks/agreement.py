@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from controllers import markdown_table
 
+from agents.random_search import masked_uniform
 from mnms_env import BatchedEvaluator, ChildRequest, SequentialEvaluator, default_space
 from mnms_env.child import PRECISIONS, ChildResult, device_name, resolve_device
 from mnms_env.tasks import make_task
@@ -57,7 +58,7 @@ def random_requests(
         masks = space.masks(modality)
         masks[0, space.decisions[0].options.index("minilm")] = False
         for i in range(per_task):
-            idx = [int(rng.choice(np.flatnonzero(row))) for row in masks]
+            idx = [masked_uniform(row, rng) for row in masks]
             requests.append(ChildRequest(task, space.decode(idx, modality), seed=i, budget=budget))
     return requests
 

@@ -30,6 +30,7 @@ from agents.metrics import area_under_curve, best_so_far, children_to_reach
 from agents.plots import png_figure
 from agents.runner import CONTROLLERS, Child, History, run_controller
 from mnms_env import ChildConfig, load_table
+from mnms_env.env import BACKENDS
 
 
 def run_or_load(path: Path, controller: str, seed: int, **run: Any) -> History:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--children", type=int, default=100, help="children per task")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--budget", type=int, default=1)
-    parser.add_argument("--backend", choices=("table", "train"), default="table")
+    parser.add_argument("--backend", choices=BACKENDS, default="table")
     parser.add_argument("--table-dir", type=Path, default=None, help="extra tables")
     parser.add_argument("--out", type=Path, default=Path("runs/controllers"))
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from controllers import markdown_table, run_or_load
 
-from mnms_env import ChildConfig, Decision, SearchSpace, default_space
+from mnms_env import ChildConfig, default_space
 from mnms_env.space import TEXT_REPRESENTATIONS
 
 KIM_2014 = {"sst2": 88.1, "mr": 81.5, "subj": 93.4, "trec": 93.6, "cr": 85.0, "mpqa": 89.6}
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/reference"))
     args = parser.parse_args(argv)
+    space = default_space().with_options("representation", args.representations)
     history = run_or_load(
         args.out / "runs" / f"mnms-seed{args.seed}.json",
         "mnms",
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         tasks=args.tasks,
         children=args.children,
         budget=args.budget,
-        env_kwargs={"store": args.out / "results.sqlite", "space": space(args.representations)},
+        env_kwargs={"store": args.out / "results.sqlite", "space": space},
     )
     rows = []
     for task in args.tasks:
@@ -88,12 +89,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     (args.out / "reference.md").write_text(_markdown(rows, args))
     print(_markdown(rows, args))
     return rows
-
-
-def space(representations: list[str]) -> SearchSpace:
-    """The default space with the representation decision limited to `representations`."""
-    rest = default_space().decisions[1:]
-    return SearchSpace((Decision("representation", tuple(representations)), *rest))
 
 
 def _markdown(rows: list[dict], args: argparse.Namespace) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from agents.plots import png_figure
+from agents.random_search import masked_uniform
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest, SequentialEvaluator
 from mnms_env.child import PRECISIONS, device_name, resolve_device
 from mnms_env.tasks import Split, Task, register_task
@@ -118,7 +119,7 @@ def table_episodes_per_second(episodes: int = 2000) -> float:
     for _ in range(episodes):
         terminated = False
         while not terminated:
-            action = rng.choice(np.flatnonzero(info["action_mask"]))
+            action = masked_uniform(info["action_mask"], rng)
             _, _, terminated, _, info = env.step(action)
         _, info = env.reset()
     return episodes / (time.perf_counter() - start)

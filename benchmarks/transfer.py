@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -47,7 +47,7 @@ from agents.metrics import best_so_far, children_to_reach, speedup
 from agents.mnms import MNMS
 from agents.plots import png_figure
 from agents.runner import History
-from mnms_env import Decision, SearchSpace, benchmark_space
+from mnms_env import SearchSpace, benchmark_space
 
 CONTROLLERS = ("mnms-transfer", "mnms-transfer-mean", "mnms", "random", "tpe")
 """`mnms-transfer` starts each new task from a random embedding (the paper), `-mean` from the mean
@@ -56,10 +56,8 @@ of the pre-trained tasks' embeddings (`MNMS.load(new_task_init=...)`)."""
 
 def paper_space() -> SearchSpace:
     """`benchmark_space()` with the bag featurizers only (no MiniLM)."""
-    decisions = benchmark_space().decisions
-    return SearchSpace(
-        (Decision("representation", ("word-hash", "char-hash", "embedding-bag")), *decisions[1:])
-    )
+    bags = ("word-hash", "char-hash", "embedding-bag")
+    return benchmark_space().with_options("representation", bags)
 
 
 @dataclass(frozen=True)
@@ -280,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
             for seed in suite.seeds
         ]
     rows = summarise(runs, suite.targets)
-    summary = {"suite": args.suite, "config": _jsonable(suite), "rows": rows}
+    summary = {"suite": args.suite, "config": asdict(suite), "rows": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     with open(out / "summary.csv", "w", newline="") as f:
         fields = [k for k in rows[0] if k != "speedup_per_seed"]
@@ -293,10 +291,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(_differentiation_markdown(diff))
     print(_markdown(rows))
     return summary
-
-
-def _jsonable(suite: Suite) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(suite).items()}
 
 
 if __name__ == "__main__":

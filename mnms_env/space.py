@@ -193,6 +193,14 @@ class SearchSpace:
     def max_options(self) -> int:
         return max(self.sizes)
 
+    def with_options(self, name: str, options: Sequence[Any]) -> SearchSpace:
+        """This space with decision `name` offering `options` instead of its own."""
+        if name not in self.names:
+            raise SpaceError(f"no decision {name!r} in this space; it has {list(self.names)}")
+        return SearchSpace(
+            tuple(Decision(name, tuple(options)) if d.name == name else d for d in self.decisions)
+        )
+
     def masks(self, modality: Modality) -> np.ndarray:
         """Boolean `(len(self), max_options)`: row i marks the options of decision i valid for a
         task of this modality. Padding columns past a decision's options are False, and so is

@@ -112,3 +112,12 @@ def test_describe_names_what_matters_for_training() -> None:
     )
     linear = ChildConfig(representation="minilm", representation_size=0, hidden_layers=0)
     assert linear.describe() == "minilm, linear, adam lr 0.001, batch 64"
+
+
+def test_with_options_replaces_one_decision_and_names_a_missing_one() -> None:
+    space = default_space()
+    narrowed = space.with_options("representation", ["word-hash", "char-hash"])
+    assert narrowed.decisions[0] == Decision("representation", ("word-hash", "char-hash"))
+    assert narrowed.decisions[1:] == space.decisions[1:]
+    with pytest.raises(SpaceError, match="no decision 'widht'"):
+        space.with_options("widht", [32])
