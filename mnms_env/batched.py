@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from mnms_env.child import (
+    PRECISION_DTYPES,
     ChildNet,
     ChildResult,
     check_precision,
@@ -197,19 +198,21 @@ class _StackedNet:
         )
 
     def _width_masks(self, widths: list[int], width: int, dev: torch.device) -> None:
-        """0/1 masks that keep the padded units of narrower children at exactly zero: weights are
-        multiplied by them in the forward pass, so padded entries also get zero gradients."""
+        """0/1 masks that keep the padded units of narrower children at exactly zero. Weights
+        after the first layer and all hidden biases are multiplied by them in the forward pass,
+        so their padded entries get zero gradients. The first layer's weight gradient is computed
+        outside autograd, and `bias_masks[0]` masks that gradient instead: its padded columns
+        start at zero and never move, without a `(K, dim, width)` product on every step."""
         n = len(self.weights)
         self.masks: list[torch.Tensor | None] = [None] * n
         self.bias_masks: list[torch.Tensor | None] = [None] * n
         if self.depth == 0 or len(set(widths)) == 1:
             return
         alive = (torch.arange(width)[None, :] < torch.tensor(widths)[:, None]).float().to(dev)
-        for i in range(n):
-            fan_in = alive[:, :, None] if i > 0 else 1.0
+        for i in range(1, n):
             fan_out = alive[:, None, :] if i < n - 1 else 1.0
-            self.masks[i] = (fan_in * fan_out).expand(self.k, *self.weights[i].shape[1:])
-            self.bias_masks[i] = alive if i < n - 1 else None
+            self.masks[i] = (alive[:, :, None] * fan_out).expand(self.k, *self.weights[i].shape[1:])
+        self.bias_masks[: n - 1] = [alive] * (n - 1)
 
     def params(self) -> list[torch.Tensor]:
         return self.weights + self.biases
@@ -230,21 +233,21 @@ class _StackedNet:
         keep = torch.rand(h.shape, device=h.device, generator=generator) >= p
         return h * keep / (1 - p)
 
-    def _weight(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        w, b = self.weights[i], self.biases[i]
-        if self.masks[i] is not None:
-            w = w * self.masks[i]
-        if self.bias_masks[i] is not None:
-            b = b * self.bias_masks[i]
-        return w, b
+    def _bias(self, i: int) -> torch.Tensor:
+        b = self.biases[i]
+        return b if self.bias_masks[i] is None else b * self.bias_masks[i]
+
+    def _weight(self, i: int) -> torch.Tensor:
+        w = self.weights[i]
+        return w if self.masks[i] is None else w * self.masks[i]
 
     def forward(self, first: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Logits `(K, B, classes)` from the first layer's pre-activation `(K, B, fan_out)`."""
-        z = first + self._weight(0)[1][:, None, :]
+        z = first + self._bias(0)[:, None, :]
         n = len(self.weights)
         for i in range(1, n):
-            w, b = self._weight(i)
-            nxt = torch.baddbmm(b[:, None, :], self._drop(self._act(z), generator), w)
+            h = self._drop(self._act(z), generator)
+            nxt = torch.baddbmm(self._bias(i)[:, None, :], h, self._weight(i))
             if i < n - 1 and self.partial_layers[i - 1]:  # shallower children pass z through
                 keep = self.active[:, i - 1].view(-1, 1, 1)
                 nxt = torch.where(keep, nxt, z)
@@ -346,7 +349,7 @@ def _train_group(
     budget = max(r.budget for r in requests)
     net = _StackedNet(requests, features, task.num_classes, dev)
     optimizer = stacked_optimizer(net.params(), configs, dev)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = PRECISION_DTYPES[precision]
     train, val, test = (
         _Inputs(features.split(s), dev, dtype) for s in ("train", "validation", "test")
     )
@@ -366,7 +369,7 @@ def _train_group(
     def train_step(rows: torch.Tensor) -> None:
         batch = train.gather(rows, k)
         with torch.no_grad(), compute_precision(dev, precision):
-            first = train.first_layer(batch, net._weight(0)[0])
+            first = train.first_layer(batch, net.weights[0])
         first.requires_grad_()
         with compute_precision(dev, precision):
             logits = net.forward(first, dropout_gen)
@@ -381,9 +384,10 @@ def _train_group(
         )  # a non-finite loss ends that child, as in train_child
         training.logical_and_(finite)
         torch.where(training, losses, 0.0).sum().backward()
-        train.weight_grad(batch, first.grad, first_grad)
-        if net.masks[0] is not None:  # the forward pass used w * mask
-            first_grad.mul_(net.masks[0])
+        grad = first.grad
+        if net.bias_masks[0] is not None:  # no gradient for narrower children's padded units
+            grad = grad * net.bias_masks[0][:, None, :].to(grad.dtype)
+        train.weight_grad(batch, grad, first_grad)
         net.weights[0].grad = first_grad
         optimizer.step(training)
 
@@ -478,10 +482,11 @@ def _accuracy(
     """Per-child accuracy `(K,)` on a whole split, in row chunks to bound memory."""
     labels = torch.from_numpy(y).to(dev)
     correct = torch.zeros(net.k, device=dev)
+    w = net.weights[0]
     for begin in range(0, len(y), EVAL_ROWS):
         idx = torch.arange(begin, min(begin + EVAL_ROWS, len(y)), device=dev)
         with compute_precision(dev, precision):
-            first = inputs.first_layer(inputs.gather(idx, net.k), net._weight(0)[0])
+            first = inputs.first_layer(inputs.gather(idx, net.k), w)
             logits = net.forward(first, None)
         correct += (logits.argmax(dim=-1) == labels[idx]).sum(dim=1)
     return correct / len(y)

@@ -29,7 +29,9 @@ ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
 }
 EVAL_BATCH = 4096
-PRECISIONS = ("fp32", "bf16")
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+"""The dtype matrix products take their inputs in, per `precision`."""
+PRECISIONS = tuple(PRECISION_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,10 @@ def compute_precision(device: torch.device, precision: str) -> contextlib.Abstra
     the matrix products; accuracies then agree with float32 training about as closely as the
     batched evaluator agrees with the sequential one (`tests/test_batched.py`).
     """
-    if check_precision(precision) == "fp32":
+    if precision == "fp32":
         return contextlib.nullcontext()
     # No weight-cast cache: weights change every step, and a cache breaks CUDA graph capture.
-    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return torch.autocast(device.type, dtype=PRECISION_DTYPES[precision], cache_enabled=False)
 
 
 def result_device(device: torch.device, precision: str) -> str:

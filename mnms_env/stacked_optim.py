@@ -125,9 +125,9 @@ class FusedAdam:
                     for s in (self.params, self.m, self.v)
                 ]
                 if stepping:
-                    self._calls.append((lr, l2, stepping, lists))
+                    self._calls.append((lr, l2, stepping, lists, [self.t] * len(lists[0])))
         self.t.add_(1)
-        for lr, l2, members, (params, m, v) in self._calls:
+        for lr, l2, members, (params, m, v), steps in self._calls:
             grads = [p.grad[k] for k in members for p in self.params]
             torch._fused_adam_(
                 params,
@@ -135,7 +135,7 @@ class FusedAdam:
                 m,
                 v,
                 [],
-                [self.t] * len(params),
+                steps,
                 lr=lr,
                 beta1=ADAM_BETAS[0],
                 beta2=ADAM_BETAS[1],
