@@ -135,8 +135,9 @@ class BatchedEvaluator(Evaluator):
 
 
 def _bytes_per_child(requests: Sequence[ChildRequest], features: Features, classes: int) -> int:
-    """A generous estimate of one child's memory in a group: weights with gradient and two
-    optimizer states, plus activations of a training step and an evaluation chunk."""
+    """A generous estimate of one child's memory in a group: weights with gradient, two
+    optimizer states and a copy of its best epoch's weights, plus activations of a training
+    step and an evaluation chunk."""
     width = max(r.config.width for r in requests)
     depth = max(r.config.hidden_layers for r in requests)
     out = width if depth else classes
@@ -144,7 +145,7 @@ def _bytes_per_child(requests: Sequence[ChildRequest], features: Features, class
     batch = requests[0].config.batch_size
     activations = (depth + 2) * (batch + EVAL_ROWS) * max(width, classes) * 6
     first = batch * features.dim if not features.is_bag else 0
-    return 4 * (4 * params + activations + first) + 4096
+    return 4 * (5 * params + activations + first) + 4096
 
 
 EVAL_ROWS = 1024
@@ -361,8 +362,8 @@ def _train_group(
     alive = torch.ones(k, dtype=torch.bool, device=dev)
     training = torch.zeros(k, dtype=torch.bool, device=dev)  # updated in place (graph-safe)
     best_val = torch.full((k,), -1.0, device=dev)
-    best_test = torch.zeros(k, device=dev)
     best_epoch = torch.zeros(k, dtype=torch.long, device=dev)
+    best_params = [p.detach().clone() for p in net.params()]  # each child's best epoch
 
     first_grad = torch.zeros_like(net.weights[0])  # kept across steps (see `_Inputs`)
 
@@ -379,9 +380,7 @@ def _train_group(
         )
         losses = losses.view(k, -1).mean(dim=1)
         finite = torch.isfinite(losses)
-        alive.logical_and_(
-            finite | ~training
-        )  # a non-finite loss ends that child, as in train_child
+        alive.logical_and_(finite | ~training)  # a non-finite loss ends that child
         training.logical_and_(finite)
         torch.where(training, losses, 0.0).sum().backward()
         grad = first.grad
@@ -397,14 +396,6 @@ def _train_group(
         else None
     )
 
-    @torch.no_grad()
-    def measure() -> tuple[torch.Tensor, torch.Tensor]:
-        """Every child's validation and test accuracy as the weights stand."""
-        return (
-            _accuracy(net, val, task.validation.y, dev, precision),
-            _accuracy(net, test, task.test.y, dev, precision),
-        )
-
     n = len(task.train.y)
     for epoch in range(1, budget + 1):
         training.copy_(alive & (epochs_left >= epoch))
@@ -415,16 +406,21 @@ def _train_group(
                 graphed(rows)
             else:
                 train_step(rows)
-        val_acc, test_acc = measure()
+        val_acc = _accuracy(net, val, task.validation.y, dev, precision)
         improved = training & (val_acc > best_val)
         best_val = torch.where(improved, val_acc, best_val)
-        best_test = torch.where(improved, test_acc, best_test)
         best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
+        _keep_where(improved, net.params(), best_params)
+    # Test accuracy once, on each child's best weights: the same number as measuring it every
+    # epoch and keeping the best epoch's, at a tenth of the cost for 10 epochs. A child that
+    # diverged before any epoch ended is reported as it stands, as in `train_child`.
     never = best_epoch == 0
-    if never.any():  # diverged before any epoch ended: report the model as it stands
-        val_acc, test_acc = measure()
-        best_val = torch.where(never, val_acc, best_val)
-        best_test = torch.where(never, test_acc, best_test)
+    _keep_where(~never, best_params, net.params())
+    if never.any():
+        best_val = torch.where(
+            never, _accuracy(net, val, task.validation.y, dev, precision), best_val
+        )
+    best_test = _accuracy(net, test, task.test.y, dev, precision)
     seconds = (time.perf_counter() - start) / k
     diverged = ~alive
     return [
@@ -474,6 +470,15 @@ class _GraphedStep:
             with torch.cuda.graph(self.graph):
                 self.step(self.rows)
         self.graph.replay()
+
+
+@torch.no_grad()
+def _keep_where(
+    chosen: torch.Tensor, sources: list[torch.Tensor], targets: list[torch.Tensor]
+) -> None:
+    """Copy the `chosen` children's slices `(K, ...)` of each source into its target."""
+    for source, target in zip(sources, targets, strict=True):
+        target.copy_(torch.where(chosen.view(-1, *[1] * (source.dim() - 1)), source, target))
 
 
 def _accuracy(

@@ -79,12 +79,16 @@ def test_oversized_request_lists_are_split_not_crashed() -> None:
 
 
 def test_each_optimizer_follows_its_torch_counterpart() -> None:
-    """Dropout off, one child: the batched run is the sequential run up to float rounding."""
+    """Dropout off, one child: the batched run is the sequential run up to float rounding,
+    down to the best epoch and the test accuracy reported for it."""
     for optimizer, lr in [("adam", 3e-3), ("sgd", 0.03), ("adagrad", 0.03), ("rmsprop", 1e-3)]:
-        request = ChildRequest("digits", _config(optimizer=optimizer, learning_rate=lr, l2=1e-4))
+        config = _config(optimizer=optimizer, learning_rate=lr, l2=1e-4)
+        request = ChildRequest("digits", config, budget=4)
         (s,) = SequentialEvaluator(device="cpu").evaluate([request])
         (b,) = BatchedEvaluator(device="cpu").evaluate([request])
         assert b.val_accuracy == pytest.approx(s.val_accuracy, abs=1 / 180), optimizer
+        assert b.test_accuracy == pytest.approx(s.test_accuracy, abs=1 / 180), optimizer
+        assert b.best_epoch == s.best_epoch, optimizer
 
 
 @pytest.mark.parametrize(
