@@ -14,7 +14,9 @@ at each K trains K children with distinct seeds in one `BatchedEvaluator` call. 
 same process, one after the other, at the same precision (`--precisions`: float32, and bfloat16
 matrix products), so their ratio compares like with like. Every rate is measured `--repeats`
 times, interleaved, and the fastest is kept (as `timeit` does: on a shared machine noise only
-slows a run down); the JSON keeps every sample. Writes JSON and a PNG.
+slows a run down); the JSON keeps every sample. On a CPU the dense workload also times a bare
+stacked loop (`bare_loop_rate`): the same children trained with nothing but their arithmetic,
+roughly the most a stacked evaluator can reach on the machine. Writes JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -32,8 +34,14 @@ import torch
 from agents.plots import png_figure
 from agents.random_search import masked_uniform
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest, SequentialEvaluator
-from mnms_env.child import PRECISIONS, device_name, resolve_device
-from mnms_env.tasks import Split, Task, register_task
+from mnms_env.child import (
+    PRECISION_DTYPES,
+    PRECISIONS,
+    compute_precision,
+    device_name,
+    resolve_device,
+)
+from mnms_env.tasks import Split, Task, make_task, register_task
 
 DENSE_TASK = "bench-dense-sst2-size"
 CHILD = dict(hidden_layers=2, width=128, activation="relu", optimizer="adam", batch_size=64)
@@ -57,6 +65,17 @@ class Row:
     mean_val_accuracy: float
     batched_samples: tuple[float, ...]
     sequential_samples: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class BareLoop:
+    """`bare_loop_rate` on the dense workload at the largest K, against the sequential rate."""
+
+    precision: str
+    k: int
+    children_per_s: float
+    speedup: float
+    samples: tuple[float, ...]
 
 
 def _dense_task(seed: int) -> Task:
@@ -85,6 +104,40 @@ def _rate(evaluator, requests: list[ChildRequest], device: torch.device) -> tupl
     _sync(device)
     seconds = time.perf_counter() - start
     return len(requests) / seconds, float(np.mean([r.val_accuracy for r in results]))
+
+
+def bare_loop_rate(task: Task, k: int, epochs: int, precision: str) -> float:
+    """Children per second of the least any stacked trainer does on the dense workload: K
+    2x128 ReLU children's forward, backward and fused Adam step, with none of the evaluator's
+    work (no evaluation, per-child options, masks, divergence checks or best-epoch tracking).
+
+    On a CPU the batched step is bound by arithmetic and memory, not by launches, so this rate
+    is roughly the ceiling for `BatchedEvaluator` there, and `bare / sequential` for its
+    speed-up on this machine."""
+    x = torch.from_numpy(task.train.x).to(PRECISION_DTYPES[precision])
+    y = torch.from_numpy(task.train.y)
+    n, dims = len(y), [x.shape[1], 128, 128, task.num_classes]
+    generator = torch.Generator().manual_seed(0)
+    weights = [
+        0.05 * torch.randn(k, i, o, generator=generator) for i, o in itertools.pairwise(dims)
+    ]
+    biases = [torch.zeros(k, 1, o) for o in dims[1:]]
+    params = [p.requires_grad_() for p in weights + biases]
+    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(k)])
+        for begin in range(0, n, 64):
+            rows = order[:, begin : begin + 64]
+            z = x.index_select(0, rows.reshape(-1)).view(k, rows.shape[1], -1)
+            with compute_precision(torch.device("cpu"), precision):
+                for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+                    z = torch.baddbmm(b, z if i == 0 else torch.relu(z), w)
+            loss = torch.nn.functional.cross_entropy(z.float().flatten(0, 1), y[rows].flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return k / (time.perf_counter() - start)
 
 
 def env_steps_per_second(episodes: int = 2000) -> dict[str, float]:
@@ -158,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     rows: list[Row] = []
+    bare_loops: list[BareLoop] = []
     for workload, precision in itertools.product(args.workloads, args.precisions):
         sequential = SequentialEvaluator(device=device, precision=precision)
         batched = BatchedEvaluator(device=device, precision=precision)
@@ -165,12 +219,26 @@ def main(argv: list[str] | None = None) -> dict:
         warm = [ChildRequest(task, config, seed=10_000, budget=1)]
         sequential.evaluate(warm), batched.evaluate(warm)  # features, CUDA context, kernels
         requests = [ChildRequest(task, config, seed=s, budget=args.epochs) for s in range(max(ks))]
-        seq_samples, samples = [], {k: [] for k in ks}
+        seq_samples, samples, bare_samples = [], {k: [] for k in ks}, []
+        bare = device.type == "cpu" and workload == "dense"
         for _ in range(args.repeats):  # interleaved, so a slow spell hits both sides alike
             seq_samples.append(_rate(sequential, requests[: args.sequential_children], device)[0])
             for k in ks:
                 samples[k].append(_rate(batched, requests[:k], device))
+            if bare:
+                bare_samples.append(
+                    bare_loop_rate(make_task(task), max(ks), args.epochs, precision)
+                )
         seq_rate = max(seq_samples)
+        if bare:
+            rate = max(bare_samples)
+            bare_loops.append(
+                BareLoop(precision, max(ks), rate, rate / seq_rate, tuple(bare_samples))
+            )
+            print(
+                f"bare stacked loop {precision} K={max(ks)}: {rate:.2f} children/s, "
+                f"x{rate / seq_rate:.1f} the sequential rate (no evaluation or per-child options)"
+            )
         for k in ks:
             rate, acc = max(samples[k])
             rates = tuple(r for r, _ in samples[k])
@@ -205,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         "matmul_precision": args.matmul_precision,
         "date": time.strftime("%Y-%m-%d"),
         "rows": [asdict(r) for r in rows],
+        "bare_loop": [asdict(b) for b in bare_loops],
         "env_steps_per_second": steps,
         "table_episodes_per_second": table_rate,
     }

@@ -120,6 +120,9 @@ class BatchedEvaluator(Evaluator):
         results: list[ChildResult | None] = [None] * len(requests)
         budget = self.memory_budget or default_memory_budget(self.device)
         for group, members in groups.items():
+            # Equal learning rates and L2 side by side: the CPU's fused Adam then updates each
+            # such run of children as one slice of the stacked weights.
+            members.sort(key=lambda i: (requests[i].config.learning_rate, requests[i].config.l2))
             task = make_task(group.task)
             features = task_features(task.name, group.representation, group.size)
             per_child = _bytes_per_child([requests[i] for i in members], features, task.num_classes)
@@ -244,7 +247,7 @@ class _StackedNet:
 
     def forward(self, first: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Logits `(K, B, classes)` from the first layer's pre-activation `(K, B, fan_out)`."""
-        z = first + self._bias(0)[:, None, :]
+        z = first + self._bias(0)[:, None, :].to(first.dtype)  # bf16 stays bf16, as in autocast
         n = len(self.weights)
         for i in range(1, n):
             h = self._drop(self._act(z), generator)

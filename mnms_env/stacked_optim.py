@@ -94,9 +94,11 @@ class FusedAdam:
     """Adam on the CPU through torch's fused kernel: one pass over each child's weights instead
     of the vectorised rule's ~9, which dominate a CPU step.
 
-    Each child's slice of a stacked weight is a contiguous view; children sharing a learning
-    rate and L2 are updated by one `torch._fused_adam_` call (the kernel `torch.optim.Adam(...,
-    fused=True)` runs). Only children marked as training are passed in, so a stopped child's
+    Children sharing a learning rate and L2 are updated by one `torch._fused_adam_` call (the
+    kernel `torch.optim.Adam(..., fused=True)` runs), over slices of the stacked weights: each
+    run of consecutive training children is one contiguous slice, so K children that share
+    their rates (the evaluator puts equal rates next to each other) cost one slice per weight,
+    not K small views. Only children marked as training are passed in, so a stopped child's
     weights and state are left untouched. A child trains from the first step until it stops
     and never resumes, so every training child has taken the same number of steps: one shared
     step counter serves all bias corrections.
@@ -111,31 +113,27 @@ class FusedAdam:
         for k, c in enumerate(configs):
             self.groups[(c.learning_rate, c.l2)].append(k)
         self._active: tuple[bool, ...] = ()
-        self._calls: list = []
+        self._calls: list[tuple[float, float, list[slice], list[list[torch.Tensor]]]] = []
 
     @torch.no_grad()
     def step(self, training: torch.Tensor) -> None:
         active = tuple(training.tolist())
-        if active != self._active:  # the view lists change only when a child stops
+        if active != self._active:  # the slices change only when a child stops
             self._active, self._calls = active, []
             for (lr, l2), members in self.groups.items():
-                stepping = [k for k in members if active[k]]
-                lists = [
-                    [s[i][k] for k in stepping for i in range(len(self.params))]
-                    for s in (self.params, self.m, self.v)
-                ]
-                if stepping:
-                    self._calls.append((lr, l2, stepping, lists, [self.t] * len(lists[0])))
+                runs = _runs([k for k in members if active[k]])
+                lists = [[t[run] for run in runs for t in s] for s in (self.params, self.m, self.v)]
+                if runs:
+                    self._calls.append((lr, l2, runs, lists))
         self.t.add_(1)
-        for lr, l2, members, (params, m, v), steps in self._calls:
-            grads = [p.grad[k] for k in members for p in self.params]
+        for lr, l2, runs, (params, m, v) in self._calls:
             torch._fused_adam_(
                 params,
-                grads,
+                [p.grad[run] for run in runs for p in self.params],
                 m,
                 v,
                 [],
-                steps,
+                [self.t] * len(params),
                 lr=lr,
                 beta1=ADAM_BETAS[0],
                 beta2=ADAM_BETAS[1],
@@ -146,3 +144,14 @@ class FusedAdam:
             )
         for p in self.params:
             p.grad = None
+
+
+def _runs(indices: list[int]) -> list[slice]:
+    """Sorted indices as slices of consecutive runs: [0, 1, 2, 5, 6] -> [0:3, 5:7]."""
+    runs: list[slice] = []
+    for i in indices:
+        if runs and runs[-1].stop == i:
+            runs[-1] = slice(runs[-1].start, i + 1)
+        else:
+            runs.append(slice(i, i + 1))
+    return runs

@@ -100,16 +100,17 @@ def test_each_optimizer_follows_its_torch_counterpart() -> None:
 def test_stacked_optimizers_step_each_child_as_torch_would(rule: tuple[str, str]) -> None:
     """The update rules on stacked weights, against one `torch.optim` optimizer per child: own
     learning rate and L2 per child, and a child that stops keeps its weights. The vectorised
-    rules are what CUDA runs (Adam included), so this checks them where no GPU is."""
+    rules are what CUDA runs (Adam included), so this checks them where no GPU is. Children
+    0, 2 and 3 share their rates, and 2 stops inside that run of the fused Adam's slices."""
     kind, implementation = rule
     torch.manual_seed(0)
     configs = [
         _config(optimizer=kind, learning_rate=lr, l2=l2)
-        for lr, l2 in [(1e-3, 0.0), (1e-2, 1e-4), (3e-3, 0.0)]
+        for lr, l2 in [(1e-3, 0.0), (1e-2, 1e-4), (1e-3, 0.0), (1e-3, 0.0), (3e-3, 0.0)]
     ]
-    initial = [torch.randn(3, 5, 4), torch.randn(3, 4)]
+    initial = [torch.randn(5, 5, 4), torch.randn(5, 4)]
     steps = [[torch.randn_like(p) for p in initial] for _ in range(4)]
-    stops_after = [4, 4, 2]  # the third child stops after two steps
+    stops_after = [4, 4, 2, 4, 3]
 
     stacked = [p.clone().requires_grad_() for p in initial]
     optimizer = (

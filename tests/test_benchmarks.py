@@ -146,6 +146,8 @@ def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
         assert row["speedup"] == pytest.approx(ratio) and 0 <= row["mean_val_accuracy"] <= 1
         assert len(row["batched_samples"]) == len(row["sequential_samples"]) == 2
         assert row["batched_children_per_s"] == max(row["batched_samples"])
+    assert [(b["precision"], b["k"]) for b in report["bare_loop"]] == [("fp32", 2), ("bf16", 2)]
+    assert all(b["children_per_s"] == max(b["samples"]) > 0 for b in report["bare_loop"])
     assert min(report["env_steps_per_second"].values()) > 0
     assert report["table_episodes_per_second"] > 0
     assert (tmp_path / "throughput-cpu.json").exists() and (
