@@ -32,7 +32,7 @@ import numpy as np
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
 from agents.plots import png_figure
 from mnms_env import TaskError, default_space, list_tasks
-from mnms_env.child import PRECISIONS
+from mnms_env.child import PRECISIONS, check_precision
 from mnms_env.env import BACKENDS
 
 PAPER_PAIR = ("langid-es", "word-sentiment-en")
@@ -57,6 +57,9 @@ class SearchSettings:
     """With `source`: train only the new tasks' embeddings."""
     backend: str = "train"
     """"train" (real training) or "table" (rewards from the benchmark tables, in seconds)."""
+    precision: str = "fp32"
+    """"fp32", or "bf16" matrix products (`mnms_env.child.compute_precision`). Fixed on resume:
+    the results store does not key children by precision, so a run keeps one."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -67,6 +70,7 @@ class SearchSettings:
             )
         if self.freeze and self.source is None:
             raise ValueError("--freeze applies to a transfer; pass --from CHECKPOINT")
+        check_precision(self.precision)
 
 
 FIXED_ON_RESUME = (
@@ -78,6 +82,7 @@ FIXED_ON_RESUME = (
     "source",
     "freeze",
     "backend",
+    "precision",
 )
 REPRESENTATION = "representation"
 RUNNING_MEAN = 20
@@ -96,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(err))
     try:
         settings, out = _settings(args)
-        search(settings, out, device=args.device, precision=args.precision)
+        search(settings, out, device=args.device)
     except (ValueError, TaskError) as err:
         parser.error(str(err))
     return 0
@@ -124,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--from", dest="source", type=Path, help="transfer: start from this checkpoint")
     add("--freeze", action="store_true", default=None, help="with --from: train only new tasks")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
-    _add_precision_argument(add)
+    _add_precision_argument(add, default=None)
     _add_backend_argument(add, default=None)
     _add_run_parser(commands)
     return parser
@@ -148,7 +153,7 @@ def _add_run_parser(commands: Any) -> None:
     add("--store", type=Path, help="results store (default: the per-user store)")
     add("--out", type=Path, required=True, help="history JSON file to write")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
-    _add_precision_argument(add)
+    _add_precision_argument(add, default="fp32")
     _add_backend_argument(add, default="train")
 
 
@@ -162,11 +167,11 @@ def _add_backend_argument(add: Any, default: str | None) -> None:
     )
 
 
-def _add_precision_argument(add: Any) -> None:
+def _add_precision_argument(add: Any, default: str | None) -> None:
     add(
         "--precision",
         choices=PRECISIONS,
-        default="fp32",
+        default=default,
         help="fp32 (default), or bf16: matrix products in bfloat16 (faster where the CPU or GPU "
         "has bf16 instructions)",
     )
@@ -242,9 +247,7 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
     return settings, out
 
 
-def search(
-    settings: SearchSettings, out: Path, *, device: str | None = None, precision: str = "fp32"
-) -> dict[str, Any]:
+def search(settings: SearchSettings, out: Path, *, device: str | None = None) -> dict[str, Any]:
     """Run (or resume) a search in `out` and write its files; returns the summary."""
     from torch.utils.tensorboard import SummaryWriter  # slow import; only `search` needs it
     from tqdm import tqdm
@@ -254,7 +257,7 @@ def search(
         "MNMS-v0",
         tasks=settings.tasks,
         budget=settings.budget,
-        **env_kwargs(settings.backend, device, out / "results.sqlite", precision),
+        **env_kwargs(settings.backend, device, out / "results.sqlite", settings.precision),
     )
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():

@@ -66,6 +66,9 @@ def test_search_writes_its_run_and_resumes(
     with pytest.raises(SystemExit):  # refuses to resume with other settings
         main(["search", "--out", str(out), "--resume", "--seed", "5"])
     assert "seed=5 (run: 0)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nor with another precision: the store does not key by it
+        main(["search", "--out", str(out), "--resume", "--precision", "bf16"])
+    assert "precision='bf16' (run: 'fp32')" in capsys.readouterr().err
 
     # transfer to a new task, training only its embedding
     new = tmp_path / "transfer"
@@ -74,6 +77,16 @@ def test_search_writes_its_run_and_resumes(
     assert main([*args, "--out", str(new)]) == 0
     summary = json.loads((new / "summary.json").read_text())
     assert summary["children"] == 2 and list(summary["per_task"]) == ["wine"]
+
+
+def test_a_search_keeps_its_precision_when_resumed(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["search", "--tasks", "wine", "--children", "2", "--batch-size", "2"]
+    assert main([*args, "--precision", "bf16", "--out", str(out)]) == 0
+    assert main(["search", "--out", str(out), "--resume", "--children", "4"]) == 0
+    assert json.loads((out / "run.json").read_text())["precision"] == "bf16"
+    rows = ResultStore(out / "results.sqlite").rows()
+    assert len(rows) > 2 and {row["device"] for row in rows} == {"cpu bf16"}
 
 
 def test_search_and_run_on_the_table_backend(tmp_path: Path) -> None:
