@@ -290,6 +290,7 @@ class _Inputs:
             self.indices = torch.from_numpy(mat.indices.astype(np.int64)).to(dev)
             self.data = torch.from_numpy(mat.data).to(dev)
             self.dim = mat.shape[1]
+            self.scratch: torch.Tensor | None = None
         else:
             self.x = torch.from_numpy(np.ascontiguousarray(mat)).to(dev, dtype)
 
@@ -334,10 +335,14 @@ class _Inputs:
                 out.copy_(torch.bmm(batch.mT, grad))
             return
         table, rows = out.view(-1, out.shape[2]), grad.reshape(-1, grad.shape[2]).float()
+        if self.scratch is None:  # gathered gradient rows, kept across steps like `out`
+            self.scratch = rows.new_empty(self.BAG_CHUNK, rows.shape[1])
         table.zero_()
         for begin in range(0, len(batch.index), self.BAG_CHUNK):
             part = slice(begin, begin + self.BAG_CHUNK)
-            table.index_add_(0, batch.index[part], rows[batch.bag[part]] * batch.weight[part, None])
+            gathered = self.scratch[: len(batch.bag[part])]
+            torch.index_select(rows, 0, batch.bag[part], out=gathered)
+            table.index_add_(0, batch.index[part], gathered.mul_(batch.weight[part, None]))
 
 
 def _train_group(
@@ -479,9 +484,11 @@ class _GraphedStep:
 def _keep_where(
     chosen: torch.Tensor, sources: list[torch.Tensor], targets: list[torch.Tensor]
 ) -> None:
-    """Copy the `chosen` children's slices `(K, ...)` of each source into its target."""
-    for source, target in zip(sources, targets, strict=True):
-        target.copy_(torch.where(chosen.view(-1, *[1] * (source.dim() - 1)), source, target))
+    """Copy the `chosen` children's slices `(K, ...)` of each source into its target, one child
+    at a time: a `torch.where` over a hashed first layer would allocate hundreds of MB."""
+    for k in chosen.nonzero().flatten().tolist():
+        for source, target in zip(sources, targets, strict=True):
+            target[k].copy_(source[k])
 
 
 def _accuracy(
