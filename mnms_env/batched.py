@@ -285,12 +285,12 @@ class _Inputs:
 
     def __init__(self, mat, dev: torch.device, dtype: torch.dtype) -> None:  # noqa: ANN001
         self.is_bag = sp.issparse(mat)
+        self.scratch: torch.Tensor | None = None  # a product or gathered rows, kept across steps
         if self.is_bag:
             self.indptr = torch.from_numpy(mat.indptr.astype(np.int64)).to(dev)
             self.indices = torch.from_numpy(mat.indices.astype(np.int64)).to(dev)
             self.data = torch.from_numpy(mat.data).to(dev)
             self.dim = mat.shape[1]
-            self.scratch: torch.Tensor | None = None
         else:
             self.x = torch.from_numpy(np.ascontiguousarray(mat)).to(dev, dtype)
 
@@ -332,10 +332,12 @@ class _Inputs:
             if batch.dtype == out.dtype:
                 torch.bmm(batch.mT, grad, out=out)
             else:  # bfloat16 rows and gradient: the product is cast into the float32 buffer
-                out.copy_(torch.bmm(batch.mT, grad))
+                if self.scratch is None:
+                    self.scratch = batch.new_empty(out.shape)
+                out.copy_(torch.bmm(batch.mT, grad, out=self.scratch))
             return
         table, rows = out.view(-1, out.shape[2]), grad.reshape(-1, grad.shape[2]).float()
-        if self.scratch is None:  # gathered gradient rows, kept across steps like `out`
+        if self.scratch is None:
             self.scratch = rows.new_empty(self.BAG_CHUNK, rows.shape[1])
         table.zero_()
         for begin in range(0, len(batch.index), self.BAG_CHUNK):
