@@ -493,6 +493,7 @@ def _keep_where(
             target[k].copy_(source[k])
 
 
+@torch.no_grad()
 def _accuracy(
     net: _StackedNet, inputs: _Inputs, y: np.ndarray, dev: torch.device, precision: str
 ) -> torch.Tensor:
