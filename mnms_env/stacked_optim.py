@@ -122,7 +122,7 @@ class FusedAdam:
             self._active, self._calls = active, []
             for (lr, l2), members in self.groups.items():
                 runs = _runs([k for k in members if active[k]])
-                lists = [[t[run] for run in runs for t in s] for s in (self.params, self.m, self.v)]
+                lists = [[x[run] for run in runs for x in s] for s in (self.params, self.m, self.v)]
                 if runs:
                     self._calls.append((lr, l2, runs, lists))
         self.t.add_(1)
