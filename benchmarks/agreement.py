@@ -56,7 +56,8 @@ def random_requests(
     for task in tasks:
         modality = make_task(task).modality
         masks = space.masks(modality)
-        masks[0, space.decisions[0].options.index("minilm")] = False
+        representation = space.names.index("representation")
+        masks[representation, space.decisions[representation].options.index("minilm")] = False
         for i in range(per_task):
             idx = [masked_uniform(row, rng) for row in masks]
             requests.append(ChildRequest(task, space.decode(idx, modality), seed=i, budget=budget))

@@ -220,17 +220,15 @@ def main(argv: list[str] | None = None) -> dict:
         sequential.evaluate(warm), batched.evaluate(warm)  # features, CUDA context, kernels
         requests = [ChildRequest(task, config, seed=s, budget=args.epochs) for s in range(max(ks))]
         seq_samples, samples, bare_samples = [], {k: [] for k in ks}, []
-        bare = device.type == "cpu" and workload == "dense"
+        bare_task = make_task(task) if device.type == "cpu" and workload == "dense" else None
         for _ in range(args.repeats):  # interleaved, so a slow spell hits both sides alike
             seq_samples.append(_rate(sequential, requests[: args.sequential_children], device)[0])
             for k in ks:
                 samples[k].append(_rate(batched, requests[:k], device))
-            if bare:
-                bare_samples.append(
-                    bare_loop_rate(make_task(task), max(ks), args.epochs, precision)
-                )
+            if bare_task is not None:
+                bare_samples.append(bare_loop_rate(bare_task, max(ks), args.epochs, precision))
         seq_rate = max(seq_samples)
-        if bare:
+        if bare_task is not None:
             rate = max(bare_samples)
             bare_loops.append(
                 BareLoop(precision, max(ks), rate, rate / seq_rate, tuple(bare_samples))

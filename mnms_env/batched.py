@@ -271,8 +271,9 @@ class _Bags(NamedTuple):
 
 
 class _Inputs:
-    """Feature rows of one split on the device, gathered per child. Dense rows are stored in
-    `dtype`: bfloat16 under `precision="bf16"`, the cast autocast would apply on every step.
+    """Feature rows and labels `y` of one split on the device, gathered per child. Dense rows
+    are stored in `dtype`: bfloat16 under `precision="bf16"`, the cast autocast would apply on
+    every step.
 
     The first layer's weight gradient is computed here rather than by autograd, into a buffer
     the caller keeps: autograd would allocate a fresh `(K, dim, fan_out)` gradient every step,
@@ -283,8 +284,15 @@ class _Inputs:
 
     BAG_CHUNK = 1 << 14  # entries per index_add_, to bound the gathered gradient rows
 
-    def __init__(self, mat, dev: torch.device, dtype: torch.dtype) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        mat,  # noqa: ANN001 - a dense array or a CSR matrix
+        y: np.ndarray,
+        dev: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
         self.is_bag = sp.issparse(mat)
+        self.y = torch.from_numpy(y).to(dev)
         self.scratch: torch.Tensor | None = None  # a product or gathered rows, kept across steps
         if self.is_bag:
             self.indptr = torch.from_numpy(mat.indptr.astype(np.int64)).to(dev)
@@ -362,9 +370,9 @@ def _train_group(
     optimizer = stacked_optimizer(net.params(), configs, dev)
     dtype = PRECISION_DTYPES[precision]
     train, val, test = (
-        _Inputs(features.split(s), dev, dtype) for s in ("train", "validation", "test")
+        _Inputs(features.split(s), getattr(task, s).y, dev, dtype)
+        for s in ("train", "validation", "test")
     )
-    y_train = torch.from_numpy(task.train.y).to(dev)
     seeds = [r.seed for r in requests]
     dropout_gen = torch.Generator(device=dev)
     dropout_gen.manual_seed(int(requests[0].seed) * 1_000_003 + k)
@@ -384,7 +392,7 @@ def _train_group(
         first.requires_grad_()
         with compute_precision(dev, precision):
             logits = net.forward(first, dropout_gen)
-        targets = y_train[rows].reshape(-1)
+        targets = train.y[rows].reshape(-1)
         losses = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none"
         )
@@ -416,7 +424,7 @@ def _train_group(
                 graphed(rows)
             else:
                 train_step(rows)
-        val_acc = _accuracy(net, val, task.validation.y, dev, precision)
+        val_acc = _accuracy(net, val, dev, precision)
         improved = training & (val_acc > best_val)
         best_val = torch.where(improved, val_acc, best_val)
         best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
@@ -427,10 +435,8 @@ def _train_group(
     never = best_epoch == 0
     _keep_where(~never, best_params, net.params())
     if never.any():
-        best_val = torch.where(
-            never, _accuracy(net, val, task.validation.y, dev, precision), best_val
-        )
-    best_test = _accuracy(net, test, task.test.y, dev, precision)
+        best_val = torch.where(never, _accuracy(net, val, dev, precision), best_val)
+    best_test = _accuracy(net, test, dev, precision)
     seconds = (time.perf_counter() - start) / k
     diverged = ~alive
     return [
@@ -494,17 +500,15 @@ def _keep_where(
 
 
 @torch.no_grad()
-def _accuracy(
-    net: _StackedNet, inputs: _Inputs, y: np.ndarray, dev: torch.device, precision: str
-) -> torch.Tensor:
+def _accuracy(net: _StackedNet, inputs: _Inputs, dev: torch.device, precision: str) -> torch.Tensor:
     """Per-child accuracy `(K,)` on a whole split, in row chunks to bound memory."""
-    labels = torch.from_numpy(y).to(dev)
+    n = len(inputs.y)
     correct = torch.zeros(net.k, device=dev)
     w = net.weights[0]
-    for begin in range(0, len(y), EVAL_ROWS):
-        idx = torch.arange(begin, min(begin + EVAL_ROWS, len(y)), device=dev)
+    for begin in range(0, n, EVAL_ROWS):
+        idx = torch.arange(begin, min(begin + EVAL_ROWS, n), device=dev)
         with compute_precision(dev, precision):
             first = inputs.first_layer(inputs.gather(idx, net.k), w)
             logits = net.forward(first, None)
-        correct += (logits.argmax(dim=-1) == labels[idx]).sum(dim=1)
-    return correct / len(y)
+        correct += (logits.argmax(dim=-1) == inputs.y[idx]).sum(dim=1)
+    return correct / n
