@@ -23,20 +23,18 @@ EPS = {"adam": 1e-8, "sgd": 0.0, "adagrad": 1e-10, "rmsprop": 1e-8}
 def stacked_optimizer(
     params: list[torch.Tensor], configs: Sequence[ChildConfig], dev: torch.device
 ) -> VectorOptimizer | FusedAdam:
-    """Adam on the CPU goes through torch's fused kernel; everything else, and every rule on a
-    GPU (where the step may be captured in a CUDA graph), through the vectorised rules."""
-    if configs[0].optimizer == "adam" and dev.type == "cpu":
-        return FusedAdam(params, configs)
+    """Adam goes through torch's fused kernel; SGD, Adagrad and RMSprop through the vectorised
+    rules."""
+    if configs[0].optimizer == "adam":
+        return FusedAdam(params, configs, masks_on_device=dev.type != "cpu")
     return VectorOptimizer(configs[0].optimizer, params, configs, dev)
 
 
 class VectorOptimizer:
-    """One `torch.optim` rule (Adam, SGD with momentum 0.9, Adagrad, RMSprop; the defaults
+    """One `torch.optim` rule (SGD with momentum 0.9, Adagrad, RMSprop; the defaults
     `train_child` uses) applied to stacked weights with a learning rate and L2 per child.
 
-    With g = grad + l2 * p (torch's coupled weight decay), t the step and lr per child:
-      adam:    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
-               p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + 1e-8)
+    With g = grad + l2 * p (torch's coupled weight decay) and lr per child:
       sgd:     m <- 0.9 m + g;  p <- p - lr * m
       adagrad: v <- v + g^2;  p <- p - lr * g / (sqrt(v) + 1e-10)
       rmsprop: v <- 0.99 v + 0.01 g^2;  p <- p - lr * g / (sqrt(v) + 1e-8)
@@ -53,14 +51,12 @@ class VectorOptimizer:
         self.lr = torch.tensor([c.learning_rate for c in configs], device=dev)
         l2 = [c.l2 for c in configs]
         self.l2 = torch.tensor(l2, device=dev) if any(l2) else None
-        self.m = [torch.zeros_like(p) for p in params] if kind in ("adam", "sgd") else None
+        self.m = [torch.zeros_like(p) for p in params] if kind == "sgd" else None
         self.v = [torch.zeros_like(p) for p in params] if kind != "sgd" else None
-        self.t = torch.zeros((), device=dev)  # a tensor, so a captured step can advance it
 
     @torch.no_grad()
     def step(self, training: torch.Tensor) -> None:
         """Update the children marked in `training`; the others keep their weights."""
-        self.t.add_(1)
         lr = torch.where(training, self.lr, 0.0)
         for i, p in enumerate(self.params):
             shape = (-1,) + (1,) * (p.dim() - 1)
@@ -70,14 +66,7 @@ class VectorOptimizer:
             if self.l2 is not None:
                 g = g.add_(self.l2.view(shape) * p)
             step_lr = lr.view(shape)
-            if self.kind == "adam":
-                m, v = self.m[i], self.v[i]
-                m.lerp_(g, 1 - ADAM_BETAS[0])
-                v.mul_(ADAM_BETAS[1]).addcmul_(g, g, value=1 - ADAM_BETAS[1])
-                bc1, bc2 = 1 - ADAM_BETAS[0] ** self.t, 1 - ADAM_BETAS[1] ** self.t
-                denom = v.sqrt().div_(bc2.sqrt()).add_(EPS["adam"])
-                p.addcdiv_(m * (step_lr / bc1), denom, value=-1.0)
-            elif self.kind == "sgd":
+            if self.kind == "sgd":
                 self.m[i].mul_(SGD_MOMENTUM).add_(g)
                 p.sub_(step_lr * self.m[i])
             else:
@@ -91,33 +80,54 @@ class VectorOptimizer:
 
 
 class FusedAdam:
-    """Adam on the CPU through torch's fused kernel: one pass over each child's weights instead
-    of the vectorised rule's ~9, which dominate a CPU step.
+    """Adam through torch's fused kernel (`torch._fused_adam_`, what `torch.optim.Adam(...,
+    fused=True)` runs): one pass over each weight instead of the ~20 that Adam written as
+    tensor operations takes, which dominate a step on the CPU and a large-K step on a GPU.
 
-    Children sharing a learning rate and L2 are updated by one `torch._fused_adam_` call (the
-    kernel `torch.optim.Adam(..., fused=True)` runs), over slices of the stacked weights: each
-    run of consecutive training children is one contiguous slice, so K children that share
-    their rates (the evaluator puts equal rates next to each other) cost one slice per weight,
-    not K small views. Only children marked as training are passed in, so a stopped child's
-    weights and state are left untouched. A child trains from the first step until it stops
-    and never resumes, so every training child has taken the same number of steps: one shared
-    step counter serves all bias corrections.
+    Children sharing a learning rate and L2 are updated by one kernel call, over slices of the
+    stacked weights: each run of consecutive children is one contiguous slice, so K children
+    that share their rates (the evaluator puts equal rates next to each other) cost one slice
+    per weight, not K small views. A child trains from the first step until it stops and never
+    resumes, so every training child has taken the same number of steps: one shared step
+    counter serves all bias corrections.
+
+    A child that has stopped keeps its weights, in one of two ways:
+    - by default (the CPU), only training children are passed to the kernel; the slices are
+      rebuilt when a child stops, which reads the training mask on the host;
+    - with `masks_on_device` (a GPU, where the step may be captured in a CUDA graph and must not
+      read the mask on the host), every child is passed, and a stopped child's gradient and
+      first moment are zeroed first: Adam's update m / (sqrt(v) + eps) is then exactly zero.
+      L2 is added to the gradient here, per child, rather than by the kernel, so that it
+      cannot give a stopped child a gradient again.
     """
 
-    def __init__(self, params: list[torch.Tensor], configs: Sequence[ChildConfig]) -> None:
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        configs: Sequence[ChildConfig],
+        *,
+        masks_on_device: bool = False,
+    ) -> None:
         self.params = params
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
-        self.t = torch.zeros(())
+        self.t = torch.zeros((), device=params[0].device)  # the kernel reads it on the device
         self.groups: dict[tuple[float, float], list[int]] = defaultdict(list)
         for k, c in enumerate(configs):
             self.groups[(c.learning_rate, c.l2)].append(k)
+        self.masks_on_device = masks_on_device
+        l2 = [c.l2 for c in configs]
+        self.l2 = torch.tensor(l2, device=params[0].device) if masks_on_device and any(l2) else None
         self._active: tuple[bool, ...] = ()
         self._calls: list[tuple[float, float, list[slice], list[list[torch.Tensor]]]] = []
 
     @torch.no_grad()
     def step(self, training: torch.Tensor) -> None:
-        active = tuple(training.tolist())
+        if self.masks_on_device:
+            self._zero_stopped(training)
+            active = (True,) * len(training)
+        else:
+            active = tuple(training.tolist())
         if active != self._active:  # the slices change only when a child stops
             self._active, self._calls = active, []
             for (lr, l2), members in self.groups.items():
@@ -137,13 +147,24 @@ class FusedAdam:
                 lr=lr,
                 beta1=ADAM_BETAS[0],
                 beta2=ADAM_BETAS[1],
-                weight_decay=l2,
+                weight_decay=0.0 if self.masks_on_device else l2,
                 eps=EPS["adam"],
                 amsgrad=False,
                 maximize=False,
             )
         for p in self.params:
             p.grad = None
+
+    def _zero_stopped(self, training: torch.Tensor) -> None:
+        """Add L2 to each gradient, then zero stopped children's gradients (which may be NaN)
+        and first moments."""
+        stopped = ~training
+        for p, m in zip(self.params, self.m, strict=True):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            if self.l2 is not None:
+                p.grad.addcmul_(p, self.l2.view(shape))
+            p.grad.masked_fill_(stopped.view(shape), 0.0)
+            m.masked_fill_(stopped.view(shape), 0.0)
 
 
 def _runs(indices: list[int]) -> list[slice]:
