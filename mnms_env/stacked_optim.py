@@ -2,7 +2,7 @@
 
 The batched evaluator keeps K children's weights as stacked tensors `(K, ...)`. These optimizers
 update them with a learning rate and L2 per child, each following its `torch.optim` counterpart
-with the defaults `train_child` uses, and leave a child that has stopped training untouched.
+with the defaults `train_child` uses, and leave the weights of a child that has stopped untouched.
 """
 
 from __future__ import annotations
