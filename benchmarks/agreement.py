@@ -52,12 +52,13 @@ def random_requests(
     """`per_task` uniformly drawn default-space configs per task, without MiniLM; child i of a
     task gets seed i."""
     space, rng = default_space(), np.random.default_rng(seed)
+    representation = space.names.index("representation")
+    minilm = space.decisions[representation].options.index("minilm")
     requests = []
     for task in tasks:
         modality = make_task(task).modality
         masks = space.masks(modality)
-        representation = space.names.index("representation")
-        masks[representation, space.decisions[representation].options.index("minilm")] = False
+        masks[representation, minilm] = False
         for i in range(per_task):
             idx = [masked_uniform(row, rng) for row in masks]
             requests.append(ChildRequest(task, space.decode(idx, modality), seed=i, budget=budget))

@@ -120,23 +120,17 @@ class FusedAdam:
         self.l2 = torch.tensor(l2, device=params[0].device) if masks_on_device and any(l2) else None
         self._active: tuple[bool, ...] = ()
         self._calls: list[tuple[float, float, list[slice], list[list[torch.Tensor]]]] = []
+        if masks_on_device:  # every child, always: the slices are fixed
+            self._slice((True,) * len(configs))
 
     @torch.no_grad()
     def step(self, training: torch.Tensor) -> None:
         if self.masks_on_device:
             self._zero_stopped(training)
-            active = (True,) * len(training)
         else:
-            active = tuple(training.tolist())
-        if active != self._active:  # the slices change only when a child stops
-            self._active, self._calls = active, []
-            for (lr, l2), members in self.groups.items():
-                runs = _runs([k for k in members if active[k]])
-                lists = [[x[run] for run in runs for x in s] for s in (self.params, self.m, self.v)]
-                if runs:
-                    self._calls.append((lr, l2, runs, lists))
+            self._slice(tuple(training.tolist()))
         self.t.add_(1)
-        for lr, l2, runs, (params, m, v) in self._calls:
+        for lr, weight_decay, runs, (params, m, v) in self._calls:
             torch._fused_adam_(
                 params,
                 [p.grad[run] for run in runs for p in self.params],
@@ -147,13 +141,25 @@ class FusedAdam:
                 lr=lr,
                 beta1=ADAM_BETAS[0],
                 beta2=ADAM_BETAS[1],
-                weight_decay=0.0 if self.masks_on_device else l2,
+                weight_decay=weight_decay,
                 eps=EPS["adam"],
                 amsgrad=False,
                 maximize=False,
             )
         for p in self.params:
             p.grad = None
+
+    def _slice(self, active: tuple[bool, ...]) -> None:
+        """One kernel call per rate group, over the runs of its `active` children; rebuilt
+        only when `active` changes (when a child stops)."""
+        if active == self._active:
+            return
+        self._active, self._calls = active, []
+        for (lr, l2), members in self.groups.items():
+            runs = _runs([k for k in members if active[k]])
+            lists = [[x[run] for run in runs for x in s] for s in (self.params, self.m, self.v)]
+            if runs:  # with masks on the device, L2 is already in the gradient
+                self._calls.append((lr, 0.0 if self.masks_on_device else l2, runs, lists))
 
     def _zero_stopped(self, training: torch.Tensor) -> None:
         """Add L2 to each gradient, then zero stopped children's gradients (which may be NaN)
