@@ -10,7 +10,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 benchmarks/agreement.py --device cuda --tasks digits wine --per-task 20 --seed 1 \
     --out "$OUT" 2>&1 | tee "$OUT/agreement_log.txt"
 # One measurement per rate: a GPU run is quiet, and the hashed-text rows take minutes each.
-python3 benchmarks/throughput.py --out "$OUT" --repeats 1 "$@" 2>&1 | tee "$OUT/throughput_log.txt"
+# --profile: which kernels take the device time of one epoch at K=1024, per precision.
+python3 benchmarks/throughput.py --out "$OUT" --repeats 1 --profile "$@" 2>&1 \
+    | tee "$OUT/throughput_log.txt"
 # The same dense rows with TF32 matrix products allowed, for comparison.
 python3 benchmarks/throughput.py --out "$OUT" --workloads dense --ks 1 256 1024 --repeats 1 \
     --precisions fp32 --matmul-precision high 2>&1 | tee "$OUT/throughput_tf32_log.txt"

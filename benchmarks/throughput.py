@@ -16,7 +16,8 @@ matrix products), so their ratio compares like with like. Every rate is measured
 times, interleaved, and the fastest is kept (as `timeit` does: on a shared machine noise only
 slows a run down); the JSON keeps every sample. On a CPU the dense workload also times a bare
 stacked loop (`bare_loop_rate`): the same children trained with nothing but their arithmetic,
-roughly the most a stacked evaluator can reach on the machine. Writes JSON and a PNG.
+roughly the most a stacked evaluator can reach on the machine. Writes JSON and a PNG, and with
+`--profile` a table of where one batched call at the largest K spends its time.
 """
 
 from __future__ import annotations
@@ -104,6 +105,19 @@ def _rate(evaluator, requests: list[ChildRequest], device: torch.device) -> tupl
     _sync(device)
     seconds = time.perf_counter() - start
     return len(requests) / seconds, float(np.mean([r.val_accuracy for r in results]))
+
+
+def profile_table(evaluator, requests: list[ChildRequest], device: torch.device) -> str:
+    """torch.profiler's table of the ops that took the most time (device time on a GPU) in one
+    `evaluate` call: where a batched step's time goes, to decide what to make faster next."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        _rate(evaluator, requests, device)
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=20)
 
 
 def bare_loop_rate(task: Task, k: int, epochs: int, precision: str) -> float:
@@ -194,6 +208,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one 1-epoch batched call of the dense workload at the largest K",
+    )
+    parser.add_argument(
         "--matmul-precision",
         choices=["highest", "high"],
         default="highest",
@@ -257,6 +276,13 @@ def main(argv: list[str] | None = None) -> dict:
                 f"sequential {seq_rate:7.3f} children/s  x{rate / seq_rate:8.1f}  "
                 f"(mean val acc {acc:.3f})"
             )
+        if args.profile and workload == "dense":
+            short = [ChildRequest(task, config, seed=s, budget=1) for s in range(max(ks))]
+            table = profile_table(batched, short, device)
+            path = args.out / f"profile-{device.type}-{precision}-k{max(ks)}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(table)
+            print(f"profile of one epoch at K={max(ks)} ({precision}):\n{table}")
     steps = env_steps_per_second()
     print("env non-terminal steps/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in steps.items()))
     table_rate = table_episodes_per_second()

@@ -136,7 +136,7 @@ def test_agreement_reports_each_precision_against_the_reference(tmp_path) -> Non
 
 def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
     argv = ["--device", "cpu", "--ks", "1", "2", "--epochs", "1", "--sequential-children", "1"]
-    argv += ["--repeats", "2"]
+    argv += ["--repeats", "2", "--profile"]
     report = throughput.main([*argv, "--out", str(tmp_path)])
     assert [(r["workload"], r["precision"], r["k"]) for r in report["rows"]] == [
         (w, p, k) for w in throughput.WORKLOADS for p in ("fp32", "bf16") for k in (1, 2)
@@ -153,6 +153,8 @@ def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
     assert (tmp_path / "throughput-cpu.json").exists() and (
         tmp_path / "throughput-cpu.png"
     ).exists()
+    for precision in ("fp32", "bf16"):  # the profile names the batched step's products
+        assert "aten::bmm" in (tmp_path / f"profile-cpu-{precision}-k2.txt").read_text()
 
 
 def test_mnms_vs_random_writes_its_table_and_plot(tmp_path) -> None:
