@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Create .venv and install mnms-env with every extra. Idempotent; safe to re-run.
-# TORCH_SPEC picks the PyTorch build: the default is the CPU wheel; on a CUDA machine use
-# e.g. TORCH_SPEC="torch" (or the index URL of your CUDA version).
+# TORCH_SPEC is what pip installs PyTorch from (words split, so it may carry pip options). The
+# default, torch==2.13.0, is the CPU build on this project's machines and CI, where pip's
+# configured index serves it; on a CUDA machine use e.g. TORCH_SPEC=torch, and on a stock one
+# that should stay CPU-only, TORCH_SPEC="torch==2.13.0 --index-url <PyTorch's CPU index>".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+# shellcheck disable=SC2086
+.venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
 .venv/bin/python -m pip install -q -e '.[encoder,baselines,dev]'
