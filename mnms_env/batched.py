@@ -124,7 +124,7 @@ class BatchedEvaluator(Evaluator):
             # such run of children as one slice of the stacked weights.
             members.sort(key=lambda i: (requests[i].config.learning_rate, requests[i].config.l2))
             task = make_task(group.task)
-            features = task_features(task.name, group.representation, group.size)
+            features = task_features(task, group.representation, group.size)
             per_child = _bytes_per_child([requests[i] for i in members], features, task.num_classes)
             chunk = max(1, budget // per_child)
             for start in range(0, len(members), chunk):

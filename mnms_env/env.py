@@ -54,7 +54,7 @@ class _MNMSBase(gym.Env):
     ) -> None:
         if task is not None and tasks is not None:
             raise ValueError("pass either task= or tasks=, not both")
-        names = [task] if task is not None else list(tasks or [DEFAULT_TASK])
+        names = [task] if task is not None else list([DEFAULT_TASK] if tasks is None else tasks)
         if isinstance(tasks, str):
             raise TypeError(f"tasks= takes a list of task names, got the string {tasks!r}")
         if not names or len(set(names)) != len(names):

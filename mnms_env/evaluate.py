@@ -11,7 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
@@ -19,7 +18,7 @@ from mnms_env.child import ChildResult, check_precision, resolve_device, train_c
 from mnms_env.features import Features, featurize
 from mnms_env.space import ChildConfig
 from mnms_env.store import ResultStore
-from mnms_env.tasks import make_task
+from mnms_env.tasks import Task, make_task
 
 
 @dataclass(frozen=True)
@@ -52,10 +51,19 @@ class Evaluator(ABC):
         """One result per request, in order. Never raises for a child that diverges."""
 
 
-@lru_cache(maxsize=16)
-def task_features(task_name: str, representation: str, size: int) -> Features:
-    """Features of a registered task, memoised in-process on top of the disk cache."""
-    return featurize(make_task(task_name), representation, size)
+_FEATURES: dict[tuple[str, str, int], Features] = {}  # the last few, in insertion order
+
+
+def task_features(task: Task, representation: str, size: int) -> Features:
+    """Features of `task`, memoised in-process on top of the disk cache. Keyed by the task's
+    fingerprint, not its name: a task whose data changed (an edited file, a re-registered
+    source, another `MNMS_DATA_DIR`) gets new features rather than the old ones."""
+    key = (task.fingerprint, representation, size)
+    if key not in _FEATURES:
+        if len(_FEATURES) >= 16:
+            del _FEATURES[next(iter(_FEATURES))]
+        _FEATURES[key] = featurize(task, representation, size)
+    return _FEATURES[key]
 
 
 class SequentialEvaluator(Evaluator):
@@ -73,7 +81,7 @@ class SequentialEvaluator(Evaluator):
         for request in requests:
             task = make_task(request.task)
             config = request.config
-            features = task_features(task.name, config.representation, config.representation_size)
+            features = task_features(task, config.representation, config.representation_size)
             labels = (task.train.y, task.validation.y, task.test.y)
             results.append(
                 train_child(

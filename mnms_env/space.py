@@ -62,6 +62,8 @@ class ChildConfig:
     l2: float = 0.0
 
     def __post_init__(self) -> None:
+        for name, kind in _NUMBER_FIELDS.items():  # numpy scalars become Python numbers
+            object.__setattr__(self, name, _number(name, getattr(self, name), kind))
         _check_choice("representation", self.representation, tuple(REPRESENTATIONS))
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -114,6 +116,30 @@ class ChildConfig:
         return cls(**json.loads(text))
 
 
+_NUMBER_FIELDS = {
+    "representation_size": int,
+    "hidden_layers": int,
+    "width": int,
+    "dropout": float,
+    "learning_rate": float,
+    "batch_size": int,
+    "l2": float,
+}
+
+
+def _number(name: str, value: Any, kind: type) -> int | float:
+    """`value` as a Python int or float: a whole number where `kind` is int (no bools or
+    fractions), any real number where it is float. Plain Python numbers keep configs hashable,
+    comparable and JSON-serialisable whatever array they were read from."""
+    if not isinstance(value, bool | np.bool_):
+        if kind is int and isinstance(value, int | np.integer):
+            return int(value)
+        if kind is float and isinstance(value, int | float | np.integer | np.floating):
+            return float(value)
+    wanted = "a whole number" if kind is int else "a number"
+    raise SpaceError(f"ChildConfig.{name}={value!r} is not {wanted}")
+
+
 def _check_choice(name: str, value: Any, accepted: Sequence[Any]) -> None:
     if value not in accepted:
         raise SpaceError(f"{name}={value!r} is not supported; accepted: {list(accepted)}")
@@ -140,15 +166,15 @@ class Decision:
             raise SpaceError(f"decision {self.name!r} has no options")
         if len(set(self.options)) != len(self.options):
             raise SpaceError(f"decision {self.name!r} repeats an option: {self.options}")
-        object.__setattr__(self, "options", tuple(self.options))
-        for option in self.options:  # validate each option in isolation
-            _validate_option(self.name, option)
+        # Each option validated in isolation, and stored as the config holds it (plain numbers).
+        options = tuple(_validate_option(self.name, option) for option in self.options)
+        object.__setattr__(self, "options", options)
 
     def __len__(self) -> int:
         return len(self.options)
 
 
-def _validate_option(name: str, option: Any) -> None:
+def _validate_option(name: str, option: Any) -> Any:
     base = ChildConfig(representation="raw", representation_size=0)
     if name == "representation":
         size = 0 if option in DENSE_REPRESENTATIONS else 4096
@@ -158,7 +184,7 @@ def _validate_option(name: str, option: Any) -> None:
     else:
         values = {name: option}
     try:
-        replace(base, **values)
+        return getattr(replace(base, **values), name)
     except (SpaceError, TypeError) as err:
         raise SpaceError(f"decision {name!r}: option {option!r} is invalid: {err}") from err
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from mnms_env.child import ChildResult
 from mnms_env.evaluate import ChildRequest, Evaluator
-from mnms_env.space import ChildConfig, Decision, SearchSpace
+from mnms_env.space import ChildConfig, Decision, SearchSpace, canonical_config
 from mnms_env.tasks import make_task
 from mnms_env.tasks.base import Modality
 
@@ -174,7 +174,15 @@ class Table:
                 )
             space = SearchSpace(tuple(Decision(n, tuple(o)) for n, o in header["space"]))
             modality = make_task(header["task"]).modality
-            configs = tuple(space.decode(row, modality) for row in data["options"])
+            # Not `space.decode`: that masks out options this machine cannot train (MiniLM
+            # without the `encoder` extra), and a table only looks its rows up.
+            configs = tuple(
+                canonical_config(
+                    {d.name: d.options[int(i)] for d, i in zip(space.decisions, row, strict=True)},
+                    modality,
+                )
+                for row in data["options"]
+            )
             return cls(
                 task=header["task"],
                 fingerprint=header["fingerprint"],

@@ -107,10 +107,16 @@ class MNMSVectorEnv(VectorEnv):
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=bool)
         finished: list[int] = []
-        for i, env in enumerate(self.envs):
-            if self._needs_reset[i]:
+        # Every action is checked before any sub-env moves: one invalid action raises with the
+        # sub-envs still in lockstep, as they were.
+        options = [
+            None if self._needs_reset[i] else env._check_option(env._step, int(actions[i]))
+            for i, env in enumerate(self.envs)
+        ]
+        for i, (env, option) in enumerate(zip(self.envs, options, strict=True)):
+            if option is None:
                 env.reset()
-            elif env.decide(actions[i]):
+            elif env.decide(option):
                 finished.append(i)
         requests = [self.envs[i].pending_request() for i in finished]
         answers = evaluate_cached(self.evaluator, self.store, requests) if requests else []

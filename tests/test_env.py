@@ -154,6 +154,7 @@ def test_default_space_and_flatten_observation() -> None:
         ({"task": "langid-ez"}, "(?i)did you mean"),
         ({"invalid_action": "clip"}, "invalid_action"),
         ({"task": None, "tasks": "wine"}, "list of task names"),
+        ({"task": None, "tasks": []}, r"non-empty list of distinct names, got \[\]"),
         ({"precision": "fp16"}, "precision must be one of"),
     ],
 )

@@ -79,6 +79,30 @@ def test_unknown_option_is_rejected(name: str, option: object) -> None:
         Decision(name, (option,))
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("width", 64.5, "width=64.5 is not a whole number"),
+        ("batch_size", True, "batch_size=True is not a whole number"),
+        ("learning_rate", "x", "learning_rate='x' is not a number"),
+    ],
+)
+def test_a_number_of_the_wrong_kind_is_named(name: str, value: object, message: str) -> None:
+    with pytest.raises(SpaceError, match=message):
+        ChildConfig(**{name: value})
+    with pytest.raises(SpaceError, match=f"decision {name!r}"):
+        Decision(name, (value,))
+
+
+def test_numpy_numbers_become_python_numbers() -> None:
+    """Options read from an array still give configs that serialise and hash as usual."""
+    decision = Decision("width", tuple(np.array([32, 64])))
+    config = ChildConfig(width=decision.options[1], dropout=np.float32(0.5))
+    assert [type(o) for o in decision.options] == [int, int]
+    assert config == ChildConfig(width=64, dropout=0.5)
+    assert '"width": 64' in config.to_json()
+
+
 def test_custom_space_keeps_defaults_for_missing_decisions() -> None:
     space = SearchSpace((Decision("width", (8, 16)), Decision("learning_rate", (0.01, 0.1))))
     config = space.decode([1, 0], "tabular")

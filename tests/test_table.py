@@ -17,6 +17,7 @@ from mnms_env import (
     default_space,
     load_table,
 )
+from mnms_env import space as space_module
 from mnms_env.space import SpaceError
 from mnms_env.table import SHIPPED_TABLES, Table, TableError, enumerate_configs
 
@@ -51,6 +52,25 @@ def test_table_file_round_trip(tmp_path) -> None:
     assert again.configs == table.configs and again.space == table.space
     for name in ("val", "test", "seconds", "diverged", "best_epoch", "parameters"):
         np.testing.assert_array_equal(getattr(again, name), getattr(table, name))
+
+
+def test_table_env_works_without_the_encoder_extra(monkeypatch) -> None:
+    """A shipped text table holds MiniLM children; without the optional encoder they stay in
+    the table (nothing trains them) and the env only masks them out of the actions."""
+    monkeypatch.setattr(space_module, "encoder_available", lambda: False)
+    space_module._valid_options.cache_clear()
+    try:
+        table = Table.load(SHIPPED_TABLES / "langid-es.npz")
+        assert "minilm" in {c.representation for c in table.configs}
+        env = gym.make("mnms_env:MNMS-v0", task="langid-es", backend="table")
+        _, info = env.reset(seed=0)
+        assert info["action_mask"].tolist() == [True, True, True, False, False]  # no MiniLM
+        terminated = False
+        while not terminated:
+            _, reward, terminated, _, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))
+        assert 0 < reward <= 1
+    finally:
+        space_module._valid_options.cache_clear()
 
 
 def test_shipped_tables_cover_the_benchmark_space() -> None:

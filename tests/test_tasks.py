@@ -12,8 +12,11 @@ import pytest
 import wordfreq
 
 import mnms_env.tasks as tasks
+from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator
+from mnms_env.evaluate import task_features
 from mnms_env.tasks import (
     SPLITS,
+    Split,
     Task,
     TaskError,
     list_tasks,
@@ -191,11 +194,17 @@ def test_jsonl_path_task_keeps_test_examples_out_of_train_and_validation(tmp_pat
     assert task.sizes() == {"train": 80, "validation": 10, "test": 10}
 
 
-def test_an_edited_file_is_reloaded(tmp_path: Path) -> None:
+def test_an_edited_file_is_reloaded_with_its_features(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "data.jsonl", _rows(40))
-    assert sum(make_task(f"jsonl:{path}").sizes().values()) == 40
-    _write_jsonl(path, _rows(60))
-    assert sum(make_task(f"jsonl:{path}").sizes().values()) == 60
+    name = f"jsonl:{path}"
+    config = ChildConfig(representation="word-hash", representation_size=256, hidden_layers=0)
+    for rows in (40, 60):  # the second child trains on the edited file's 48 training rows
+        _write_jsonl(path, _rows(rows))
+        task = make_task(name)
+        assert sum(task.sizes().values()) == rows
+        assert task_features(task, "word-hash", 256).split("train").shape[0] == len(task.train.y)
+        (result,) = SequentialEvaluator().evaluate([ChildRequest(name, config)])
+        assert 0 <= result.val_accuracy <= 1
 
 
 def test_csv_with_custom_columns_and_numeric_labels(tmp_path: Path) -> None:
@@ -294,6 +303,19 @@ def test_a_single_label_class_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(TaskError, match="single class"):
         make_task(f"jsonl:{path}")
+
+
+@pytest.mark.parametrize(
+    ("bad_y", "match"),
+    [
+        (np.array([0, 1, 2, 5]), r"train labels \[2, 5\] are not indices of its 2 classes"),
+        (np.array([0.0, 1.0, 0.0, 1.0]), "integer class indices, got dtype float64"),
+    ],
+)
+def test_labels_outside_the_classes_are_refused(bad_y: np.ndarray, match: str) -> None:
+    good = Split(np.zeros((4, 2)), np.array([0, 1, 0, 1]))
+    with pytest.raises(TaskError, match=match):
+        Task("bad", "tabular", ("a", "b"), Split(good.x, bad_y), good, good)
 
 
 def test_missing_file_and_bad_sources_are_refused(tmp_path: Path) -> None:

@@ -80,6 +80,16 @@ def test_next_step_autoreset() -> None:
     assert "child" not in infos
 
 
+def test_an_invalid_action_moves_no_sub_env() -> None:
+    envs = make_vec(2)
+    _, infos = envs.reset(seed=0)
+    valid = [int(np.flatnonzero(m)[0]) for m in infos["action_mask"]]
+    with pytest.raises(ValueError, match="action 99 is invalid"):
+        envs.step(np.array([valid[0], 99]))
+    obs, *_ = envs.step(np.array(valid))
+    assert obs["step"].tolist() == [1, 1]  # still in lockstep: sub-env 0 did not move twice
+
+
 def test_same_seed_same_tasks_and_rewards() -> None:
     a, b = make_vec(3), make_vec(3)
     obs_a, _ = a.reset(seed=5)

@@ -63,6 +63,18 @@ class Task:
                     f"task {self.name!r}: {split_name} has {len(split.x)} inputs "
                     f"but {len(split.y)} labels"
                 )
+            y = np.asarray(split.y)
+            if not np.issubdtype(y.dtype, np.integer):
+                raise TaskError(
+                    f"task {self.name!r}: {split_name} labels must be integer class indices, "
+                    f"got dtype {y.dtype}"
+                )
+            outside = np.unique(y[(y < 0) | (y >= len(self.classes))])
+            if len(outside):
+                raise TaskError(
+                    f"task {self.name!r}: {split_name} labels {outside[:5].tolist()} are not "
+                    f"indices of its {len(self.classes)} classes {list(self.classes)}"
+                )
         seen = np.unique(self.train.y)
         if len(self.classes) < 2 or len(seen) < 2:
             raise TaskError(
