@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -114,10 +114,20 @@ class BatchedEvaluator(Evaluator):
         self.precision = check_precision(precision)
 
     def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
+        results: list[ChildResult | None] = [None] * len(requests)
+        for i, result in self._stream(requests):
+            results[i] = result
+        return results  # type: ignore[return-value]
+
+    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        """Results one trained group (or chunk of one) at a time."""
+        return self._stream(requests)
+
+    def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        # `evaluate` and `stream` both call this, not each other: a subclass may override either.
         groups: dict[_Group, list[int]] = defaultdict(list)
         for i, request in enumerate(requests):
             groups[batch_group(request)].append(i)
-        results: list[ChildResult | None] = [None] * len(requests)
         budget = self.memory_budget or default_memory_budget(self.device)
         for group, members in groups.items():
             # Equal learning rates and L2 side by side: the CPU's fused Adam then updates each
@@ -132,9 +142,7 @@ class BatchedEvaluator(Evaluator):
                 trained = _train_group(
                     [requests[i] for i in part], features, task, self.device, self.precision
                 )
-                for i, result in zip(part, trained, strict=True):
-                    results[i] = result
-        return results  # type: ignore[return-value]
+                yield from zip(part, trained, strict=True)
 
 
 def _bytes_per_child(requests: Sequence[ChildRequest], features: Features, classes: int) -> int:

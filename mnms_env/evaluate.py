@@ -9,8 +9,9 @@ evaluator.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -44,11 +45,28 @@ def check_budget(budget: object) -> int:
 
 
 class Evaluator(ABC):
-    """Trains (or otherwise answers) child requests."""
+    """Trains (or otherwise answers) child requests.
+
+    `evaluate` answers a list at once. `stream` yields `(index, result)` pairs as children
+    finish; `evaluate_cached` (so every environment) calls it and stores each child as it
+    finishes, so an interrupted call keeps the children it had trained. By default `stream`
+    yields everything once `evaluate` returns. The built-in trainers, which finish children one
+    or one group at a time, override both; a subclass that overrides only `evaluate` (a wrapper
+    that counts or logs calls, say) is streamed through its own `evaluate`.
+    """
 
     @abstractmethod
     def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
         """One result per request, in order. Never raises for a child that diverges."""
+
+    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        """`(index into requests, result)` for every request, each as soon as it is known."""
+        yield from enumerate(self.evaluate(requests))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "evaluate" in vars(cls) and "stream" not in vars(cls):
+            cls.stream = Evaluator.stream  # type: ignore[method-assign]
 
 
 _FEATURES: dict[tuple[str, str, int], Features] = {}  # the last few, in insertion order
@@ -77,13 +95,20 @@ class SequentialEvaluator(Evaluator):
         self.precision = check_precision(precision)
 
     def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
-        results = []
-        for request in requests:
+        return [result for _, result in self._stream(requests)]
+
+    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        return self._stream(requests)
+
+    def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        # `evaluate` and `stream` both call this, not each other: a subclass may override either.
+        for i, request in enumerate(requests):
             task = make_task(request.task)
             config = request.config
             features = task_features(task, config.representation, config.representation_size)
             labels = (task.train.y, task.validation.y, task.test.y)
-            results.append(
+            yield (
+                i,
                 train_child(
                     config,
                     features,
@@ -93,9 +118,8 @@ class SequentialEvaluator(Evaluator):
                     seed=request.seed,
                     device=self.device,
                     precision=self.precision,
-                )
+                ),
             )
-        return results
 
 
 def evaluate_cached(
@@ -104,8 +128,9 @@ def evaluate_cached(
     """Answer each request from `store` when it holds it, else train it and record it.
 
     Returns `(result, cached)` pairs in request order. All misses go to the evaluator in one
-    `evaluate` call, each distinct request once: a request repeated within the list is trained
-    once and its later copies are reported as cached.
+    `stream` call, each distinct request once, and each is recorded as soon as it is trained: an
+    interrupted call loses only the children still training. A request repeated within the
+    list is trained once and its later copies are reported as cached.
     """
     keys = [
         ResultStore.key(r.task, make_task(r.task).fingerprint, r.config, r.seed, r.budget)
@@ -113,11 +138,17 @@ def evaluate_cached(
     ]
     stored = {key: store.get(key) for key in set(keys)} if store is not None else {}
     todo = {key: r for key, r in zip(keys, requests, strict=True) if stored.get(key) is None}
-    fresh = dict(zip(todo, evaluator.evaluate(list(todo.values())), strict=True)) if todo else {}
-    if store is not None:
-        for key, result in fresh.items():
-            request = todo[key]
+    fresh: dict[str, ChildResult] = {}
+    misses = list(todo.items())
+    for i, result in evaluator.stream([r for _, r in misses]) if misses else ():
+        key, request = misses[i]
+        fresh[key] = result
+        if store is not None:
             store.put(key, request.task, request.config, request.seed, request.budget, result)
+    if len(fresh) != len(misses):
+        raise RuntimeError(
+            f"{type(evaluator).__name__}.stream answered {len(fresh)} of {len(misses)} requests"
+        )
     results = {**stored, **fresh}
     answers: list[tuple[ChildResult, bool]] = []
     for key in keys:

@@ -1,4 +1,5 @@
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -10,7 +11,14 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mnms_env
 from agents.random_search import masked_uniform
-from mnms_env import ResultStore
+from mnms_env import (
+    BatchedEvaluator,
+    ChildConfig,
+    ChildRequest,
+    ResultStore,
+    SequentialEvaluator,
+)
+from mnms_env.evaluate import evaluate_cached
 
 
 def make(env_id: str = "MNMS-v0", **kwargs):
@@ -164,9 +172,6 @@ def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
 
 
 def test_a_child_requested_twice_in_one_batch_is_trained_once(tmp_path: Path) -> None:
-    from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator
-    from mnms_env.evaluate import evaluate_cached
-
     class Counting(SequentialEvaluator):
         trained = 0
 
@@ -182,3 +187,24 @@ def test_a_child_requested_twice_in_one_batch_is_trained_once(tmp_path: Path) ->
         assert evaluator.trained == 1
         assert [cached for _, cached in answers] == [False, True]
         assert answers[0][0] == answers[1][0]
+
+
+@pytest.mark.parametrize("evaluator_class", [SequentialEvaluator, BatchedEvaluator])
+def test_an_interrupted_call_keeps_the_children_it_trained(evaluator_class, tmp_path) -> None:
+    class Interrupted(evaluator_class):
+        """Stops the call (as Ctrl-C would) once the first child is trained."""
+
+        def stream(self, requests):
+            for pair in super().stream(requests):
+                yield pair
+                raise KeyboardInterrupt
+
+    config = ChildConfig(representation="raw", representation_size=0)
+    requests = [  # two batch sizes: two groups for the batched evaluator
+        ChildRequest("wine", replace(config, batch_size=size)) for size in (16, 32)
+    ]
+    store = ResultStore(tmp_path / "r.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_cached(Interrupted(device="cpu"), store, requests)
+    answers = evaluate_cached(evaluator_class(device="cpu"), store, requests)
+    assert sorted(cached for _, cached in answers) == [False, True]
