@@ -68,6 +68,8 @@ class SearchSettings:
                 f"children, budget and batch size must be >= 1; got {self.children}, "
                 f"{self.budget} and {self.batch_size}"
             )
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {self.seed}")
         if self.freeze and self.source is None:
             raise ValueError("--freeze applies to a transfer; pass --from CHECKPOINT")
         check_precision(self.precision)
@@ -263,7 +265,14 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
     if checkpoint.exists():
         agent = MNMS.load(checkpoint, env)
     elif settings.source is not None:
-        agent = MNMS.load(settings.source, env, freeze=settings.freeze, seed=settings.seed)
+        agent = MNMS.load(
+            settings.source,
+            env,
+            freeze=settings.freeze,
+            seed=settings.seed,
+            new_run=True,  # even on the checkpoint's own tasks: a new run, not its continuation
+            overrides={"batch_size": settings.batch_size, "replay": settings.replay},
+        )
     else:
         config = MNMSConfig(batch_size=settings.batch_size, replay=settings.replay)
         agent = MNMS(env, config, seed=settings.seed)

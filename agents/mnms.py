@@ -23,10 +23,12 @@ agent = MNMS.load("mnms.pt", gym.make("MNMS-v0", task="langid-de"))  # transfer
 from __future__ import annotations
 
 import functools
+import numbers
 import os
-from collections.abc import Callable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +47,10 @@ MASKED = torch.finfo(torch.float32).min
 
 State = tuple[torch.Tensor, torch.Tensor]
 """The LSTM's recurrent state `(h, c)`, each `(batch, hidden_size)`."""
+
+
+_FIELD_KINDS = {"int": numbers.Integral, "float": numbers.Real, "bool": bool}
+_KIND_NAMES = {"int": "a whole number", "float": "a number", "bool": "True or False"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,16 @@ class MNMSConfig:
     transfer time)."""
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # numpy numbers are accepted and stored as Python ones
+            value, kind = getattr(self, f.name), f.type
+            ok = isinstance(value, _FIELD_KINDS[kind]) and (
+                isinstance(value, bool) == (kind == "bool")
+            )
+            if not ok:
+                raise ValueError(f"MNMSConfig.{f.name} must be {_KIND_NAMES[kind]}, got {value!r}")
+            object.__setattr__(
+                self, f.name, {"int": int, "float": float, "bool": bool}[kind](value)
+            )
         positive = (
             "decision_embedding",
             "task_embedding",
@@ -386,8 +402,10 @@ class MNMS:
         seed: int = 0,
         tasks: Sequence[str] | None = None,
     ) -> None:
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.config = config if config is not None else MNMSConfig()
-        self.seed = seed
+        self.seed = int(seed)
         self.envs = _as_vector_env(env)
         self.task_names, self._named = _task_names(self.envs, tasks)
         observation = self.envs.single_observation_space
@@ -696,29 +714,39 @@ class MNMS:
         seed: int | None = None,
         tasks: Sequence[str] | None = None,
         new_task_init: Literal["random", "mean"] = "random",
+        new_run: bool = False,
+        overrides: Mapping[str, Any] | None = None,
     ) -> MNMS:
         """An agent restored from `path` onto `env`.
 
-        Same task list as the checkpoint: an exact resume (weights, optimizer, baselines,
-        replay, RNG, counters and history). Otherwise a transfer: each task the checkpoint
-        knows keeps its embedding and baseline, each new task gets a fresh random embedding,
-        every other weight and the RNG are kept; the optimizer, counters and history start
-        anew and replayed children of tasks absent from `env` are dropped. `freeze=True`
-        (transfer only) trains just the new tasks' embeddings. `seed` replaces the checkpoint's
-        sampling RNG and env seeds with fresh ones (e.g. to repeat a transfer); None keeps them.
-        `tasks` names the env's tasks as in `MNMS(...)`. `new_task_init` sets where a new task's
-        embedding starts: `"random"` (the paper's choice; it may land in one source task's mode
-        of the policy) or `"mean"`, the mean of the checkpoint's task embeddings.
+        Same task list as the checkpoint (and `new_run=False`): an exact resume (weights,
+        optimizer, baselines, replay, RNG, counters and history). Otherwise a new run from the
+        checkpoint's policy, a transfer when `env` has new tasks: each task the checkpoint knows
+        keeps its embedding and baseline, each new task gets a fresh random embedding, every
+        other weight and the RNG are kept; the optimizer, counters and history start anew and
+        replayed children of tasks absent from `env` are dropped. `freeze=True` (transfer only)
+        trains just the new tasks' embeddings. `seed` replaces the checkpoint's sampling RNG and
+        env seeds with fresh ones (e.g. to repeat a transfer); None keeps them. `tasks` names the
+        env's tasks as in `MNMS(...)`. `new_task_init` sets where a new task's embedding starts:
+        `"random"` (the paper's choice, drawn from a stream of its own for each seed and task
+        name; it may land in one source task's mode of the policy) or `"mean"`, the mean of the
+        checkpoint's task embeddings. `overrides` replaces fields of the checkpoint's
+        `MNMSConfig` (e.g. `batch_size` or `replay`; the network's sizes must stay).
         """
         if new_task_init not in NEW_TASK_INITS:
             raise ValueError(f"new_task_init={new_task_init!r}; accepted: {list(NEW_TASK_INITS)}")
-        state = torch.load(path, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as err:  # torch raises many kinds for a file that is not a checkpoint
             raise ValueError(
-                f"{path}: checkpoint format {state.get('format')!r}, this version reads "
-                f"{CHECKPOINT_FORMAT}"
+                f"{path}: not an MNMS checkpoint ({type(err).__name__}: {err})"
+            ) from err
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"{path}: checkpoint format {found!r}, this version reads {CHECKPOINT_FORMAT}"
             )
-        config = MNMSConfig(**state["config"])
+        config = MNMSConfig(**{**state["config"], **(overrides or {})})
         agent = cls(env, config, seed=state["seed"] if seed is None else seed, tasks=tasks)
         if (list(agent.sizes), agent.num_actions) != (state["sizes"], state["num_actions"]):
             raise ValueError(
@@ -726,7 +754,7 @@ class MNMS:
                 f"(actions {state['num_actions']}); this env has {list(agent.sizes)} "
                 f"(actions {agent.num_actions})"
             )
-        resume = list(agent.task_names) == state["task_names"]
+        resume = not new_run and list(agent.task_names) == state["task_names"]
         known = state["task_embeddings"]
         new = [name for name in agent.task_names if name not in known]
         if freeze and not new:
@@ -743,6 +771,8 @@ class MNMS:
                 table[i] = known[name]
             elif new_task_init == "mean":
                 table[i] = mean
+            else:
+                table[i] = _new_task_embedding(name, agent.seed, config)
         weights["task_embedding.weight"] = table
         agent.policy.load_state_dict(weights)
         if freeze:
@@ -766,6 +796,15 @@ class MNMS:
                 ChildRecord(**{**r, "decisions": tuple(r["decisions"])}) for r in state["history"]
             ]
         return agent
+
+
+def _new_task_embedding(name: str, seed: int, config: MNMSConfig) -> torch.Tensor:
+    """A random embedding for a task new to a checkpoint, from a stream of its own (seed and
+    task name). Not row i of a fresh `Controller`: with the pre-training's seed that row is
+    exactly source task i's initial embedding, which would start the new task in its mode."""
+    entropy = np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0]
+    generator = torch.Generator().manual_seed(int(entropy))
+    return torch.randn(config.task_embedding, generator=generator) * config.task_init_std
 
 
 # --------------------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def run_controller(
     controllers that sample unmasked actions get `invalid_action="wrap"` unless it is given.
     `controller_kwargs` go to the controller (`MNMSConfig` fields for `mnms`, the algorithm's
     constructor for the SB3 ones). `pretrained` (mnms only) is a checkpoint to transfer from:
-    `MNMS.load(pretrained, env, seed=seed, **controller_kwargs)`, its config kept.
+    `MNMS.load(pretrained, env, seed=seed, new_run=True, **controller_kwargs)`, its config kept.
     """
     if name not in CONTROLLERS:
         raise ValueError(f"unknown controller {name!r}; accepted: {list(CONTROLLERS)}")
@@ -201,7 +201,7 @@ def run_controller(
         from agents.mnms import MNMS, MNMSConfig
 
         if pretrained is not None:
-            agent = MNMS.load(pretrained, env, seed=seed, tasks=tasks, **extra)
+            agent = MNMS.load(pretrained, env, seed=seed, tasks=tasks, new_run=True, **extra)
         else:
             agent = MNMS(env, MNMSConfig(**extra), seed=seed, tasks=tasks)
         agent.learn(env.total)

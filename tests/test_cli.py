@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import agents.cli
@@ -102,6 +103,17 @@ def test_search_and_run_on_the_table_backend(tmp_path: Path) -> None:
     assert json.loads((out / "run.json").read_text())["backend"] == "table"
     with pytest.raises(SystemExit):  # a resume cannot switch to real training
         main(["search", "--out", str(out), "--resume", "--backend", "train"])
+
+    # --from starts a new run, even on the checkpoint's own tasks, with this run's settings
+    new = tmp_path / "new"
+    argv = [*args[:-1], "8", "--from", str(out / "checkpoint.pt"), "--batch-size", "4"]
+    assert main([*argv, "--no-replay", "--out", str(new)]) == 0
+    state = torch.load(new / "checkpoint.pt", weights_only=True)
+    assert state["num_children"] == 8
+    assert (state["config"]["batch_size"], state["config"]["replay"]) == (4, False)
+    with pytest.raises(SystemExit):
+        main([*args, "--seed", "-1", "--out", str(tmp_path / "negative")])
+    assert not (tmp_path / "negative").exists()
 
     history = tmp_path / "random.json"
     argv = ["run", "random", "--backend", "table", "--tasks", "wine", "--children", "5"]
