@@ -60,14 +60,18 @@ class VectorOptimizer:
         lr = torch.where(training, self.lr, 0.0)
         for i, p in enumerate(self.params):
             shape = (-1,) + (1,) * (p.dim() - 1)
-            # A stopped child has lr 0, but its gradient may be NaN (its loss was masked, yet
-            # 0 * NaN upstream is NaN): zero non-finite gradients so 0 * g stays 0.
-            g = p.grad.nan_to_num_(0.0, 0.0, 0.0)
+            g = p.grad
             if self.l2 is not None:
                 g = g.add_(self.l2.view(shape) * p)
+            # A stopped child has lr 0, but its gradient may be NaN (its loss was masked, yet
+            # 0 * NaN upstream is NaN, as is L2 on its non-finite weights): zero it so 0 * g
+            # stays 0. A training child's gradient is left as it is, inf included, so it
+            # diverges exactly when it would alone.
+            stopped = ~training.view(shape)
+            g.masked_fill_(stopped, 0.0)
             step_lr = lr.view(shape)
-            if self.kind == "sgd":
-                self.m[i].mul_(SGD_MOMENTUM).add_(g)
+            if self.kind == "sgd":  # a stopped child's momentum is zeroed: 0 * inf is NaN
+                self.m[i].mul_(SGD_MOMENTUM).add_(g).masked_fill_(stopped, 0.0)
                 p.sub_(step_lr * self.m[i])
             else:
                 v = self.v[i]

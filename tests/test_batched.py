@@ -129,7 +129,9 @@ def test_stacked_optimizers_step_each_child_as_torch_would(rule: tuple[str, str]
     gradient is NaN from then on (its masked loss can still give 0 * NaN upstream). The masked
     fused Adam and the vectorised rules are what CUDA runs, so this checks them where no GPU
     is. Children 0, 2 and 3 share their rates, and 2 stops inside that run of the fused Adam's
-    slices."""
+    slices. Child 4 gets an infinite gradient in its last step: its weights go non-finite as
+    they would alone (so it diverges when the reference would) and then stay as they are, and no
+    other child notices."""
     kind, implementation = rule
     torch.manual_seed(0)
     configs = [
@@ -139,6 +141,7 @@ def test_stacked_optimizers_step_each_child_as_torch_would(rule: tuple[str, str]
     initial = [torch.randn(5, 5, 4), torch.randn(5, 4)]
     steps = [[torch.randn_like(p) for p in initial] for _ in range(4)]
     stops_after = [4, 4, 2, 4, 3]
+    steps[2][0][4, 0, 0] = torch.inf  # in child 4's last step: its next loss is not finite
 
     stacked = [p.clone().requires_grad_() for p in initial]
     optimizer = (
@@ -160,4 +163,7 @@ def test_stacked_optimizers_step_each_child_as_torch_would(rule: tuple[str, str]
                 p.grad = g[k].clone()
             reference.step()
         for p, q in zip(stacked, alone, strict=True):
-            torch.testing.assert_close(p[k].detach(), q.detach(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                p[k].detach(), q.detach(), rtol=1e-5, atol=1e-6, equal_nan=True
+            )
+    assert not stacked[0][4].isfinite().all() and stacked[0][:4].isfinite().all()
