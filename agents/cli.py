@@ -182,9 +182,11 @@ def _add_precision_argument(add: Any, default: str | None) -> None:
 def env_kwargs(
     backend: str, device: str | None, store: Path | None, precision: str = "fp32"
 ) -> dict[str, Any]:
-    """`gym.make` keywords for a backend: the tables, or real training on the default space."""
+    """`gym.make` keywords for a backend: the tables, or real training on the default space.
+    Training options given with the table backend reach the env, which refuses them by name."""
     if backend == "table":
-        return {"backend": "table"}
+        given = {"device": device, "store": store, "precision": precision}
+        return {"backend": "table"} | {k: v for k, v in given.items() if v not in (None, "fp32")}
     store_kwargs = {"store": store} if store else {}
     return {"space": default_space(), "device": device, "precision": precision, **store_kwargs}
 
@@ -255,11 +257,12 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
+    store = out / "results.sqlite" if settings.backend == "train" else None
     env = gym.make(
         "MNMS-v0",
         tasks=settings.tasks,
         budget=settings.budget,
-        **env_kwargs(settings.backend, device, out / "results.sqlite", settings.precision),
+        **env_kwargs(settings.backend, device, store, settings.precision),
     )
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
@@ -283,7 +286,7 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
         "hyperparameters", _markdown_table({**asdict(settings), **asdict(agent.config)})
     )
     bar = tqdm(total=settings.children, initial=agent.num_children, unit="child", desc=run_name)
-    started = time.perf_counter()
+    started, resumed_at = time.perf_counter(), agent.num_children
 
     def log(agent: MNMS, stats: UpdateStats) -> None:
         step = stats.num_children
@@ -295,9 +298,8 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
             writer.add_scalar(f"charts/baseline/{task}", baseline, step)
         cached = [bool(r.child and r.child["cached"]) for r in stats.children]
         writer.add_scalar("charts/cached_fraction", np.mean(cached), step)
-        writer.add_scalar(
-            "charts/children_per_second", step / (time.perf_counter() - started), step
-        )
+        rate = (step - resumed_at) / (time.perf_counter() - started)  # this process's children
+        writer.add_scalar("charts/children_per_second", rate, step)
         for name in ("policy_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"):
             writer.add_scalar(f"losses/{name}", getattr(stats, name), step)
         bar.update(len(stats.children))

@@ -51,10 +51,17 @@ class ChildResult:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`None` picks CUDA when present, else the CPU."""
+    """`None` picks CUDA when present, else the CPU. A device this machine lacks is refused here,
+    not at the first child's training."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device ({err})") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but CUDA is not available here; use 'cpu' or None")
+    return resolved
 
 
 def device_name(device: torch.device) -> str:

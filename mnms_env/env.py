@@ -68,6 +68,13 @@ class _MNMSBase(gym.Env):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; accepted: {list(BACKENDS)}")
         check_precision(precision)
+        trains_by_default = evaluator is None and backend == "train"
+        if (device is not None or precision != "fp32") and not trains_by_default:
+            raise ValueError(
+                f"device={device!r} and precision={precision!r} configure the default "
+                "evaluator; with evaluator= give them to that evaluator, and backend='table' "
+                "trains nothing"
+            )
         if render_mode is not None:
             raise ValueError(f"render_mode={render_mode!r}; this environment renders nothing")
         self.tasks: tuple[Task, ...] = tuple(make_task(name) for name in names)

@@ -51,6 +51,7 @@ class MNMSVectorEnv(VectorEnv):
         if kwargs.get("backend", "train") == "train":  # one evaluator and store for all
             if evaluator is None:
                 evaluator = BatchedEvaluator(device=device, precision=precision)
+                device, precision = None, "fp32"  # the evaluator's now, not the sub-envs'
             store = open_store(store)
         self.envs = [
             MNMSEnv(

@@ -5,6 +5,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 from small_space import SMALL
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -164,11 +165,20 @@ def test_default_space_and_flatten_observation() -> None:
         ({"task": None, "tasks": "wine"}, "list of task names"),
         ({"task": None, "tasks": []}, r"non-empty list of distinct names, got \[\]"),
         ({"precision": "fp16"}, "precision must be one of"),
+        ({"device": "gpu"}, "device='gpu' is not a torch device"),
+        ({"evaluator": SequentialEvaluator(), "precision": "bf16"}, "configure the default"),
+        ({"backend": "table", "space": None, "device": "cpu"}, "configure the default"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
         make(**kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_cuda_device_without_cuda_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="CUDA is not available here"):
+        make(device="cuda")
 
 
 def test_a_child_requested_twice_in_one_batch_is_trained_once(tmp_path: Path) -> None:
