@@ -7,7 +7,7 @@ needed to inspect or resume it:
 | file              | what                                                                 |
 |-------------------|----------------------------------------------------------------------|
 | `run.json`        | the run's settings (a resume reuses them)                            |
-| `results.sqlite`  | every trained child (the env's results store)                        |
+| `results.sqlite`  | every trained child (the results store; not on the table backend)   |
 | `checkpoint.pt`   | the whole agent, saved after every update                            |
 | `tensorboard/`    | scalars: `charts/...` per task, `losses/...` per update              |
 | `summary.json`    | per task: best child (config, val/test accuracy), reward, decisions  |
