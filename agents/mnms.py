@@ -49,8 +49,11 @@ State = tuple[torch.Tensor, torch.Tensor]
 """The LSTM's recurrent state `(h, c)`, each `(batch, hidden_size)`."""
 
 
-_FIELD_KINDS = {"int": numbers.Integral, "float": numbers.Real, "bool": bool}
-_KIND_NAMES = {"int": "a whole number", "float": "a number", "bool": "True or False"}
+_KINDS = {  # a config field's annotation: (accepted values, stored as, what an error says)
+    "int": (numbers.Integral, int, "a whole number"),
+    "float": (numbers.Real, float, "a number"),
+    "bool": (bool, bool, "True or False"),
+}
 
 
 @dataclass(frozen=True)
@@ -95,15 +98,12 @@ class MNMSConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy numbers are accepted and stored as Python ones
-            value, kind = getattr(self, f.name), f.type
-            ok = isinstance(value, _FIELD_KINDS[kind]) and (
-                isinstance(value, bool) == (kind == "bool")
-            )
-            if not ok:
-                raise ValueError(f"MNMSConfig.{f.name} must be {_KIND_NAMES[kind]}, got {value!r}")
-            object.__setattr__(
-                self, f.name, {"int": int, "float": float, "bool": bool}[kind](value)
-            )
+            value = getattr(self, f.name)
+            accepted, cast, wanted = _KINDS[f.type]
+            is_bool = isinstance(value, bool | np.bool_)
+            if not isinstance(value, accepted) or is_bool != (f.type == "bool"):
+                raise ValueError(f"MNMSConfig.{f.name} must be {wanted}, got {value!r}")
+            object.__setattr__(self, f.name, cast(value))
         positive = (
             "decision_embedding",
             "task_embedding",

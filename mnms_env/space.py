@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
@@ -63,7 +64,11 @@ class ChildConfig:
 
     def __post_init__(self) -> None:
         for name, kind in _NUMBER_FIELDS.items():  # numpy scalars become Python numbers
-            object.__setattr__(self, name, _number(name, getattr(self, name), kind))
+            number = _plain_number(getattr(self, name), kind)
+            if number is None:
+                wanted = "a whole number" if kind is int else "a number"
+                raise SpaceError(f"ChildConfig.{name}={getattr(self, name)!r} is not {wanted}")
+            object.__setattr__(self, name, number)
         _check_choice("representation", self.representation, tuple(REPRESENTATIONS))
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -127,17 +132,17 @@ _NUMBER_FIELDS = {
 }
 
 
-def _number(name: str, value: Any, kind: type) -> int | float:
-    """`value` as a Python int or float: a whole number where `kind` is int (no bools or
-    fractions), any real number where it is float. Plain Python numbers keep configs hashable,
-    comparable and JSON-serialisable whatever array they were read from."""
-    if not isinstance(value, bool | np.bool_):
-        if kind is int and isinstance(value, int | np.integer):
-            return int(value)
-        if kind is float and isinstance(value, int | float | np.integer | np.floating):
-            return float(value)
-    wanted = "a whole number" if kind is int else "a number"
-    raise SpaceError(f"ChildConfig.{name}={value!r} is not {wanted}")
+def _plain_number(value: Any, kind: type[int] | type[float]) -> int | float | None:
+    """`value` as a Python `kind`, or None when it is not one: a whole number for int (no bools
+    or fractions), any real number for float; numpy scalars included. Plain Python numbers keep
+    configs hashable, comparable and JSON-serialisable whatever array they were read from."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if kind is int and isinstance(value, numbers.Integral):
+        return int(value)
+    if kind is float and isinstance(value, numbers.Real):
+        return float(value)
+    return None
 
 
 def _check_choice(name: str, value: Any, accepted: Sequence[Any]) -> None:
