@@ -159,6 +159,23 @@ def _add_run_parser(commands: Any) -> None:
     _add_backend_argument(add, default="train")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1, or an error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int >= 1")
+    return value
+
+
+def distinct(parser: argparse.ArgumentParser, name: str, values: Sequence[Any] | None) -> None:
+    """Refuse a list option that repeats a value (a repeated seed would count its run twice)."""
+    if values is not None and len(set(values)) != len(values):
+        parser.error(f"{name} repeats a value: {list(values)}")
+
+
 def _add_backend_argument(add: Any, default: str | None) -> None:
     add(
         "--backend",

@@ -21,7 +21,8 @@ def best_so_far(history: History, task: str) -> np.ndarray:
 
 
 def area_under_curve(curve: np.ndarray) -> float:
-    """Mean of a best-so-far curve: 1.0 means the best value was found by the first child."""
+    """Mean of a best-so-far curve: the final best when the first child already found it, lower
+    the later the best values came."""
     return float(np.mean(curve))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.cli import distinct, positive_int
 from agents.metrics import area_under_curve, best_so_far, children_to_reach
 from agents.plots import png_figure
 from agents.runner import CONTROLLERS, Child, History, run_controller
@@ -35,12 +37,20 @@ from mnms_env.env import BACKENDS
 
 def run_or_load(path: Path, controller: str, seed: int, **run: Any) -> History:
     """The run saved at `path`, or a fresh `run_controller(controller, seed=seed, **run)` saved
-    there: an interrupted comparison resumes run by run."""
+    there: an interrupted comparison resumes run by run. A saved run made with other settings is
+    refused rather than reported under these."""
+    settings = run_settings(controller, seed, run)
     if path.exists():
-        return history_from_json(json.loads(path.read_text()))
+        saved = json.loads(path.read_text())
+        if saved.get("settings") != settings:
+            raise ValueError(
+                f"{path} holds a run made with other settings ({saved.get('settings')}; now "
+                f"{settings}); delete it, or pass another --out, to run these"
+            )
+        return history_from_json(saved)
     history = run_controller(controller, seed=seed, **run)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(history.to_dict()))
+    path.write_text(json.dumps({**history.to_dict(), "settings": settings}))
     print(
         f"{path.stem}: {history.trained} trained, {history.cached} from the store "
         f"in {history.wall_seconds:.0f} s",
@@ -63,6 +73,18 @@ def targets(args: argparse.Namespace, runs: dict[str, list[History]]) -> dict[st
     return {
         t: max(float(best_so_far(h, t)[-1]) for hs in runs.values() for h in hs) for t in args.tasks
     }
+
+
+def run_settings(controller: str, seed: int, run: dict[str, Any]) -> dict[str, Any]:
+    """What a saved run must have been made with to be reused, as plain JSON values: the
+    arguments of `run_controller` but the store's location (which changes no result), and the
+    content hash of a pre-trained checkpoint (which a longer pre-training changes)."""
+    env = {k: v for k, v in run.get("env_kwargs", {}).items() if k != "store"}
+    settings = {"controller": controller, "seed": seed, **run, "env_kwargs": env}
+    if run.get("pretrained") is not None:
+        digest = hashlib.sha256(Path(run["pretrained"]).read_bytes()).hexdigest()[:16]
+        settings["pretrained"] = f"{run['pretrained']} (sha256 {digest})"
+    return json.loads(json.dumps(settings, default=str))
 
 
 def history_from_json(data: dict) -> History:
@@ -111,13 +133,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=CONTROLLERS)
     parser.add_argument("--tasks", nargs="+", default=["langid-es", "word-sentiment-en", "digits"])
-    parser.add_argument("--children", type=int, default=100, help="children per task")
+    parser.add_argument("--children", type=positive_int, default=100, help="children per task")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--budget", type=int, default=1)
+    parser.add_argument("--budget", type=positive_int, default=1)
     parser.add_argument("--backend", choices=BACKENDS, default="table")
     parser.add_argument("--table-dir", type=Path, default=None, help="extra tables")
     parser.add_argument("--out", type=Path, default=Path("runs/controllers"))
     args = parser.parse_args(argv)
+    distinct(parser, "--seeds", args.seeds)
     run = {
         "tasks": args.tasks,
         "children": args.children,

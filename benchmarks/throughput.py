@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.cli import positive_int
 from agents.plots import png_figure
 from agents.random_search import masked_uniform
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest, SequentialEvaluator
@@ -195,12 +196,12 @@ def table_episodes_per_second(episodes: int = 2000) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    parser.add_argument("--ks", type=int, nargs="+", default=None)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--sequential-children", type=int, default=3)
+    parser.add_argument("--ks", type=positive_int, nargs="+", default=None)
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--sequential-children", type=positive_int, default=3)
     parser.add_argument(
         "--repeats",
-        type=int,
+        type=positive_int,
         default=3,
         help="measure every rate this many times, interleaved, and keep the fastest",
     )

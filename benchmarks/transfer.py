@@ -43,6 +43,7 @@ from controllers import (
     run_or_load,
 )
 
+from agents.cli import distinct, positive_int
 from agents.metrics import best_so_far, children_to_reach, speedup
 from agents.mnms import MNMS
 from agents.plots import png_figure
@@ -103,7 +104,17 @@ def env_kwargs(suite: Suite, out: Path, table_dir: Path | None) -> dict:
 def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, SearchSpace]:
     """The pre-trained controller (resumed from `OUT/pretrained.pt` when it exists) and the
     space it searched."""
-    path = out / "pretrained.pt"
+    path, marker = out / "pretrained.pt", out / "pretrained.json"
+    settings = {"sources": list(suite.sources), "backend": suite.backend, "budget": budget}
+    if path.exists():  # a checkpoint pre-trained otherwise would be resumed or transferred
+        saved = json.loads(marker.read_text()) if marker.exists() else None
+        if saved != settings:
+            raise ValueError(
+                f"{path} was pre-trained with {saved}, not {settings}; delete it, or pass "
+                "another --out"
+            )
+    else:
+        marker.write_text(json.dumps(settings))
     if suite.backend == "table":
         env = gym.make("mnms_env:MNMS-v0", tasks=list(suite.sources), budget=budget, **kwargs)
     else:  # the children of each update train in one batched call
@@ -226,14 +237,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--suite", choices=sorted(SUITES), default="offline")
     parser.add_argument("--sources", nargs="+", help="override the suite's source tasks")
     parser.add_argument("--targets", nargs="+", help="override the suite's target tasks")
-    parser.add_argument("--pretrain-children", type=int, help="children per source task")
-    parser.add_argument("--children", type=int, help="children per target task")
+    parser.add_argument("--pretrain-children", type=positive_int, help="children per source task")
+    parser.add_argument("--children", type=positive_int, help="children per target task")
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--controllers", nargs="+", choices=CONTROLLERS, default=list(CONTROLLERS))
-    parser.add_argument("--budget", type=int, default=1, help="epochs per child")
+    parser.add_argument("--budget", type=positive_int, default=1, help="epochs per child")
     parser.add_argument("--table-dir", type=Path, default=None, help="extra tables")
     parser.add_argument("--out", type=Path, default=None, help="default: runs/transfer-SUITE")
     args = parser.parse_args(argv)
+    distinct(parser, "--seeds", args.seeds)
     base = SUITES[args.suite]
     suite = Suite(
         sources=tuple(args.sources or base.sources),

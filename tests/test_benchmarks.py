@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnms_env import load_table
@@ -53,9 +54,19 @@ def test_controller_comparison_writes_everything_and_resumes(tmp_path, monkeypat
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was run again")
 
+    # one row by hand from the saved runs: mean over seeds of the final best and of the curve
+    saved = [json.loads((tmp_path / "runs" / f"random-seed{s}.json").read_text()) for s in (0, 1)]
+    vals = [[c["val_accuracy"] for c in run["children"] if c["task"] == "wine"] for run in saved]
+    row = next(r for r in rows if r["controller"] == "random")
+    assert row["best_val"] == pytest.approx(np.mean([max(v) for v in vals]))
+    assert row["auc"] == pytest.approx(np.mean([np.maximum.accumulate(v).mean() for v in vals]))
+
     monkeypatch.setattr(controllers, "run_controller", refuse)
     again = controllers.main(argv)
     assert json.loads(json.dumps(again)) == json.loads(json.dumps(rows))
+    more = [("4" if a == "3" else a) for a in argv]  # --children 4: the saved runs do not fit
+    with pytest.raises(ValueError, match="random-seed0.json holds a run made with other settings"):
+        controllers.main(more)
 
 
 @pytest.mark.parametrize("values", [[1, 2, None], [None, None, 3]])
@@ -155,6 +166,20 @@ def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
     ).exists()
     for precision in ("fp32", "bf16"):  # the profile names the batched step's products
         assert "aten::bmm" in (tmp_path / f"profile-cpu-{precision}-k2.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [
+        (throughput, ["--repeats", "0"]),
+        (controllers, ["--children", "-3"]),
+        (transfer, ["--seeds", "1", "1"]),
+    ],
+)
+def test_benchmark_command_lines_refuse_bad_numbers(module, argv, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        module.main([*argv, "--out", str(tmp_path)])
+    assert argv[1] in capsys.readouterr().err  # the message names the value
 
 
 def test_mnms_vs_random_writes_its_table_and_plot(tmp_path) -> None:

@@ -24,7 +24,9 @@ def test_best_so_far_is_per_task_and_monotone() -> None:
 
 
 def test_area_under_curve_rewards_finding_the_best_early() -> None:
-    assert area_under_curve(np.array([0.9, 0.9, 0.9])) == pytest.approx(0.9)
+    early, late = np.array([0.9, 0.9, 0.9]), np.array([0.5, 0.5, 0.9])
+    assert area_under_curve(early) == pytest.approx(0.9)
+    assert area_under_curve(late) == pytest.approx(1.9 / 3)  # the same final best, found late
     assert area_under_curve(best_so_far(RUN, "a")) == pytest.approx((0.5 + 0.7 + 0.7) / 3)
 
 

@@ -173,7 +173,8 @@ def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) 
     def refuse(self, requests):
         raise AssertionError("a stored child was trained again")
 
-    monkeypatch.setattr(BatchedEvaluator, "evaluate", refuse)
+    for method in ("evaluate", "stream"):  # evaluate_cached trains through stream
+        monkeypatch.setattr(BatchedEvaluator, method, refuse)
     build_table.main(argv)
     summary = tmp_path / "only.md"
     build_table.main([*argv, "--summary-only", "--summary", str(summary)])
