@@ -7,12 +7,12 @@
 Each (controller, seed) run goes through `agents.runner.run_controller` (exactly `children`
 trainings per task) and is saved as JSON under `OUT/runs/` with its settings; a run whose file
 exists is not run again (one saved with other settings is refused), and all runs share one results
-store, so an interrupted comparison resumes where it stopped. Per controller and task it reports the
-best-so-far validation curve (median and quartiles over seeds), the test accuracy of the best-
-validation child, the area under the best-so-far curve, and the children needed to reach 95% and 99%
-of the target: on the table backend (the default) the best seed-averaged validation accuracy in the
-task's table, with real training the best validation accuracy any run found. Writes `summary.json`,
-`summary.csv`, `summary.md` and one PNG per task.
+store, so an interrupted comparison resumes where it stopped. Per controller and task it reports
+the best-so-far validation curve (median and quartiles over seeds), the test accuracy of the
+best-validation child, the area under the best-so-far curve, and the children needed to reach 95%
+and 99% of the target: on the table backend (the default) the best seed-averaged validation
+accuracy in the task's table, with real training the best validation accuracy any run found. Writes
+`summary.json`, `summary.csv`, `summary.md` and one PNG per task.
 """
 
 from __future__ import annotations
