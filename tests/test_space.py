@@ -103,6 +103,14 @@ def test_numpy_numbers_become_python_numbers() -> None:
     assert '"width": 64' in config.to_json()
 
 
+def test_encode_refuses_a_config_the_space_cannot_choose() -> None:
+    space = SearchSpace((Decision("width", (8, 16)), Decision("learning_rate", (0.01, 0.1))))
+    tabular = {"representation": "raw", "representation_size": 0}
+    assert space.encode(ChildConfig(**tabular, width=16, learning_rate=0.01)) == [1, 0]
+    with pytest.raises(SpaceError, match=r"\{'l2': 0.001\} cannot be chosen in this space"):
+        space.encode(ChildConfig(**tabular, width=16, learning_rate=0.01, l2=1e-3))
+
+
 def test_custom_space_keeps_defaults_for_missing_decisions() -> None:
     space = SearchSpace((Decision("width", (8, 16)), Decision("learning_rate", (0.01, 0.1))))
     config = space.decode([1, 0], "tabular")
