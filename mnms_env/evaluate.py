@@ -142,9 +142,11 @@ def evaluate_cached(
     misses = list(todo.items())
     for i, result in evaluator.stream([r for _, r in misses]) if misses else ():
         key, request = misses[i]
+        if store is not None:  # the stored result: another process may have stored it first
+            result = store.put(
+                key, request.task, request.config, request.seed, request.budget, result
+            )
         fresh[key] = result
-        if store is not None:
-            store.put(key, request.task, request.config, request.seed, request.budget, result)
     if len(fresh) != len(misses):
         raise RuntimeError(
             f"{type(evaluator).__name__}.stream answered {len(fresh)} of {len(misses)} requests"

@@ -93,7 +93,10 @@ class ResultStore:
 
     def put(
         self, key: str, task: str, config: ChildConfig, seed: int, budget: int, result: ChildResult
-    ) -> None:
+    ) -> ChildResult:
+        """Record `result` under `key` unless a result is stored there already (another process
+        may have trained the same child meanwhile), and return the stored one: every process
+        then reports the same reward for a key."""
         row = {
             "key": key,
             "task": task,
@@ -111,6 +114,9 @@ class ResultStore:
             db.execute(
                 f"INSERT OR IGNORE INTO children ({columns}) VALUES ({marks})", tuple(row.values())
             )
+        stored = self.get(key)
+        assert stored is not None  # just inserted, or inserted before
+        return stored
 
     def __len__(self) -> int:
         with self._connect() as db:

@@ -28,10 +28,9 @@ def test_round_trip_and_identity(tmp_path: Path) -> None:
 def test_first_result_wins(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "r.sqlite")
     key = _key(store, 8)
-    store.put(key, "t", ChildConfig(width=8), 0, 1, RESULT)
-    store.put(
-        key, "t", ChildConfig(width=8), 0, 1, RESULT.__class__(0.1, 0.1, 1, 1, "cpu", True, 0)
-    )
+    assert store.put(key, "t", ChildConfig(width=8), 0, 1, RESULT) == RESULT
+    later = RESULT.__class__(0.1, 0.1, 1, 1, "cpu", True, 0)  # another process's training
+    assert store.put(key, "t", ChildConfig(width=8), 0, 1, later) == RESULT  # told the first
     assert store.get(key) == RESULT and len(store) == 1
 
 
