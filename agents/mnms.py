@@ -52,7 +52,7 @@ State = tuple[torch.Tensor, torch.Tensor]
 _KINDS = {  # a config field's annotation: (accepted values, stored as, what an error says)
     "int": (numbers.Integral, int, "a whole number"),
     "float": (numbers.Real, float, "a number"),
-    "bool": (bool, bool, "True or False"),
+    "bool": ((bool, np.bool_), bool, "True or False"),
 }
 
 
@@ -790,6 +790,8 @@ class MNMS:
             agent.rng.bit_generator.state = state["numpy_rng"]
         if resume:
             agent.optimizer.load_state_dict(state["optimizer"])
+            for group in agent.optimizer.param_groups:  # an override of the rate wins
+                group["lr"] = config.learning_rate
             agent.num_children = state["num_children"]
             agent.num_updates = state["num_updates"]
             agent.history = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -48,11 +47,11 @@ class Evaluator(ABC):
     """Trains (or otherwise answers) child requests.
 
     `evaluate` answers a list at once. `stream` yields `(index, result)` pairs as children
-    finish; `evaluate_cached` (so every environment) calls it and stores each child as it
+    finish; `evaluate_cached` (so every environment) uses it to store each child as it
     finishes, so an interrupted call keeps the children it had trained. By default `stream`
     yields everything once `evaluate` returns. The built-in trainers, which finish children one
-    or one group at a time, override both; a subclass that overrides only `evaluate` (a wrapper
-    that counts or logs calls, say) is streamed through its own `evaluate`.
+    or one group at a time, override both. A subclass that overrides `evaluate` but not
+    `stream` (a wrapper that counts or logs calls, say) is called through its `evaluate`.
     """
 
     @abstractmethod
@@ -63,10 +62,17 @@ class Evaluator(ABC):
         """`(index into requests, result)` for every request, each as soon as it is known."""
         yield from enumerate(self.evaluate(requests))
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "evaluate" in vars(cls) and "stream" not in vars(cls):
-            cls.stream = Evaluator.stream  # type: ignore[method-assign]
+
+def _pairs(evaluator: Evaluator, requests: list[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+    """`evaluator.stream(requests)`, unless `evaluate` is overridden in a subclass of the class
+    that defines the `stream` it inherits: then through `evaluate`, which that override must
+    see (and which may itself call `stream`)."""
+    mro = type(evaluator).__mro__
+    evaluate_owner = next(c for c in mro if "evaluate" in vars(c))
+    stream_owner = next(c for c in mro if "stream" in vars(c))
+    if evaluate_owner is not stream_owner and issubclass(evaluate_owner, stream_owner):
+        return enumerate(evaluator.evaluate(requests))
+    return evaluator.stream(requests)
 
 
 _FEATURES: dict[tuple[str, str, int], Features] = {}  # the last few, in insertion order
@@ -140,7 +146,7 @@ def evaluate_cached(
     todo = {key: r for key, r in zip(keys, requests, strict=True) if stored.get(key) is None}
     fresh: dict[str, ChildResult] = {}
     misses = list(todo.items())
-    for i, result in evaluator.stream([r for _, r in misses]) if misses else ():
+    for i, result in _pairs(evaluator, [r for _, r in misses]) if misses else ():
         key, request = misses[i]
         if store is not None:  # the stored result: another process may have stored it first
             result = store.put(
@@ -149,7 +155,7 @@ def evaluate_cached(
         fresh[key] = result
     if len(fresh) != len(misses):
         raise RuntimeError(
-            f"{type(evaluator).__name__}.stream answered {len(fresh)} of {len(misses)} requests"
+            f"{type(evaluator).__name__} answered {len(fresh)} of {len(misses)} requests"
         )
     results = {**stored, **fresh}
     answers: list[tuple[ChildResult, bool]] = []

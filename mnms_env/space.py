@@ -271,12 +271,13 @@ class SearchSpace:
                     f"{list(decision.options)}"
                 )
             out.append(decision.options.index(value))
-        # A field the space has no decision for decodes to its default: refuse any other value.
+        # A field the space has no decision for decodes to its default: refuse any other value
+        # (irrelevant fields aside: they decode to their canonical value whatever they hold).
         modality = REPRESENTATIONS[config.representation][0]
         chosen = {d.name: d.options[i] for d, i in zip(self.decisions, out, strict=True)}
-        decoded = canonical_config(chosen, modality)
-        if decoded != config:
-            differ = {k: v for k, v in asdict(config).items() if getattr(decoded, k) != v}
+        decoded, wanted = canonical_config(chosen, modality), canonical_config(values, modality)
+        if decoded != wanted:
+            differ = {k: v for k, v in asdict(wanted).items() if getattr(decoded, k) != v}
             raise SpaceError(
                 f"{differ} cannot be chosen in this space (it has no decision for them); its "
                 f"nearest config is {decoded.to_json()}"

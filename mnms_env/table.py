@@ -176,13 +176,16 @@ class Table:
             modality = make_task(header["task"]).modality
             # Not `space.decode`: that masks out options this machine cannot train (MiniLM
             # without the `encoder` extra), and a table only looks its rows up.
-            configs = tuple(
-                canonical_config(
-                    {d.name: d.options[int(i)] for d, i in zip(space.decisions, row, strict=True)},
-                    modality,
+            try:
+                configs = tuple(
+                    canonical_config(
+                        {d.name: d.options[i] for d, i in zip(space.decisions, row, strict=True)},
+                        modality,
+                    )
+                    for row in data["options"].tolist()
                 )
-                for row in data["options"]
-            )
+            except (IndexError, ValueError) as err:
+                raise TableError(f"{path}: an option index does not fit its space ({err})") from err
             return cls(
                 task=header["task"],
                 fingerprint=header["fingerprint"],

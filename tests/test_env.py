@@ -199,6 +199,20 @@ def test_a_child_requested_twice_in_one_batch_is_trained_once(tmp_path: Path) ->
         assert answers[0][0] == answers[1][0]
 
 
+def test_a_subclass_may_build_evaluate_on_stream() -> None:
+    class Sorted(SequentialEvaluator):
+        calls = 0
+
+        def evaluate(self, requests):
+            self.calls += 1
+            return [result for _, result in sorted(self.stream(requests))]
+
+    evaluator = Sorted(device="cpu")
+    request = ChildRequest("wine", ChildConfig(representation="raw", representation_size=0))
+    [(result, cached)] = evaluate_cached(evaluator, None, [request])
+    assert evaluator.calls == 1 and not cached and 0 <= result.val_accuracy <= 1
+
+
 @pytest.mark.parametrize("evaluator_class", [SequentialEvaluator, BatchedEvaluator])
 def test_an_interrupted_call_keeps_the_children_it_trained(evaluator_class, tmp_path) -> None:
     class Interrupted(evaluator_class):

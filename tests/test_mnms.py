@@ -281,6 +281,20 @@ def test_bad_checkpoints_and_settings_are_named(tmp_path: Path) -> None:
         MNMSConfig(learning_rate="x")
     with pytest.raises(ValueError, match="seed must be a non-negative int, got -1"):
         MNMS(make_env(list(DISTINCT), DISTINCT), seed=-1)
+    assert MNMSConfig(replay=np.True_, batch_size=np.int64(4)) == MNMSConfig(batch_size=4)
+
+
+def test_an_exact_resume_takes_overrides(tmp_path: Path) -> None:
+    MNMS(make_env(list(DISTINCT), DISTINCT), MNMSConfig(batch_size=4)).learn(4).save(
+        tmp_path / "a.pt"
+    )
+    agent = MNMS.load(
+        tmp_path / "a.pt", make_env(list(DISTINCT), DISTINCT), overrides={"learning_rate": 0.5}
+    )
+    assert agent.num_children == 4  # resumed, with the new rate in the optimizer too
+    assert [g["lr"] for g in agent.optimizer.param_groups] == [0.5] * len(
+        agent.optimizer.param_groups
+    )
 
 
 def test_transfer_can_start_new_tasks_at_the_mean_embedding(tmp_path: Path) -> None:

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -109,6 +111,9 @@ def test_encode_refuses_a_config_the_space_cannot_choose() -> None:
     assert space.encode(ChildConfig(**tabular, width=16, learning_rate=0.01)) == [1, 0]
     with pytest.raises(SpaceError, match=r"\{'l2': 0.001\} cannot be chosen in this space"):
         space.encode(ChildConfig(**tabular, width=16, learning_rate=0.01, l2=1e-3))
+    deep = SearchSpace((Decision("hidden_layers", (0, 1)), Decision("width", (8, 16))))
+    shallow = ChildConfig(**tabular, hidden_layers=0, width=16)  # width means nothing here
+    assert deep.decode(deep.encode(shallow), "tabular") == replace(shallow, width=128)
 
 
 def test_custom_space_keeps_defaults_for_missing_decisions() -> None:
