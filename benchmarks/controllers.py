@@ -42,11 +42,7 @@ def run_or_load(path: Path, controller: str, seed: int, **run: Any) -> History:
     settings = run_settings(controller, seed, run)
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("settings") != settings:
-            raise ValueError(
-                f"{path} holds a run made with other settings ({saved.get('settings')}; now "
-                f"{settings}); delete it, or pass another --out, to run these"
-            )
+        refuse_other_settings(path, "a run", saved.get("settings"), settings)
         return history_from_json(saved)
     history = run_controller(controller, seed=seed, **run)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +69,15 @@ def targets(args: argparse.Namespace, runs: dict[str, list[History]]) -> dict[st
     return {
         t: max(float(best_so_far(h, t)[-1]) for hs in runs.values() for h in hs) for t in args.tasks
     }
+
+
+def refuse_other_settings(path: Path, what: str, saved: Any, settings: Any) -> None:
+    """A saved artefact is reused only under the settings it was made with."""
+    if saved != settings:
+        raise ValueError(
+            f"{path} holds {what} made with other settings ({saved}; now {settings}); delete "
+            "it, or pass another --out, to run these"
+        )
 
 
 def run_settings(controller: str, seed: int, run: dict[str, Any]) -> dict[str, Any]:

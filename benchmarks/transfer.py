@@ -40,6 +40,7 @@ from controllers import (
     median_children,
     never_or,
     plot_curves,
+    refuse_other_settings,
     run_or_load,
 )
 
@@ -108,11 +109,7 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
     settings = {"sources": list(suite.sources), "backend": suite.backend, "budget": budget}
     if path.exists():  # a checkpoint pre-trained otherwise would be resumed or transferred
         saved = json.loads(marker.read_text()) if marker.exists() else None
-        if saved != settings:
-            raise ValueError(
-                f"{path} was pre-trained with {saved}, not {settings}; delete it, or pass "
-                "another --out"
-            )
+        refuse_other_settings(path, "a pre-trained controller", saved, settings)
     else:
         marker.write_text(json.dumps(settings))
     if suite.backend == "table":

@@ -45,7 +45,7 @@ from mnms_env.child import (
     resolve_device,
     result_device,
 )
-from mnms_env.evaluate import ChildRequest, Evaluator, task_features
+from mnms_env.evaluate import ChildRequest, TrainingEvaluator, task_features
 from mnms_env.features import Features
 from mnms_env.space import ACTIVATIONS
 from mnms_env.stacked_optim import stacked_optimizer
@@ -97,7 +97,7 @@ def default_memory_budget(device: torch.device) -> int:
     return free // 4
 
 
-class BatchedEvaluator(Evaluator):
+class BatchedEvaluator(TrainingEvaluator):
     """Trains compatible children together; results match `SequentialEvaluator` up to
     floating-point order and dropout noise (the initial weights and data order are identical).
     `precision="bf16"` runs the matrix products in bfloat16 (see `child.compute_precision`)."""
@@ -113,18 +113,8 @@ class BatchedEvaluator(Evaluator):
         self.memory_budget = memory_budget
         self.precision = check_precision(precision)
 
-    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
-        results: list[ChildResult | None] = [None] * len(requests)
-        for i, result in self._stream(requests):
-            results[i] = result
-        return results  # type: ignore[return-value]
-
-    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
-        """Results one trained group (or chunk of one) at a time."""
-        return self._stream(requests)
-
     def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
-        # `evaluate` and `stream` both call this, not each other: a subclass may override either.
+        """Results one trained group (or chunk of one) at a time."""
         groups: dict[_Group, list[int]] = defaultdict(list)
         for i, request in enumerate(requests):
             groups[batch_group(request)].append(i)

@@ -49,9 +49,10 @@ class Evaluator(ABC):
     `evaluate` answers a list at once. `stream` yields `(index, result)` pairs as children
     finish; `evaluate_cached` (so every environment) uses it to store each child as it
     finishes, so an interrupted call keeps the children it had trained. By default `stream`
-    yields everything once `evaluate` returns. The built-in trainers, which finish children one
-    or one group at a time, override both. A subclass that overrides `evaluate` but not
-    `stream` (a wrapper that counts or logs calls, say) is called through its `evaluate`.
+    yields everything once `evaluate` returns; the built-in trainers, which finish children one
+    or one group at a time, derive from `TrainingEvaluator` instead. A subclass that overrides
+    `evaluate` but not `stream` (a wrapper that counts or logs calls, say) is called through
+    its `evaluate`.
     """
 
     @abstractmethod
@@ -61,6 +62,25 @@ class Evaluator(ABC):
     def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
         """`(index into requests, result)` for every request, each as soon as it is known."""
         yield from enumerate(self.evaluate(requests))
+
+
+class TrainingEvaluator(Evaluator):
+    """An evaluator that finishes children one at a time or a group at a time: subclasses
+    implement `_stream`, which both `evaluate` and `stream` call (neither calls the other, so
+    a subclass may override either in terms of the other)."""
+
+    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
+        results: list[ChildResult | None] = [None] * len(requests)
+        for i, result in self._stream(requests):
+            results[i] = result
+        return results  # type: ignore[return-value]
+
+    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        return self._stream(requests)
+
+    @abstractmethod
+    def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        """`(index into requests, result)` pairs, each as its child is trained."""
 
 
 def _pairs(evaluator: Evaluator, requests: list[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
@@ -90,7 +110,7 @@ def task_features(task: Task, representation: str, size: int) -> Features:
     return _FEATURES[key]
 
 
-class SequentialEvaluator(Evaluator):
+class SequentialEvaluator(TrainingEvaluator):
     """The reference: trains each child alone with `train_child`, one after another.
     `precision="bf16"` runs matrix products in bfloat16 (see `child.compute_precision`)."""
 
@@ -100,14 +120,7 @@ class SequentialEvaluator(Evaluator):
         self.device = resolve_device(device)
         self.precision = check_precision(precision)
 
-    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
-        return [result for _, result in self._stream(requests)]
-
-    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
-        return self._stream(requests)
-
     def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
-        # `evaluate` and `stream` both call this, not each other: a subclass may override either.
         for i, request in enumerate(requests):
             task = make_task(request.task)
             config = request.config

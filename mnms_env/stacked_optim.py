@@ -49,29 +49,19 @@ class VectorOptimizer:
     ) -> None:
         self.kind, self.params = kind, params
         self.lr = torch.tensor([c.learning_rate for c in configs], device=dev)
-        l2 = [c.l2 for c in configs]
-        self.l2 = torch.tensor(l2, device=dev) if any(l2) else None
+        self.l2 = _per_child_l2(configs, dev)
         self.m = [torch.zeros_like(p) for p in params] if kind == "sgd" else None
         self.v = [torch.zeros_like(p) for p in params] if kind != "sgd" else None
 
     @torch.no_grad()
     def step(self, training: torch.Tensor) -> None:
-        """Update the children marked in `training`; the others keep their weights."""
-        lr = torch.where(training, self.lr, 0.0)
+        """Update the children marked in `training`; the others keep their weights: their
+        gradient (and SGD's momentum) is zero, so every rule's update is exactly zero."""
         for i, p in enumerate(self.params):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            g = p.grad
-            if self.l2 is not None:
-                g = g.add_(self.l2.view(shape) * p)
-            # A stopped child has lr 0, but its gradient may be NaN (its loss was masked, yet
-            # 0 * NaN upstream is NaN, as is L2 on its non-finite weights): zero it so 0 * g
-            # stays 0. A training child's gradient is left as it is, inf included, so it
-            # diverges exactly when it would alone.
-            stopped = ~training.view(shape)
-            g.masked_fill_(stopped, 0.0)
-            step_lr = lr.view(shape)
+            g = _masked_grad(p, self.l2, training)
+            step_lr = _per_child(self.lr, p)
             if self.kind == "sgd":  # a stopped child's momentum is zeroed: 0 * inf is NaN
-                self.m[i].mul_(SGD_MOMENTUM).add_(g).masked_fill_(stopped, 0.0)
+                self.m[i].mul_(SGD_MOMENTUM).add_(g).masked_fill_(~_per_child(training, p), 0.0)
                 p.sub_(step_lr * self.m[i])
             else:
                 v = self.v[i]
@@ -120,8 +110,7 @@ class FusedAdam:
         for k, c in enumerate(configs):
             self.groups[(c.learning_rate, c.l2)].append(k)
         self.masks_on_device = masks_on_device
-        l2 = [c.l2 for c in configs]
-        self.l2 = torch.tensor(l2, device=params[0].device) if masks_on_device and any(l2) else None
+        self.l2 = _per_child_l2(configs, params[0].device) if masks_on_device else None
         self._active: tuple[bool, ...] = ()
         self._calls: list[tuple[float, float, list[slice], list[list[torch.Tensor]]]] = []
         if masks_on_device:  # every child, always: the slices are fixed
@@ -166,15 +155,31 @@ class FusedAdam:
                 self._calls.append((lr, 0.0 if self.masks_on_device else l2, runs, lists))
 
     def _zero_stopped(self, training: torch.Tensor) -> None:
-        """Add L2 to each gradient, then zero stopped children's gradients (which may be NaN)
-        and first moments."""
-        stopped = ~training
+        """Add L2 to each gradient, then zero stopped children's gradients and first moments."""
         for p, m in zip(self.params, self.m, strict=True):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            if self.l2 is not None:
-                p.grad.addcmul_(p, self.l2.view(shape))
-            p.grad.masked_fill_(stopped.view(shape), 0.0)
-            m.masked_fill_(stopped.view(shape), 0.0)
+            _masked_grad(p, self.l2, training)
+            m.masked_fill_(~_per_child(training, p), 0.0)
+
+
+def _per_child(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A `(K,)` tensor viewed to broadcast over stacked weights `(K, ...)`."""
+    return values.view(-1, *[1] * (like.dim() - 1))
+
+
+def _per_child_l2(configs: Sequence[ChildConfig], dev: torch.device) -> torch.Tensor | None:
+    l2 = [c.l2 for c in configs]
+    return torch.tensor(l2, device=dev) if any(l2) else None
+
+
+def _masked_grad(p: torch.Tensor, l2: torch.Tensor | None, training: torch.Tensor) -> torch.Tensor:
+    """`p.grad` plus each child's L2 (torch's coupled weight decay), zeroed in place for
+    stopped children: their gradient may be NaN (a masked loss still gives 0 * NaN upstream, as
+    does L2 on non-finite weights). A training child's gradient is left as it is, inf
+    included, so it diverges exactly when it would alone."""
+    g = p.grad
+    if l2 is not None:
+        g.addcmul_(p, _per_child(l2, p))
+    return g.masked_fill_(~_per_child(training, p), 0.0)
 
 
 def _runs(indices: list[int]) -> list[slice]:

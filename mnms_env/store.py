@@ -82,14 +82,7 @@ class ResultStore:
 
     def get(self, key: str) -> ChildResult | None:
         with self._connect() as db:
-            row = db.execute(
-                f"SELECT {', '.join(RESULT_FIELDS)} FROM children WHERE key = ?", (key,)
-            ).fetchone()
-        if row is None:
-            return None
-        values = dict(zip(RESULT_FIELDS, row, strict=True))
-        values["diverged"] = bool(values["diverged"])
-        return ChildResult(**values)
+            return _read(db, key)
 
     def put(
         self, key: str, task: str, config: ChildConfig, seed: int, budget: int, result: ChildResult
@@ -114,7 +107,7 @@ class ResultStore:
             db.execute(
                 f"INSERT OR IGNORE INTO children ({columns}) VALUES ({marks})", tuple(row.values())
             )
-        stored = self.get(key)
+            stored = _read(db, key)
         assert stored is not None  # just inserted, or inserted before
         return stored
 
@@ -128,3 +121,14 @@ class ResultStore:
         with self._connect() as db:
             db.row_factory = sqlite3.Row
             return [dict(r) for r in db.execute(query, (task,) if task else ())]
+
+
+def _read(db: sqlite3.Connection, key: str) -> ChildResult | None:
+    row = db.execute(
+        f"SELECT {', '.join(RESULT_FIELDS)} FROM children WHERE key = ?", (key,)
+    ).fetchone()
+    if row is None:
+        return None
+    values = dict(zip(RESULT_FIELDS, row, strict=True))
+    values["diverged"] = bool(values["diverged"])
+    return ChildResult(**values)
