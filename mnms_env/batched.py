@@ -111,7 +111,7 @@ class BatchedEvaluator(TrainingEvaluator):
     ) -> None:
         self.device = resolve_device(device)
         self.memory_budget = memory_budget
-        self.precision = check_precision(precision)
+        self.precision = check_precision(precision, self.device)
 
     def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
         """Results one trained group (or chunk of one) at a time."""

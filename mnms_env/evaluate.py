@@ -118,7 +118,7 @@ class SequentialEvaluator(TrainingEvaluator):
         self, *, device: str | torch.device | None = None, precision: str = "fp32"
     ) -> None:
         self.device = resolve_device(device)
-        self.precision = check_precision(precision)
+        self.precision = check_precision(precision, self.device)
 
     def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
         for i, request in enumerate(requests):

@@ -83,3 +83,34 @@ def test_bag_features_use_a_sparse_first_layer() -> None:
     config = ChildConfig(representation="word-hash", representation_size=64, hidden_layers=0)
     net = ChildNet(config, in_dim=64, num_classes=2, bag=True)
     assert sum(p.numel() for p in net.parameters()) == 64 * 2 + 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "warns"),
+    [
+        (frozenset({"avx2", "fma"}), True),  # an AMD EPYC without AVX-512
+        (frozenset({"avx512f", "avx512_bf16"}), False),
+        (frozenset({"amx_bf16"}), False),
+        (frozenset({"asimd", "bf16"}), False),  # Arm with FEAT_BF16
+        (None, False),  # flags unknown (not Linux): nothing to go on
+    ],
+)
+def test_bf16_on_a_cpu_without_bf16_instructions_warns_with_the_fix(
+    monkeypatch, flags, warns
+) -> None:
+    import warnings
+
+    import mnms_env.child as child
+    from mnms_env import BatchedEvaluator, SequentialEvaluator
+
+    monkeypatch.setattr(child, "cpu_flags", lambda: flags)
+    for make in (SequentialEvaluator, BatchedEvaluator):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make(device="cpu", precision="bf16")
+            make(device="cpu", precision="fp32")
+        slow = [w for w in caught if issubclass(w.category, child.SlowPrecisionWarning)]
+        assert len(slow) == int(warns)
+        if warns:
+            text = str(slow[0].message)
+            assert "17x slower" in text and "precision='fp32'" in text and "avx512_bf16" in text
