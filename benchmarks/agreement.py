@@ -27,7 +27,8 @@ from controllers import markdown_table
 
 from agents.random_search import masked_uniform
 from mnms_env import BatchedEvaluator, ChildRequest, SequentialEvaluator, default_space
-from mnms_env.child import PRECISIONS, ChildResult, device_name, resolve_device
+from mnms_env.child import PRECISIONS, device_name, resolve_device
+from mnms_env.records import ChildResult
 from mnms_env.tasks import make_task
 
 TASKS = ("digits", "word-sentiment-da")
@@ -56,12 +57,14 @@ def random_requests(
     minilm = space.decisions[representation].options.index("minilm")
     requests = []
     for task in tasks:
-        modality = make_task(task).modality
+        data = make_task(task)
+        modality = data.modality
         masks = space.masks(modality)
         masks[representation, minilm] = False
         for i in range(per_task):
             idx = [masked_uniform(row, rng) for row in masks]
-            requests.append(ChildRequest(task, space.decode(idx, modality), seed=i, budget=budget))
+            config = space.decode(idx, modality)
+            requests.append(ChildRequest.for_task(data, config, seed=i, budget=budget))
     return requests
 
 

@@ -29,7 +29,7 @@ import mnms_env
 from mnms_env import BatchedEvaluator, ChildRequest, ResultStore, SearchSpace, make_task
 from mnms_env.batched import batch_group
 from mnms_env.child import device_name
-from mnms_env.evaluate import evaluate_cached
+from mnms_env.evaluate import CachedEvaluator
 from mnms_env.table import Table, benchmark_space, enumerate_configs
 
 BUILTIN_TABLE_TASKS = (
@@ -60,17 +60,21 @@ def build_table(
     chunk: int = 64,
 ) -> Table:
     """Train (or read from `store`) every config of `space` for `task` with every seed."""
-    configs = enumerate_configs(space, make_task(task).modality)
-    requests = [ChildRequest(task, c, s, budget) for c in configs for s in seeds]
+    data = make_task(task)
+    configs = enumerate_configs(space, data.modality)
+    requests = [
+        ChildRequest.for_task(data, c, seed=s, budget=budget) for c in configs for s in seeds
+    ]
+    cache = CachedEvaluator(evaluator, store)
     order = sorted(range(len(requests)), key=lambda i: batch_group(requests[i]))
     results = [None] * len(requests)
     started, trained = time.perf_counter(), 0
     for start in range(0, len(order), chunk):
         part = order[start : start + chunk]
-        answers = evaluate_cached(evaluator, store, [requests[i] for i in part])
-        for i, (result, cached) in zip(part, answers, strict=True):
-            results[i] = result
-            trained += not cached
+        children = cache.children([requests[i] for i in part])
+        for i, child in zip(part, children, strict=True):
+            results[i] = child.result
+            trained += not child.cached
         done = min(start + chunk, len(order))
         print(
             f"\r{task}: {done}/{len(order)} children ({trained} trained, "
@@ -86,7 +90,7 @@ def build_table(
 
     return Table(
         task=task,
-        fingerprint=make_task(task).fingerprint,
+        fingerprint=data.fingerprint,
         budget=budget,
         seeds=tuple(seeds),
         space=space,

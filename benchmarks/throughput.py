@@ -236,11 +236,14 @@ def main(argv: list[str] | None = None) -> dict:
         sequential = SequentialEvaluator(device=device, precision=precision)
         batched = BatchedEvaluator(device=device, precision=precision)
         task, config = WORKLOADS[workload]
-        warm = [ChildRequest(task, config, seed=10_000, budget=1)]
+        data = make_task(task)
+        warm = [ChildRequest.for_task(data, config, seed=10_000, budget=1)]
         sequential.evaluate(warm), batched.evaluate(warm)  # features, CUDA context, kernels
-        requests = [ChildRequest(task, config, seed=s, budget=args.epochs) for s in range(max(ks))]
+        requests = [
+            ChildRequest.for_task(data, config, seed=s, budget=args.epochs) for s in range(max(ks))
+        ]
         seq_samples, samples, bare_samples = [], {k: [] for k in ks}, []
-        bare_task = make_task(task) if device.type == "cpu" and workload == "dense" else None
+        bare_task = data if device.type == "cpu" and workload == "dense" else None
         for _ in range(args.repeats):  # interleaved, so a slow spell hits both sides alike
             seq_samples.append(_rate(sequential, requests[: args.sequential_children], device)[0])
             for k in ks:
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"(mean val acc {acc:.3f})"
             )
         if args.profile and workload == "dense":
-            short = [ChildRequest(task, config, seed=s, budget=1) for s in range(max(ks))]
+            short = [ChildRequest.for_task(data, config, seed=s, budget=1) for s in range(max(ks))]
             table = profile_table(batched, short, device)
             path = args.out / f"profile-{device.type}-{precision}-k{max(ks)}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,9 @@ imports it on demand.
 from gymnasium.envs.registration import register, registry
 
 from mnms_env.batched import BatchedEvaluator
-from mnms_env.child import ChildResult
-from mnms_env.evaluate import ChildRequest, Evaluator, SequentialEvaluator
+from mnms_env.evaluate import CachedEvaluator, Evaluator, SequentialEvaluator
 from mnms_env.features import featurize
+from mnms_env.records import Child, ChildRequest, ChildResult
 from mnms_env.space import ChildConfig, Decision, SearchSpace, default_space
 from mnms_env.store import ResultStore
 from mnms_env.table import Table, TableEvaluator, benchmark_space, load_table
@@ -28,6 +28,8 @@ if "MNMS-OneShot-v0" not in registry:
 
 __all__ = [
     "BatchedEvaluator",
+    "CachedEvaluator",
+    "Child",
     "ChildConfig",
     "ChildRequest",
     "ChildResult",

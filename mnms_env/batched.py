@@ -38,18 +38,18 @@ import torch.nn.functional as F
 from mnms_env.child import (
     PRECISION_DTYPES,
     ChildNet,
-    ChildResult,
     check_precision,
     compute_precision,
     data_order,
     resolve_device,
     result_device,
 )
-from mnms_env.evaluate import ChildRequest, TrainingEvaluator, task_features
+from mnms_env.evaluate import Evaluator, TaskLookup, task_features, task_of
 from mnms_env.features import Features
+from mnms_env.records import ChildRequest, ChildResult
 from mnms_env.space import ACTIVATIONS
 from mnms_env.stacked_optim import stacked_optimizer
-from mnms_env.tasks import make_task
+from mnms_env.tasks import Task, make_task
 
 ACTIVATION_FNS = {
     "relu": torch.relu,
@@ -65,6 +65,7 @@ class _Group:
     """Requests that can share one stacked model (ordered, so a sort puts them together)."""
 
     task: str
+    fingerprint: str
     representation: str
     size: int
     batch_size: int
@@ -77,6 +78,7 @@ def batch_group(request: ChildRequest) -> _Group:
     c = request.config
     return _Group(
         request.task,
+        request.fingerprint,
         c.representation,
         c.representation_size,
         c.batch_size,
@@ -97,7 +99,7 @@ def default_memory_budget(device: torch.device) -> int:
     return free // 4
 
 
-class BatchedEvaluator(TrainingEvaluator):
+class BatchedEvaluator(Evaluator):
     """Trains compatible children together; results match `SequentialEvaluator` up to
     floating-point order and dropout noise (the initial weights and data order are identical).
     `precision="bf16"` runs the matrix products in bfloat16 (see `child.compute_precision`)."""
@@ -108,12 +110,14 @@ class BatchedEvaluator(TrainingEvaluator):
         device: str | torch.device | None = None,
         memory_budget: int | None = None,
         precision: str = "fp32",
+        tasks: TaskLookup = make_task,
     ) -> None:
         self.device = resolve_device(device)
         self.memory_budget = memory_budget
         self.precision = check_precision(precision, self.device)
+        self.tasks = tasks
 
-    def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
         """Results one trained group (or chunk of one) at a time."""
         groups: dict[_Group, list[int]] = defaultdict(list)
         for i, request in enumerate(requests):
@@ -123,7 +127,7 @@ class BatchedEvaluator(TrainingEvaluator):
             # Equal learning rates and L2 side by side: the CPU's fused Adam then updates each
             # such run of children as one slice of the stacked weights.
             members.sort(key=lambda i: (requests[i].config.learning_rate, requests[i].config.l2))
-            task = make_task(group.task)
+            task = task_of(self.tasks, requests[members[0]])
             features = task_features(task, group.representation, group.size)
             per_child = _bytes_per_child([requests[i] for i in members], features, task.num_classes)
             chunk = max(1, budget // per_child)
@@ -356,7 +360,7 @@ class _Inputs:
 def _train_group(
     requests: Sequence[ChildRequest],
     features: Features,
-    task,  # noqa: ANN001
+    task: Task,
     dev: torch.device,
     precision: str,
 ) -> list[ChildResult]:

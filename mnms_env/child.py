@@ -12,7 +12,6 @@ import platform
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from mnms_env.features import FeatureMatrix, Features
+from mnms_env.records import ChildResult
 from mnms_env.space import ChildConfig
 
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
@@ -33,22 +33,6 @@ EVAL_BATCH = 4096
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 """The dtype matrix products take their inputs in, per `precision`."""
 PRECISIONS = tuple(PRECISION_DTYPES)
-
-
-@dataclass(frozen=True)
-class ChildResult:
-    """What training one child measured. Accuracies are fractions in [0, 1]."""
-
-    val_accuracy: float
-    test_accuracy: float
-    seconds: float
-    parameters: int
-    device: str
-    """Where it trained: `"cpu"`, `"cuda:0"`, ...; `"cpu bf16"` when matrix products ran in
-    bfloat16 (`precision="bf16"`); `"table"` when looked up."""
-    diverged: bool
-    best_epoch: int
-    """Epoch (1-based) whose weights gave `val_accuracy`; 0 if no epoch finished."""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,14 +10,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from mnms_env.child import ChildResult, check_precision
-from mnms_env.evaluate import (
-    ChildRequest,
-    Evaluator,
-    SequentialEvaluator,
-    check_budget,
-    evaluate_cached,
-)
+from mnms_env.child import check_precision
+from mnms_env.evaluate import CachedEvaluator, Evaluator, SequentialEvaluator
+from mnms_env.records import Child, ChildRequest, check_budget
 from mnms_env.space import SearchSpace, default_space
 from mnms_env.store import ResultStore
 from mnms_env.table import TableError, TableEvaluator
@@ -100,6 +94,7 @@ class _MNMSBase(gym.Env):
                 else SequentialEvaluator(device=device, precision=precision)
             )
             self.store = open_store(store)
+        self.cache = CachedEvaluator(self.evaluator, self.store)
         self.invalid_action = invalid_action
         self.render_mode = render_mode
         self._masks = {m: self.space.masks(m) for m in {t.modality for t in self.tasks}}
@@ -128,8 +123,9 @@ class _MNMSBase(gym.Env):
             )
         self._child_seed = int(self.np_random.integers(self.child_seeds))
 
-    def _check_option(self, step: int, action: int) -> int:
-        """The option index for `action` at decision `step` (wrapped or raising if invalid)."""
+    def check_option(self, step: int, action: int) -> int:
+        """The option index `action` picks at decision `step`: `action` itself when it is valid
+        for this episode's task, else wrapped (`invalid_action="wrap"`) or refused."""
         valid = np.flatnonzero(self.task_masks()[step])
         if action in valid:
             return action
@@ -145,12 +141,7 @@ class _MNMSBase(gym.Env):
     def _request(self, indices: Sequence[int]) -> ChildRequest:
         """The training request for the child these option indices design."""
         config = self.space.decode(indices, self.task.modality)
-        return ChildRequest(self.task.name, config, self._child_seed, self.budget)
-
-    def _evaluate(self, indices: Sequence[int]) -> tuple[float, dict[str, Any]]:
-        request = self._request(indices)
-        [(result, cached)] = evaluate_cached(self.evaluator, self.store, [request])
-        return result.val_accuracy, child_info(request, result, cached)
+        return ChildRequest.for_task(self.task, config, seed=self._child_seed, budget=self.budget)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -160,18 +151,6 @@ class _MNMSBase(gym.Env):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.tasks = tuple(make_task(name) for name in self.task_names)
-
-
-def child_info(request: ChildRequest, result: ChildResult, cached: bool) -> dict[str, Any]:
-    """`info["child"]`: the request and its measured result as plain values."""
-    return {
-        "task": request.task,
-        "config": asdict(request.config),
-        "seed": request.seed,
-        "budget": request.budget,
-        **asdict(result),
-        "cached": cached,
-    }
 
 
 def table_backend(
@@ -263,7 +242,8 @@ class MNMSEnv(_MNMSBase):
     ## Info
 
     `task` (name), `action_mask` (valid actions for the next step; all True once the episode has
-    ended), and on the last step `child`: the config, seed, budget, `val_accuracy`,
+    ended), and on the last step `child` (`mnms_env.Child.to_info()`; `Child.from_info` reads it
+    back): the task, its data `fingerprint`, the config, seed, budget, `val_accuracy`,
     `test_accuracy`, `seconds`, `parameters`, `device`, `diverged`, `best_epoch` and `cached`
     (answered from the results store without training).
 
@@ -323,16 +303,22 @@ class MNMSEnv(_MNMSBase):
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         if not self.decide(action):
-            return self._obs(), 0.0, False, False, self._info()
-        reward, child = self._evaluate(self._chosen - 1)
-        return self._obs(), reward, True, False, self._info(child=child)
+            return self.step_result()
+        [child] = self.cache.children([self.pending_request()])
+        return self.step_result(child)
 
-    def decide(self, action: Any) -> bool:
-        """Record one decision; True when it was the last (the child is ready to train).
-        The vector env uses this to train the children of all sub-envs in one call."""
+    # The vector env steps its sub-envs through these public hooks: `check_action` for every
+    # sub-env first, then `decide`, one batched training of the finished ones, `step_result`.
+
+    def check_action(self, action: Any) -> int:
+        """The option index `action` picks at the current decision (see `check_option`)."""
         if self._step >= len(self.space):
             raise RuntimeError("the episode has ended; call reset() before step()")
-        option = self._check_option(self._step, int(action))
+        return self.check_option(self._step, int(action))
+
+    def decide(self, action: Any) -> bool:
+        """Record one decision; True when it was the last (the child is ready to train)."""
+        option = self.check_action(action)
         self._chosen[self._step] = option + 1
         self._step += 1
         return self._step == len(self.space)
@@ -340,6 +326,17 @@ class MNMSEnv(_MNMSBase):
     def pending_request(self) -> ChildRequest:
         """The request of the child designed this episode (after the last decision)."""
         return self._request(self._chosen - 1)
+
+    def step_result(
+        self, child: Child | None = None
+    ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """What `step` returns after `decide`: the next observation with reward 0, or, given
+        the child the last decision designed, its validation accuracy as the reward, the end of
+        the episode and `info["child"]`."""
+        if child is None:
+            return self._obs(), 0.0, False, False, self._info()
+        info = self._info(child=child.to_info())
+        return self._obs(), child.result.val_accuracy, True, False, info
 
     def action_masks(self) -> np.ndarray:
         """Valid actions now (for sb3-contrib's MaskablePPO and masked samplers)."""
@@ -414,10 +411,14 @@ class MNMSOneShotEnv(_MNMSBase):
             raise ValueError(
                 f"action must hold {len(self.space)} option indices, got shape {action.shape}"
             )
-        indices = [self._check_option(i, int(a)) for i, a in enumerate(action)]
-        reward, child = self._evaluate(indices)
-        info = {"task": self.task.name, "action_mask": self.action_masks(), "child": child}
-        return self._obs(), reward, True, False, info
+        indices = [self.check_option(i, int(a)) for i, a in enumerate(action)]
+        [child] = self.cache.children([self._request(indices)])
+        info = {
+            "task": self.task.name,
+            "action_mask": self.action_masks(),
+            "child": child.to_info(),
+        }
+        return self._obs(), child.result.val_accuracy, True, False, info
 
     def action_masks(self) -> np.ndarray:
         masks = self.task_masks()

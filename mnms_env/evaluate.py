@@ -1,98 +1,69 @@
-"""The `Evaluator` interface: child requests in, measured results out.
+"""The `Evaluator` protocol: child requests in, measured results out, as children finish.
 
-Everything above this module (environments, agents, benchmarks) sees children only through
-`Evaluator.evaluate`, so how children are trained (one by one, batched on a GPU, or looked up) can
-change without touching the search. `evaluate_cached` puts a `ResultStore` in front of any
-evaluator.
+Everything above this module (environments, agents, benchmarks) sees children only through an
+`Evaluator`, so how children are trained (one by one, batched on a GPU, looked up in a table)
+can change without touching the search. An evaluator implements one method, `stream`; `evaluate`
+is a helper on top of it. Caching is a wrapper: `CachedEvaluator(evaluator, store)` answers what
+a `ResultStore` holds and records each newly trained child the moment it finishes, as Optuna's
+`_CachedStorage` wraps a storage.
+
+An evaluator that trains gets its task lookup when it is built (`tasks=`, `make_task` by
+default) and reads a request's task through `task_of`, which refuses data whose fingerprint is
+not the request's.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from mnms_env.child import ChildResult, check_precision, resolve_device, train_child
+from mnms_env.child import check_precision, resolve_device, train_child
 from mnms_env.features import Features, featurize
-from mnms_env.space import ChildConfig
+from mnms_env.records import Child, ChildRequest, ChildResult
 from mnms_env.store import ResultStore
-from mnms_env.tasks import Task, make_task
+from mnms_env.tasks import Task, TaskError, make_task
 
-
-@dataclass(frozen=True)
-class ChildRequest:
-    """Train `config` on `task` (a registered name) with `seed`, for `budget` epochs."""
-
-    task: str
-    config: ChildConfig
-    seed: int = 0
-    budget: int = 1
-
-    def __post_init__(self) -> None:
-        check_budget(self.budget)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
-
-
-def check_budget(budget: object) -> int:
-    """A budget is a whole number of training epochs, at least 1."""
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-        raise ValueError(f"budget is a number of epochs, an int >= 1; got {budget!r}")
-    return budget
+TaskLookup = Callable[[str], Task]
+"""How an evaluator finds a request's task by name (`make_task`, or a user's own mapping's
+`__getitem__`)."""
 
 
 class Evaluator(ABC):
-    """Trains (or otherwise answers) child requests.
-
-    `evaluate` answers a list at once. `stream` yields `(index, result)` pairs as children
-    finish; `evaluate_cached` (so every environment) uses it to store each child as it
-    finishes, so an interrupted call keeps the children it had trained. By default `stream`
-    yields everything once `evaluate` returns; the built-in trainers, which finish children one
-    or one group at a time, derive from `TrainingEvaluator` instead. A subclass that overrides
-    `evaluate` but not `stream` (a wrapper that counts or logs calls, say) is called through
-    its `evaluate`.
-    """
+    """Trains (or otherwise answers) child requests."""
 
     @abstractmethod
-    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
-        """One result per request, in order. Never raises for a child that diverges."""
-
     def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
-        """`(index into requests, result)` for every request, each as soon as it is known."""
-        yield from enumerate(self.evaluate(requests))
-
-
-class TrainingEvaluator(Evaluator):
-    """An evaluator that finishes children one at a time or a group at a time: subclasses
-    implement `_stream`, which both `evaluate` and `stream` call (neither calls the other, so
-    a subclass may override either in terms of the other)."""
+        """`(index into requests, result)` once for every request, each as soon as its child
+        is done, in any order. Never raises for a child that diverges (its result says so)."""
 
     def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
+        """One result per request, in request order: `stream`, collected."""
         results: list[ChildResult | None] = [None] * len(requests)
-        for i, result in self._stream(requests):
+        for i, result in self.stream(requests):
             results[i] = result
+        missing = [i for i, result in enumerate(results) if result is None]
+        if missing:
+            raise RuntimeError(
+                f"{type(self).__name__}.stream answered {len(requests) - len(missing)} of "
+                f"{len(requests)} requests (none for indices {missing[:5]})"
+            )
         return results  # type: ignore[return-value]
 
-    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
-        return self._stream(requests)
 
-    @abstractmethod
-    def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
-        """`(index into requests, result)` pairs, each as its child is trained."""
-
-
-def _pairs(evaluator: Evaluator, requests: list[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
-    """`evaluator.stream(requests)`, unless `evaluate` is overridden in a subclass of the class
-    that defines the `stream` it inherits: then through `evaluate`, which that override must
-    see (and which may itself call `stream`)."""
-    mro = type(evaluator).__mro__
-    evaluate_owner = next(c for c in mro if "evaluate" in vars(c))
-    stream_owner = next(c for c in mro if "stream" in vars(c))
-    if evaluate_owner is not stream_owner and issubclass(evaluate_owner, stream_owner):
-        return enumerate(evaluator.evaluate(requests))
-    return evaluator.stream(requests)
+def task_of(lookup: TaskLookup, request: ChildRequest) -> Task:
+    """The task `request` is for, from `lookup`, refused if its data is not the request's."""
+    task = lookup(request.task)
+    if task.fingerprint != request.fingerprint:
+        raise TaskError(
+            f"task {request.task!r}: the request was made for data with fingerprint "
+            f"{request.fingerprint}, but the evaluator's task has {task.fingerprint} (the data "
+            "changed since, or the evaluator looks tasks up elsewhere); make the request again "
+            "from the task as it is now"
+        )
+    return task
 
 
 _FEATURES: dict[tuple[str, str, int], Features] = {}  # the last few, in insertion order
@@ -110,19 +81,24 @@ def task_features(task: Task, representation: str, size: int) -> Features:
     return _FEATURES[key]
 
 
-class SequentialEvaluator(TrainingEvaluator):
+class SequentialEvaluator(Evaluator):
     """The reference: trains each child alone with `train_child`, one after another.
     `precision="bf16"` runs matrix products in bfloat16 (see `child.compute_precision`)."""
 
     def __init__(
-        self, *, device: str | torch.device | None = None, precision: str = "fp32"
+        self,
+        *,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        tasks: TaskLookup = make_task,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
+        self.tasks = tasks
 
-    def _stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
         for i, request in enumerate(requests):
-            task = make_task(request.task)
+            task = task_of(self.tasks, request)
             config = request.config
             features = task_features(task, config.representation, config.representation_size)
             labels = (task.train.y, task.validation.y, task.test.y)
@@ -141,38 +117,57 @@ class SequentialEvaluator(TrainingEvaluator):
             )
 
 
-def evaluate_cached(
-    evaluator: Evaluator, store: ResultStore | None, requests: Sequence[ChildRequest]
-) -> list[tuple[ChildResult, bool]]:
-    """Answer each request from `store` when it holds it, else train it and record it.
+class CachedEvaluator(Evaluator):
+    """`evaluator` behind the results store `store`.
 
-    Returns `(result, cached)` pairs in request order. All misses go to the evaluator in one
-    `stream` call, each distinct request once, and each is recorded as soon as it is trained: an
-    interrupted call loses only the children still training. A request repeated within the
-    list is trained once and its later copies are reported as cached.
+    A request the store holds is answered from it; the others go to `evaluator` in one `stream`
+    call, each distinct request once, and each result is stored the moment it arrives, so an
+    interrupted call loses only the children still training. A request repeated within one call
+    is trained once. The store keeps the first result of a request, so when two processes train
+    the same child both report the one stored first. With `store=None` nothing outlives the
+    call (repeats within it are still trained once).
     """
-    keys = [
-        ResultStore.key(r.task, make_task(r.task).fingerprint, r.config, r.seed, r.budget)
-        for r in requests
-    ]
-    stored = {key: store.get(key) for key in set(keys)} if store is not None else {}
-    todo = {key: r for key, r in zip(keys, requests, strict=True) if stored.get(key) is None}
-    fresh: dict[str, ChildResult] = {}
-    misses = list(todo.items())
-    for i, result in _pairs(evaluator, [r for _, r in misses]) if misses else ():
-        key, request = misses[i]
-        if store is not None:  # the stored result: another process may have stored it first
-            result = store.put(
-                key, request.task, request.config, request.seed, request.budget, result
+
+    def __init__(self, evaluator: Evaluator, store: ResultStore | None) -> None:
+        self.evaluator = evaluator
+        self.store = store
+
+    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        for i, child in self.stream_children(requests):
+            yield i, child.result
+
+    def children(self, requests: Sequence[ChildRequest]) -> list[Child]:
+        """A `Child` per request, in request order."""
+        children: list[Child | None] = [None] * len(requests)
+        for i, child in self.stream_children(requests):
+            children[i] = child
+        return children  # type: ignore[return-value]
+
+    def stream_children(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, Child]]:
+        """`(index, Child)` for every request: the stored ones first, then each trained one as
+        it finishes. `cached` is False only for the first copy of a request trained here."""
+        positions: dict[ChildRequest, list[int]] = defaultdict(list)
+        for i, request in enumerate(requests):
+            positions[request].append(i)
+        misses = []
+        for request, where in positions.items():
+            stored = self.store.get(request) if self.store is not None else None
+            if stored is None:
+                misses.append(request)
+                continue
+            for i in where:
+                yield i, Child(request, stored, cached=True)
+        answered = 0
+        for k, result in self.evaluator.stream(misses) if misses else ():
+            request = misses[k]
+            if self.store is not None:  # the stored result: another process may have been first
+                result = self.store.put(request, result)
+            answered += 1
+            first, *repeats = positions[request]
+            yield first, Child(request, result, cached=False)
+            for i in repeats:
+                yield i, Child(request, result, cached=True)
+        if answered != len(misses):
+            raise RuntimeError(
+                f"{type(self.evaluator).__name__} answered {answered} of {len(misses)} requests"
             )
-        fresh[key] = result
-    if len(fresh) != len(misses):
-        raise RuntimeError(
-            f"{type(evaluator).__name__} answered {len(fresh)} of {len(misses)} requests"
-        )
-    results = {**stored, **fresh}
-    answers: list[tuple[ChildResult, bool]] = []
-    for key in keys:
-        answers.append((results[key], key not in fresh))  # type: ignore[arg-type]
-        fresh.pop(key, None)  # a repeat of a just-trained request is answered as cached
-    return answers

@@ -13,15 +13,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from mnms_env.child import ChildResult
 from mnms_env.paths import cache_dir
-from mnms_env.space import ChildConfig
+from mnms_env.records import RESULT_FIELDS, ChildRequest, ChildResult
 
-RESULT_FIELDS = tuple(f.name for f in fields(ChildResult))
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS children (
     key TEXT PRIMARY KEY,
@@ -75,27 +72,30 @@ class ResultStore:
         return {"path": self.path, "_timeout": self._timeout}
 
     @staticmethod
-    def key(task: str, fingerprint: str, config: ChildConfig, seed: int, budget: int) -> str:
+    def key(request: ChildRequest) -> str:
         """Identity of a request: the task's name and data, the config, seed and budget."""
-        text = f"{task}|{fingerprint}|{config.to_json()}|{seed}|{budget}"
+        text = (
+            f"{request.task}|{request.fingerprint}|{request.config.to_json()}|{request.seed}|"
+            f"{request.budget}"
+        )
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def get(self, key: str) -> ChildResult | None:
+    def get(self, request: ChildRequest) -> ChildResult | None:
+        """The stored result of `request`, or None."""
         with self._connect() as db:
-            return _read(db, key)
+            return _read(db, self.key(request))
 
-    def put(
-        self, key: str, task: str, config: ChildConfig, seed: int, budget: int, result: ChildResult
-    ) -> ChildResult:
-        """Record `result` under `key` unless a result is stored there already (another process
-        may have trained the same child meanwhile), and return the stored one: every process
-        then reports the same reward for a key."""
+    def put(self, request: ChildRequest, result: ChildResult) -> ChildResult:
+        """Record `result` for `request` unless a result is stored for it already (another
+        process may have trained the same child meanwhile), and return the stored one: every
+        process then reports the same reward for a request."""
+        key = self.key(request)
         row = {
             "key": key,
-            "task": task,
-            "config": config.to_json(),
-            "seed": seed,
-            "budget": budget,
+            "task": request.task,
+            "config": request.config.to_json(),
+            "seed": request.seed,
+            "budget": request.budget,
             **{name: getattr(result, name) for name in RESULT_FIELDS},
             "created": time.time(),
             "version": package_version(),

@@ -23,15 +23,15 @@ import itertools
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from mnms_env.child import ChildResult
-from mnms_env.evaluate import ChildRequest, Evaluator
+from mnms_env.evaluate import Evaluator
+from mnms_env.records import ChildRequest, ChildResult
 from mnms_env.space import ChildConfig, Decision, SearchSpace, canonical_config
 from mnms_env.tasks import make_task
 from mnms_env.tasks.base import Modality
@@ -242,7 +242,9 @@ def _load_checked(path: Path) -> Table:
 
 
 class TableEvaluator(Evaluator):
-    """Answers requests from tables instead of training: `request.seed` picks the column."""
+    """Answers requests from tables instead of training: `request.seed` picks the column.
+    Tables answer by task name; a table built from other data than the task's warns when it
+    is loaded (`load_table`), so a request's fingerprint is not checked again here."""
 
     def __init__(self, tables: Mapping[str, Table]) -> None:
         self.tables = dict(tables)
@@ -251,9 +253,8 @@ class TableEvaluator(Evaluator):
     def for_tasks(cls, tasks: Sequence[str], table_dir: str | Path | None = None) -> TableEvaluator:
         return cls({task: load_table(task, table_dir) for task in tasks})
 
-    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
-        results = []
-        for request in requests:
+    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        for i, request in enumerate(requests):
             table = self.tables.get(request.task)
             if table is None:
                 raise TableError(f"no table for {request.task!r}; tables: {list(self.tables)}")
@@ -262,5 +263,4 @@ class TableEvaluator(Evaluator):
                     f"the table of {request.task!r} was built with budget={table.budget}; "
                     f"got a request with budget={request.budget}"
                 )
-            results.append(table.result(request.config, request.seed))
-        return results
+            yield i, table.result(request.config, request.seed)

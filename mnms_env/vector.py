@@ -17,8 +17,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from mnms_env.batched import BatchedEvaluator
-from mnms_env.env import DEFAULT_STORE, MNMSEnv, child_info, open_store
-from mnms_env.evaluate import Evaluator, evaluate_cached
+from mnms_env.env import DEFAULT_STORE, MNMSEnv, open_store
+from mnms_env.evaluate import Evaluator
 from mnms_env.store import ResultStore
 
 
@@ -67,6 +67,7 @@ class MNMSVectorEnv(VectorEnv):
         ]
         self.evaluator = self.envs[0].evaluator
         self.store = self.envs[0].store
+        self.cache = self.envs[0].cache
         self.num_envs = num_envs
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
@@ -105,36 +106,31 @@ class MNMSVectorEnv(VectorEnv):
         self, actions: Any
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = np.asarray(actions).reshape(self.num_envs)
-        rewards = np.zeros(self.num_envs, dtype=np.float64)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        finished: list[int] = []
         # Every action is checked before any sub-env moves: one invalid action raises with the
-        # sub-envs still in lockstep, as they were.
+        # sub-envs still in lockstep, as they were. A sub-env that ended last step is reset
+        # instead (NEXT_STEP autoreset: its action is ignored).
         options = [
-            None if self._needs_reset[i] else env._check_option(env._step, int(actions[i]))
+            None if self._needs_reset[i] else env.check_action(actions[i])
             for i, env in enumerate(self.envs)
         ]
-        for i, (env, option) in enumerate(zip(self.envs, options, strict=True)):
-            if option is None:
-                env.reset()
-            elif env.decide(option):
-                finished.append(i)
-        requests = [self.envs[i].pending_request() for i in finished]
-        answers = evaluate_cached(self.evaluator, self.store, requests) if requests else []
-        children = {
-            i: child_info(request, result, cached)
-            for i, request, (result, cached) in zip(finished, requests, answers, strict=True)
-        }
+        finished = [
+            i
+            for i, (env, option) in enumerate(zip(self.envs, options, strict=True))
+            if option is not None and env.decide(option)
+        ]
+        trained = self.cache.children([self.envs[i].pending_request() for i in finished])
+        children = dict(zip(finished, trained, strict=True))
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
         infos: dict[str, Any] = {}
         observations = []
-        for i, env in enumerate(self.envs):
-            extra = {}
-            if i in children:
-                rewards[i] = children[i]["val_accuracy"]
-                terminated[i] = True
-                extra["child"] = children[i]
-            observations.append(env._obs())
-            infos = self._add_info(infos, env._info(**extra), i)
+        for i, (env, option) in enumerate(zip(self.envs, options, strict=True)):
+            if option is None:
+                obs, info = env.reset()
+            else:
+                obs, rewards[i], terminated[i], _, info = env.step_result(children.get(i))
+            observations.append(obs)
+            infos = self._add_info(infos, info, i)
         self._needs_reset = terminated.copy()
         return self._stack(observations), rewards, terminated, np.zeros_like(terminated), infos
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -60,16 +60,15 @@ class OptimumEvaluator(Evaluator):
         self.hang_at = hang_at
         self.answered = 0
 
-    def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
-        results = []
-        for request in requests:
+    def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
+        for i, request in enumerate(requests):
             self.answered += 1
             if self.hang_at is not None and self.answered == self.hang_at and self.log:
                 self.log.with_suffix(".hang").touch()
                 while True:
                     time.sleep(1)
             val = score(asdict(request.config), self.optima[request.task])
-            results.append(ChildResult(val, val - 0.05, 0.0, 1, "table", False, request.budget))
+            result = ChildResult(val, val - 0.05, 0.0, 1, "table", False, request.budget)
             if self.log is not None:
                 line = {
                     "task": request.task,
@@ -79,4 +78,4 @@ class OptimumEvaluator(Evaluator):
                 }
                 with self.log.open("a") as f:
                     f.write(json.dumps(line) + "\n")
-        return results
+            yield i, result

@@ -62,10 +62,14 @@ def _config(**kw) -> ChildConfig:
 def test_a_diverged_child_does_not_disturb_the_others() -> None:
     """The wild child shares the others' stacked model (same optimizer and depth)."""
     calm = [
-        ChildRequest("digits", _config(optimizer="sgd", learning_rate=lr), seed=s, budget=2)
+        ChildRequest.for_task(
+            "digits", _config(optimizer="sgd", learning_rate=lr), seed=s, budget=2
+        )
         for s, lr in enumerate([1e-2, 3e-2, 1e-1])
     ]
-    wild = ChildRequest("digits", _config(optimizer="sgd", learning_rate=1e4, width=256), 9, 2)
+    wild = ChildRequest.for_task(
+        "digits", _config(optimizer="sgd", learning_rate=1e4, width=256), seed=9, budget=2
+    )
     together = BatchedEvaluator(device="cpu").evaluate([*calm[:2], wild, calm[2]])
     alone = BatchedEvaluator(device="cpu").evaluate(calm)
     assert together[2].diverged and not any(r.diverged for r in alone)
@@ -75,7 +79,9 @@ def test_a_diverged_child_does_not_disturb_the_others() -> None:
 
 
 def test_oversized_request_lists_are_split_not_crashed() -> None:
-    requests = [ChildRequest("digits", _config(width=w), seed=w, budget=1) for w in (8, 16, 24)]
+    requests = [
+        ChildRequest.for_task("digits", _config(width=w), seed=w, budget=1) for w in (8, 16, 24)
+    ]
     whole = BatchedEvaluator(device="cpu").evaluate(requests)
     one_by_one = BatchedEvaluator(device="cpu", memory_budget=1).evaluate(requests)
     for a, b in zip(whole, one_by_one, strict=True):
@@ -87,7 +93,7 @@ def test_each_optimizer_follows_its_torch_counterpart() -> None:
     down to the best epoch and the test accuracy reported for it."""
     for optimizer, lr in [("adam", 3e-3), ("sgd", 0.03), ("adagrad", 0.03), ("rmsprop", 1e-3)]:
         config = _config(optimizer=optimizer, learning_rate=lr, l2=1e-4)
-        request = ChildRequest("digits", config, budget=4)
+        request = ChildRequest.for_task("digits", config, budget=4)
         (s,) = SequentialEvaluator(device="cpu").evaluate([request])
         (b,) = BatchedEvaluator(device="cpu").evaluate([request])
         assert b.val_accuracy == pytest.approx(s.val_accuracy, abs=1 / 180), optimizer
@@ -101,7 +107,7 @@ def test_the_gpu_adam_trains_as_the_cpu_adam(monkeypatch) -> None:
     real training where children stop at different epochs; run here, where no GPU is."""
     rates = [(3e-3, 0.0, 1), (3e-3, 1e-2, 3), (3e-3, 0.0, 2), (1e-2, 0.0, 3)]
     requests = [
-        ChildRequest("digits", _config(learning_rate=lr, l2=l2), seed=s, budget=b)
+        ChildRequest.for_task("digits", _config(learning_rate=lr, l2=l2), seed=s, budget=b)
         for s, (lr, l2, b) in enumerate(rates)
     ]
     sliced = BatchedEvaluator(device="cpu").evaluate(requests)

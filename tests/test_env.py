@@ -14,12 +14,12 @@ import mnms_env
 from agents.random_search import masked_uniform
 from mnms_env import (
     BatchedEvaluator,
+    CachedEvaluator,
     ChildConfig,
     ChildRequest,
     ResultStore,
     SequentialEvaluator,
 )
-from mnms_env.evaluate import evaluate_cached
 
 
 def make(env_id: str = "MNMS-v0", **kwargs):
@@ -185,32 +185,20 @@ def test_a_child_requested_twice_in_one_batch_is_trained_once(tmp_path: Path) ->
     class Counting(SequentialEvaluator):
         trained = 0
 
-        def evaluate(self, requests):
+        def stream(self, requests):
             self.trained += len(requests)
-            return super().evaluate(requests)
+            return super().stream(requests)
 
-    request = ChildRequest("wine", ChildConfig(representation="raw", representation_size=0))
+    request = ChildRequest.for_task(
+        "wine", ChildConfig(representation="raw", representation_size=0)
+    )
     evaluator = Counting(device="cpu")
     for store in (None, ResultStore(tmp_path / "r.sqlite")):
         evaluator.trained = 0
-        answers = evaluate_cached(evaluator, store, [request, request])
+        children = CachedEvaluator(evaluator, store).children([request, request])
         assert evaluator.trained == 1
-        assert [cached for _, cached in answers] == [False, True]
-        assert answers[0][0] == answers[1][0]
-
-
-def test_a_subclass_may_build_evaluate_on_stream() -> None:
-    class Sorted(SequentialEvaluator):
-        calls = 0
-
-        def evaluate(self, requests):
-            self.calls += 1
-            return [result for _, result in sorted(self.stream(requests))]
-
-    evaluator = Sorted(device="cpu")
-    request = ChildRequest("wine", ChildConfig(representation="raw", representation_size=0))
-    [(result, cached)] = evaluate_cached(evaluator, None, [request])
-    assert evaluator.calls == 1 and not cached and 0 <= result.val_accuracy <= 1
+        assert [child.cached for child in children] == [False, True]
+        assert children[0].result == children[1].result
 
 
 @pytest.mark.parametrize("evaluator_class", [SequentialEvaluator, BatchedEvaluator])
@@ -225,10 +213,10 @@ def test_an_interrupted_call_keeps_the_children_it_trained(evaluator_class, tmp_
 
     config = ChildConfig(representation="raw", representation_size=0)
     requests = [  # two batch sizes: two groups for the batched evaluator
-        ChildRequest("wine", replace(config, batch_size=size)) for size in (16, 32)
+        ChildRequest.for_task("wine", replace(config, batch_size=size)) for size in (16, 32)
     ]
     store = ResultStore(tmp_path / "r.sqlite")
     with pytest.raises(KeyboardInterrupt):
-        evaluate_cached(Interrupted(device="cpu"), store, requests)
-    answers = evaluate_cached(evaluator_class(device="cpu"), store, requests)
-    assert sorted(cached for _, cached in answers) == [False, True]
+        CachedEvaluator(Interrupted(device="cpu"), store).children(requests)
+    children = CachedEvaluator(evaluator_class(device="cpu"), store).children(requests)
+    assert sorted(child.cached for child in children) == [False, True]

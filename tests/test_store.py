@@ -1,25 +1,27 @@
 import multiprocessing as mp
 from pathlib import Path
 
-from mnms_env.child import ChildResult
+from mnms_env.records import ChildRequest, ChildResult
 from mnms_env.space import ChildConfig
 from mnms_env.store import ResultStore
 
 RESULT = ChildResult(0.75, 0.7, 1.5, 1234, "cpu", False, 2)
 
 
-def _key(store: ResultStore, width: int, seed: int = 0) -> str:
-    return store.key("t", "fp", ChildConfig(width=width), seed, 1)
+def _request(width: int, seed: int = 0) -> ChildRequest:
+    return ChildRequest("t", ChildConfig(width=width), seed, 1, fingerprint="fp")
 
 
 def test_round_trip_and_identity(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "r.sqlite")
-    key = _key(store, 8)
-    assert store.get(key) is None
-    store.put(key, "t", ChildConfig(width=8), 0, 1, RESULT)
-    assert store.get(key) == RESULT
-    assert ResultStore(tmp_path / "r.sqlite").get(key) == RESULT  # a new handle sees it
-    assert _key(store, 8, seed=1) != key and _key(store, 16) != key
+    request = _request(8)
+    assert store.get(request) is None
+    store.put(request, RESULT)
+    assert store.get(request) == RESULT
+    assert ResultStore(tmp_path / "r.sqlite").get(request) == RESULT  # a new handle sees it
+    assert store.get(_request(8, seed=1)) is None and store.get(_request(16)) is None
+    other_data = ChildRequest("t", ChildConfig(width=8), 0, 1, fingerprint="changed")
+    assert store.get(other_data) is None
     (row,) = store.rows("t")
     assert row["val_accuracy"] == 0.75 and row["version"] and row["created"] > 0
     assert ChildConfig.from_json(row["config"]) == ChildConfig(width=8)
@@ -27,17 +29,17 @@ def test_round_trip_and_identity(tmp_path: Path) -> None:
 
 def test_first_result_wins(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "r.sqlite")
-    key = _key(store, 8)
-    assert store.put(key, "t", ChildConfig(width=8), 0, 1, RESULT) == RESULT
+    request = _request(8)
+    assert store.put(request, RESULT) == RESULT
     later = RESULT.__class__(0.1, 0.1, 1, 1, "cpu", True, 0)  # another process's training
-    assert store.put(key, "t", ChildConfig(width=8), 0, 1, later) == RESULT  # told the first
-    assert store.get(key) == RESULT and len(store) == 1
+    assert store.put(request, later) == RESULT  # told the first
+    assert store.get(request) == RESULT and len(store) == 1
 
 
 def _writer(path: str, offset: int, n: int) -> None:
     store = ResultStore(path)
     for width in range(offset, offset + n):
-        store.put(_key(store, width), "t", ChildConfig(width=width), 0, 1, RESULT)
+        store.put(_request(width), RESULT)
 
 
 def test_two_processes_write_one_store(tmp_path: Path) -> None:

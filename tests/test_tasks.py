@@ -203,7 +203,7 @@ def test_an_edited_file_is_reloaded_with_its_features(tmp_path: Path) -> None:
         task = make_task(name)
         assert sum(task.sizes().values()) == rows
         assert task_features(task, "word-hash", 256).split("train").shape[0] == len(task.train.y)
-        (result,) = SequentialEvaluator().evaluate([ChildRequest(name, config)])
+        (result,) = SequentialEvaluator().evaluate([ChildRequest.for_task(name, config)])
         assert 0 <= result.val_accuracy <= 1
 
 

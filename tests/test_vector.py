@@ -15,9 +15,9 @@ class CountingEvaluator(BatchedEvaluator):
         super().__init__(device="cpu")
         self.calls: list[int] = []
 
-    def evaluate(self, requests):
+    def stream(self, requests):
         self.calls.append(len(requests))
-        return super().evaluate(requests)
+        return super().stream(requests)
 
 
 def make_vec(num_envs: int = 3, **kwargs):

@@ -1,0 +1,117 @@
+"""What flows through an evaluator: a `ChildRequest` in, a `ChildResult` out, and the `Child`
+that joins them.
+
+A `Child` is the one record of a trained (or store-answered) child everywhere above the
+evaluator: the env's `info["child"]`, the agents' histories and the benchmarks' saved runs are
+its `to_info()` form, read back with `Child.from_info`. The results store keeps the
+`ChildResult` of each request (`mnms_env.store`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from mnms_env.space import ChildConfig
+from mnms_env.tasks import Task, make_task
+
+
+def check_budget(budget: object) -> int:
+    """A budget is a whole number of training epochs, at least 1."""
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise ValueError(f"budget is a number of epochs, an int >= 1; got {budget!r}")
+    return budget
+
+
+@dataclass(frozen=True)
+class ChildRequest:
+    """Train `config` on `task` with `seed`, for `budget` epochs.
+
+    `fingerprint` is the task's data fingerprint (`Task.fingerprint`): an evaluator looks the
+    task up by name and refuses data that has changed since the request was made, and the
+    results store keys the result by it. `ChildRequest.for_task` fills it in.
+    """
+
+    task: str
+    config: ChildConfig
+    seed: int = 0
+    budget: int = 1
+    fingerprint: str = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        check_budget(self.budget)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        if not isinstance(self.fingerprint, str) or not self.fingerprint:
+            raise ValueError(
+                f"fingerprint must be the task's Task.fingerprint, got {self.fingerprint!r}; "
+                "ChildRequest.for_task(task, config, ...) fills it in"
+            )
+
+    @classmethod
+    def for_task(
+        cls, task: Task | str, config: ChildConfig, *, seed: int = 0, budget: int = 1
+    ) -> ChildRequest:
+        """The request to train `config` on `task`: a `Task`, or a name for `make_task`."""
+        task = make_task(task) if isinstance(task, str) else task
+        return cls(task.name, config, seed, budget, fingerprint=task.fingerprint)
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """What training one child measured. Accuracies are fractions in [0, 1]."""
+
+    val_accuracy: float
+    test_accuracy: float
+    seconds: float
+    parameters: int
+    device: str
+    """Where it trained: `"cpu"`, `"cuda:0"`, ...; `"cpu bf16"` when matrix products ran in
+    bfloat16 (`precision="bf16"`); `"table"` when looked up."""
+    diverged: bool
+    best_epoch: int
+    """Epoch (1-based) whose weights gave `val_accuracy`; 0 if no epoch finished."""
+
+
+RESULT_FIELDS = tuple(f.name for f in fields(ChildResult))
+_PLAIN = {"float": float, "int": int, "str": str, "bool": bool}
+"""Each `ChildResult` field type by its annotation, to read numpy values back as plain ones."""
+
+
+@dataclass(frozen=True)
+class Child:
+    """One answered request: what was asked, what training measured, and whether the answer
+    came without training in this call (from the results store, or a repeat of a request
+    earlier in the same call)."""
+
+    request: ChildRequest
+    result: ChildResult
+    cached: bool = False
+
+    def to_info(self) -> dict[str, Any]:
+        """The env's `info["child"]`: the request, the result and `cached` as one flat dict of
+        plain (JSON-serialisable) values."""
+        request = self.request
+        return {
+            "task": request.task,
+            "fingerprint": request.fingerprint,
+            "config": asdict(request.config),
+            "seed": request.seed,
+            "budget": request.budget,
+            **asdict(self.result),
+            "cached": self.cached,
+        }
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> Child:
+        """The inverse of `to_info` (also of a vector env's unbatched `info["child"]`)."""
+        request = ChildRequest(
+            info["task"],
+            ChildConfig(**info["config"]),
+            int(info["seed"]),
+            int(info["budget"]),
+            fingerprint=info["fingerprint"],
+        )
+        result = ChildResult(**{f.name: _PLAIN[f.type](info[f.name]) for f in fields(ChildResult)})
+        return cls(request, result, bool(info["cached"]))

@@ -1,0 +1,133 @@
+"""One contract, every evaluator: what the envs, the cache and the agents rely on of any
+`Evaluator`. A new evaluator gets a subclass of `EvaluatorContract` here."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mnms_env import (
+    BatchedEvaluator,
+    CachedEvaluator,
+    ChildConfig,
+    ChildRequest,
+    Evaluator,
+    ResultStore,
+    SequentialEvaluator,
+    TableEvaluator,
+    TaskError,
+    load_table,
+)
+
+RAW = ChildConfig(representation="raw", representation_size=0, width=16, batch_size=64)
+TRAINED = [  # two seeds of one config, a deeper child, another batch size (another group)
+    ChildRequest.for_task("wine", RAW, seed=0),
+    ChildRequest.for_task("wine", RAW, seed=1),
+    ChildRequest.for_task("wine", replace(RAW, hidden_layers=2), seed=0),
+    ChildRequest.for_task("wine", replace(RAW, batch_size=32), seed=0, budget=2),
+]
+
+
+def _measured(result) -> tuple:
+    """What a result measured; `seconds` aside, which no two runs share."""
+    return (result.val_accuracy, result.test_accuracy, result.parameters, result.diverged)
+
+
+class EvaluatorContract:
+    """Subclasses provide the fixtures `evaluator` and `requests` (which it can answer)."""
+
+    def test_stream_answers_every_request_exactly_once(self, evaluator, requests) -> None:
+        indices = [i for i, _ in evaluator.stream(requests)]
+        assert sorted(indices) == list(range(len(requests)))
+
+    def test_evaluate_is_the_stream_in_request_order(self, evaluator, requests) -> None:
+        streamed = dict(evaluator.stream(requests))
+        evaluated = evaluator.evaluate(requests)
+        assert [_measured(r) for r in evaluated] == [
+            _measured(streamed[i]) for i in range(len(requests))
+        ]
+
+    def test_results_are_measurements(self, evaluator, requests) -> None:
+        for result in evaluator.evaluate(requests):
+            assert 0.0 <= result.val_accuracy <= 1.0 and 0.0 <= result.test_accuracy <= 1.0
+            assert result.parameters > 0 and result.seconds >= 0 and result.device
+            assert isinstance(result.diverged, bool) and result.best_epoch >= 0
+
+    def test_no_requests_get_no_results(self, evaluator) -> None:
+        assert list(evaluator.stream([])) == [] and evaluator.evaluate([]) == []
+
+    def test_behind_a_store_each_child_is_answered_once(self, evaluator, requests, tmp_path):
+        store = ResultStore(tmp_path / "r.sqlite")
+        first = CachedEvaluator(evaluator, store).children(requests)
+        again = CachedEvaluator(evaluator, store).children(requests)
+        assert not any(child.cached for child in first) and all(c.cached for c in again)
+        assert [c.result for c in first] == [c.result for c in again]
+        assert len(store) == len(set(requests))
+
+
+class TestSequentialEvaluator(EvaluatorContract):
+    @pytest.fixture
+    def evaluator(self) -> Evaluator:
+        return SequentialEvaluator(device="cpu")
+
+    @pytest.fixture
+    def requests(self) -> list[ChildRequest]:
+        return TRAINED
+
+
+class TestBatchedEvaluator(EvaluatorContract):
+    @pytest.fixture
+    def evaluator(self) -> Evaluator:
+        return BatchedEvaluator(device="cpu")
+
+    @pytest.fixture
+    def requests(self) -> list[ChildRequest]:
+        return TRAINED
+
+
+class TestTableEvaluator(EvaluatorContract):
+    @pytest.fixture
+    def evaluator(self) -> Evaluator:
+        return TableEvaluator.for_tasks(["digits"])
+
+    @pytest.fixture
+    def requests(self) -> list[ChildRequest]:
+        table = load_table("digits")
+        return [
+            ChildRequest.for_task("digits", table.configs[i], seed=s, budget=table.budget)
+            for i, s in ((0, 0), (0, 1), (7, 2), (250, 0))
+        ]
+
+
+class TestCachedEvaluator(EvaluatorContract):
+    """The cache is an evaluator too: it composes with anything that takes one."""
+
+    @pytest.fixture
+    def evaluator(self, tmp_path) -> Evaluator:
+        return CachedEvaluator(SequentialEvaluator(device="cpu"), ResultStore(tmp_path / "c"))
+
+    @pytest.fixture
+    def requests(self) -> list[ChildRequest]:
+        return TRAINED
+
+
+@pytest.mark.parametrize("evaluator_class", [SequentialEvaluator, BatchedEvaluator])
+def test_trainers_refuse_a_request_made_for_other_data(evaluator_class) -> None:
+    stale = replace(TRAINED[0], fingerprint="0123456789abcdef")
+    with pytest.raises(TaskError, match="fingerprint 0123456789abcdef.*make the request again"):
+        evaluator_class(device="cpu").evaluate([stale])
+
+
+@pytest.mark.parametrize("evaluator_class", [SequentialEvaluator, BatchedEvaluator])
+def test_trainers_find_tasks_through_the_lookup_they_are_built_with(evaluator_class) -> None:
+    """A task the registry does not know, handed to the evaluator by a mapping."""
+    from mnms_env import make_task
+
+    mine = replace(make_task("wine"), name="my-wine")
+    request = ChildRequest.for_task(mine, RAW)
+    (result,) = evaluator_class(device="cpu", tasks={"my-wine": mine}.__getitem__).evaluate(
+        [request]
+    )
+    (reference,) = evaluator_class(device="cpu").evaluate([TRAINED[0]])
+    assert 0.0 <= result.val_accuracy <= 1.0 and result.parameters == reference.parameters
