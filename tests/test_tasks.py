@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import datasets
+import gymnasium as gym
 import numpy as np
 import pytest
 import wordfreq
+from small_space import SMALL
 
 import mnms_env.tasks as tasks
 from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator
@@ -45,6 +47,19 @@ def _rows(n: int = 40) -> list[dict[str, object]]:
 
 def _texts(task: Task) -> dict[str, set[str]]:
     return {s: set(task.split(s).x.tolist()) for s in SPLITS}
+
+
+def _write_folder(folder: Path, sizes: dict[str, int], suffix: str = "jsonl") -> Path:
+    """Split files `<part>.<suffix>` with `sizes[part]` rows, texts `"<part> <i>"`."""
+    folder.mkdir(exist_ok=True)
+    for part, n in sizes.items():
+        rows = [{"text": f"{part} {i}", "label": i % 2} for i in range(n)]
+        if suffix == "jsonl":
+            _write_jsonl(folder / f"{part}.jsonl", rows)
+        else:
+            lines = [f"{row['text']},{row['label']}\n" for row in rows]
+            (folder / f"{part}.csv").write_text("text,label\n" + "".join(lines), encoding="utf-8")
+    return folder
 
 
 # Built-in tasks
@@ -331,3 +346,134 @@ def test_a_dataset_without_the_label_column_is_refused() -> None:
     register_task("nolabel", datasets.Dataset.from_dict({"text": ["a", "b"], "y": [0, 1]}))
     with pytest.raises(TaskError, match=r"no column 'label'; columns present: \['text', 'y'\]"):
         make_task("nolabel")
+
+
+# User folders
+
+
+def test_a_folder_with_all_three_splits_uses_them_as_given(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path / "mine", {"train": 20, "validation": 6, "test": 8})
+    register_task("mine", folder)
+    task = make_task("mine")
+    assert task.sizes() == {"train": 20, "validation": 6, "test": 8}
+    assert _texts(task) == {s: {f"{s} {i}" for i in range(n)} for s, n in task.sizes().items()}
+    assert make_task("mine", seed=5).fingerprint == task.fingerprint and task.source == str(folder)
+
+
+def test_a_folder_without_validation_gets_it_carved_from_train(tmp_path: Path) -> None:
+    register_task("mine", _write_folder(tmp_path / "mine", {"train": 40, "test": 10}, "csv"))
+    task = make_task("mine")
+    assert task.sizes() == {"train": 36, "validation": 4, "test": 10}
+    texts = _texts(task)
+    assert texts["train"] | texts["validation"] == {f"train {i}" for i in range(40)}
+    assert not texts["train"] & texts["validation"]
+    assert texts["test"] == {f"test {i}" for i in range(10)}
+    assert np.bincount(task.validation.y).tolist() == [2, 2]  # stratified
+    assert _texts(make_task("mine", seed=1))["validation"] != texts["validation"]  # task seed
+
+
+def test_jsonl_and_csv_folder_names_read_only_their_kind(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path / "both", {"train": 20, "test": 10})
+    _write_folder(folder, {"train": 30, "validation": 5, "test": 5}, "csv")
+    jsonl, csv = make_task(f"jsonl:{folder}"), make_task(f"csv:{folder}")
+    assert jsonl.sizes() == {"train": 18, "validation": 2, "test": 10}
+    assert csv.sizes() == {"train": 30, "validation": 5, "test": 5}
+    assert jsonl.source == csv.source == str(folder)
+    with pytest.raises(
+        TaskError, match=r"both: train is given twice, as train\.jsonl and train\.csv"
+    ):
+        register_task("both", folder)  # refused when registered, before any use
+
+
+def test_a_registered_copy_of_a_named_folder_gives_its_splits() -> None:
+    register_task("my-trec", Path(os.environ["MNMS_DATA_DIR"]) / "trec")
+    for seed in (0, 3):
+        mine, named = make_task("my-trec", seed=seed), make_task("trec", seed=seed)
+        assert mine.sizes() == named.sizes() == {"train": 4906, "validation": 546, "test": 500}
+        for split in SPLITS:
+            assert mine.split(split).x.tolist() == named.split(split).x.tolist()
+            assert mine.split(split).y.tolist() == named.split(split).y.tolist()
+    assert mine.classes == ("0", "1", "2", "3", "4", "5") and named.classes[0] == "DESC"
+
+
+_TWO = '{"text": "a", "label": 0}\n{"text": "b", "label": 1}\n'
+
+
+@pytest.mark.parametrize(
+    ("files", "match"),
+    [
+        (
+            {"validation.jsonl": _TWO, "test.jsonl": _TWO},
+            r"split files \['validation\.jsonl', 'test\.jsonl'\] but no train; accepted: train",
+        ),
+        ({"train.jsonl": _TWO, "test.jsonl": _TWO + '{"text": "c",\n'}, r"test\.jsonl, line 3"),
+        (
+            {"train.jsonl": _TWO + '{"text": "c", "y": 0}\n'},
+            r"train\.jsonl, line 3: no column 'label'; columns present: \['text', 'y'\]",
+        ),
+        ({"train.jsonl": _TWO, "train.csv": "text,label\na,0\n"}, "train is given twice"),
+        ({}, r"no split files; files found: \[\]; accepted: .* a \.jsonl or \.csv file"),
+        ({"notes.md": "", "data.jsonl": _TWO}, r"files found: \['data\.jsonl', 'notes\.md'\]"),
+        ({"train.jsonl": _TWO, "test.jsonl": ""}, r"test\.jsonl: the file holds no examples"),
+        ({"all.jsonl": _TWO, "test.jsonl": _TWO}, "both a single pool and split files"),
+    ],
+    ids=[
+        "no-train",
+        "malformed",
+        "no-label",
+        "both-kinds",
+        "empty",
+        "others",
+        "empty-split",
+        "mix",
+    ],
+)
+def test_a_bad_folder_is_refused_naming_it(
+    tmp_path: Path, files: dict[str, str], match: str
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for file_name, text in files.items():
+        (folder / file_name).write_text(text, encoding="utf-8")
+    with pytest.raises(TaskError, match=match) as caught:
+        register_task("bad", folder)
+        make_task("bad")
+    assert str(folder) in str(caught.value)
+
+
+def test_the_memo_refreshes_when_a_split_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _write_folder(tmp_path / "mine", {"train": 20, "test": 10})
+    register_task("mine", folder)
+    first = make_task("mine")
+    assert make_task("mine") is first
+    _write_folder(folder, {"test": 14})  # edited
+    assert make_task("mine").sizes() == {"train": 18, "validation": 2, "test": 14}
+    _write_folder(folder, {"validation": 6})  # added
+    assert make_task("mine").sizes() == {"train": 20, "validation": 6, "test": 14}
+    (folder / "validation.jsonl").unlink()  # removed: carved again
+    assert make_task("mine").sizes() == {"train": 18, "validation": 2, "test": 14}
+    monkeypatch.setenv("MNMS_DATA_DIR", str(tmp_path))  # a named dataset's folder alike
+    for rows in (40, 60):
+        _write_folder(tmp_path / "cr", {"all": rows})
+        assert sum(make_task("cr").sizes().values()) == rows
+
+
+def test_an_env_episode_trains_a_child_on_a_registered_folder(tmp_path: Path) -> None:
+    words = ("awful dull bad", "great fine good")
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    for split in SPLITS:
+        rows = [{"text": f"{words[i % 2]} {split} {i}", "label": i % 2} for i in range(60)]
+        _write_jsonl(folder / f"{split}.jsonl", rows)
+    register_task("folder-reviews", folder)
+    env = gym.make("mnms_env:MNMS-v0", task="folder-reviews", space=SMALL, store=None)
+    _, info = env.reset(seed=0)
+    done = False
+    while not done:
+        _, reward, done, _, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))
+    assert env.unwrapped.task.sizes() == {"train": 60, "validation": 60, "test": 60}
+    child = info["child"]
+    assert 0 <= reward <= 1 and reward == child["val_accuracy"]
+    assert child["task"] == "folder-reviews" and not child["cached"] and child["seconds"] > 0

@@ -1,9 +1,11 @@
-"""The task registry: names to `Task`s, memoised, plus user files and `datasets` objects.
+"""The task registry: names to `Task`s, memoised, plus user files, folders and `datasets` objects.
 
 `make_task(name, seed=...)` accepts a registered name (`list_tasks()` shows them), or
-`"jsonl:PATH"` / `"csv:PATH"` for a file with columns `text` and `label`. The env calls it
-often, so results are memoised per (name, seed); the memo is refreshed when the data behind a
-name changes (another `MNMS_DATA_DIR`, an edited file, a re-registration).
+`"jsonl:PATH"` / `"csv:PATH"` for a file with columns `text` and `label` (one pool, cut 80/10/10)
+or a folder of such split files (`train`, `validation`, `test`, or `all`; the split rules of
+`external`). The env calls it often, so results are memoised per (name, seed); the memo is
+refreshed when the data behind a name changes (another `MNMS_DATA_DIR`, an edited, added or
+removed file, a re-registration).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -85,9 +87,17 @@ def _named_info(name: str, spec: external.NamedDataset) -> TaskInfo:
     return TaskInfo(name, "text", len(spec.classes), external.declared_sizes(spec), spec.hub_source)
 
 
-def _file_version(path: Path) -> tuple[int, int] | None:
-    stat = path.stat() if path.is_file() else None
-    return (stat.st_mtime_ns, stat.st_size) if stat else None
+def _files_version(paths: Sequence[Path]) -> tuple[tuple[int, int] | None, ...]:
+    """Each file's (mtime, size), or None where it is absent."""
+    stats = [path.stat() if path.is_file() else None for path in paths]
+    return tuple((stat.st_mtime_ns, stat.st_size) if stat else None for stat in stats)
+
+
+def _named_version(spec: external.NamedDataset) -> object:
+    folder = external.local_folder(spec)
+    if folder is None:
+        return None
+    return folder, _files_version(external.folder_candidates(folder))
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -96,6 +106,10 @@ _MEMO: dict[tuple[str, int], tuple[object, Task]] = {}
 
 def make_task(name: str, *, seed: int = 0) -> Task:
     """The task called `name`, split with `seed`; equal (name, seed) give identical splits.
+
+    `name` is a registered name, or `"jsonl:PATH"` / `"csv:PATH"` for a file (one pool, cut
+    80/10/10) or a folder whose split files of that kind are used as given (module docstring of
+    `mnms_env.tasks.external`).
 
     Raises `TaskError` for an unknown name (with the nearest registered names) and for data
     that cannot become a task.
@@ -123,10 +137,13 @@ def register_task(
 ) -> None:
     """Make `source` available as `make_task(name)`.
 
-    `source` is a callable `(seed) -> Task`, a path to a `.jsonl` or `.csv` file, or a
-    `datasets.Dataset` / `datasets.DatasetDict` (a DatasetDict's train/validation/test splits
-    are used as given; a single split is cut 80/10/10). `text_column` and `label_column` name
-    the columns of files and datasets.
+    `source` is a callable `(seed) -> Task`; a path to a `.jsonl` or `.csv` file (one pool, cut
+    80/10/10); a path to a folder holding `train`, optionally `validation` and `test`, or one
+    `all` pool, each a `.jsonl` or `.csv` file (a missing validation or test split is carved
+    from train with the task seed; a folder without train, with none of these files or with one
+    split in both kinds is refused here); or a `datasets.Dataset` / `datasets.DatasetDict` (a
+    DatasetDict's train/validation/test splits are used as given; a single split is cut
+    80/10/10). `text_column` and `label_column` name the columns of files and datasets.
     """
     if not isinstance(name, str) or not name or name.startswith(FILE_PREFIXES):
         raise TaskError(f"task name {name!r} is empty or starts with a reserved {FILE_PREFIXES}")
@@ -136,10 +153,14 @@ def register_task(
         raise TaskError(f"task {name!r}: modality {modality!r} is not one of {MODALITIES}")
     columns = {"text_column": text_column, "label_column": label_column}
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.suffix not in (".jsonl", ".csv") or not path.is_file():
-            raise TaskError(f"task {name!r}: {path} is not an existing .jsonl or .csv file")
-        entry = _file_entry(name, path, modality, columns)
+        path, suffixes = Path(source), tuple(external.READERS)
+        if path.is_dir():
+            external.split_files(path, suffixes)  # a bad layout is refused now, not at first use
+        elif path.suffix not in suffixes or not path.is_file():
+            raise TaskError(
+                f"task {name!r}: {path} is neither an existing .jsonl or .csv file nor a folder"
+            )
+        entry = _path_entry(name, path, suffixes, modality, columns)
     elif _is_dataset(source):
         entry = _Entry(
             lambda seed: external.from_dataset(
@@ -154,7 +175,8 @@ def register_task(
     else:
         raise TaskError(
             f"task {name!r}: cannot register a {type(source).__name__}; accepted: a callable "
-            "(seed) -> Task, a .jsonl/.csv path, or a datasets.Dataset / DatasetDict"
+            "(seed) -> Task, a .jsonl/.csv path, a folder of them, or a datasets.Dataset / "
+            "DatasetDict"
         )
     for key in [k for k in _MEMO if k[0] == name]:
         del _MEMO[key]
@@ -174,21 +196,31 @@ def _entry(name: str) -> _Entry:
         return _REGISTRY[name]
     for prefix in FILE_PREFIXES:
         if name.startswith(prefix):
-            return _file_entry(name, Path(name[len(prefix) :]), "text", {})
+            suffix = "." + prefix.removesuffix(":")
+            return _path_entry(name, Path(name[len(prefix) :]), (suffix,), "text", {})
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise TaskError(
         f"unknown task {name!r}.{hint} See mnms_env.list_tasks() for the registered names; "
-        "load a file as 'jsonl:PATH' or 'csv:PATH'."
+        "load a file or folder as 'jsonl:PATH' or 'csv:PATH'."
     )
 
 
-def _file_entry(name: str, path: Path, modality: Modality, columns: dict[str, str]) -> _Entry:
+def _path_entry(
+    name: str, path: Path, suffixes: tuple[str, ...], modality: Modality, columns: dict[str, str]
+) -> _Entry:
+    """A user's folder (its split files with `suffixes`, as given) or file (one pool)."""
+    folder = path.is_dir()
+    files = external.folder_candidates(path, suffixes) if folder else [path]
+
     def build(seed: int) -> Task:
-        parts = {"all": external.read_file(path, **columns)}
+        if folder:
+            parts = external.read_folder(path, suffixes, **columns)
+        else:
+            parts = {"all": external.read_file(path, **columns)}
         return external.assemble(name, modality, parts, seed=seed, source=str(path))
 
-    return _Entry(build, partial(_loaded_info, name), partial(_file_version, path))
+    return _Entry(build, partial(_loaded_info, name), partial(_files_version, files))
 
 
 def _checked(name: str, modality: Modality, build: Callable[[int], Task], seed: int) -> Task:
@@ -219,5 +251,5 @@ for _name, _spec in external.NAMED.items():
     _REGISTRY[_name] = _Entry(
         partial(external.load_named, _name, _spec),
         partial(_named_info, _name, _spec),
-        partial(external.local_folder, _spec),
+        partial(_named_version, _spec),
     )

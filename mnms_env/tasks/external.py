@@ -1,9 +1,17 @@
-"""Tasks from data outside this package: named datasets, user files and `datasets` objects.
+"""Tasks from data outside this package: named datasets, user files and folders, `datasets`
+objects.
 
 A named dataset is read from `$MNMS_DATA_DIR/<folder>/` when that folder exists (JSON Lines,
-one file per split, the layout of `shared/data`), else from the Hugging Face hub. Local files
-are parsed with the `json` module, not `datasets.load_dataset("json")`: measured 0.02 s against
-0.22 s for sst2 and 0.24 s against 0.8-1.1 s for imdb, and no Arrow cache is written.
+one file per split, the layout of `shared/data`), else from the Hugging Face hub. A user's
+folder is read by the same `read_folder`, its split files being `.jsonl` or `.csv`. Local files
+are parsed with the `json` and `csv` modules, not `datasets.load_dataset("json")`: measured
+0.02 s against 0.22 s for sst2 and 0.24 s against 0.8-1.1 s for imdb, and no Arrow cache is
+written.
+
+A folder holds `train.<suffix>`, optionally with `validation.<suffix>` and `test.<suffix>`, or
+one `all.<suffix>` pool (`split_files`). Refused, by name: a folder with none of these, a split
+given in two kinds (`train.jsonl` and `train.csv`), a pool beside split files, and split files
+without train.
 
 Split rules, the same for every source:
 
@@ -22,7 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -192,14 +200,65 @@ def _load_hub(name: str, spec: NamedDataset) -> datasets.DatasetDict:
         ) from error
 
 
-def read_folder(folder: Path) -> dict[str, Columns]:
-    """The `<split>.jsonl` files of a folder (`train`/`validation`/`test`, or `all`)."""
-    files = {s: folder / f"{s}.jsonl" for s in SPLITS if (folder / f"{s}.jsonl").is_file()}
-    if not files and (folder / "all.jsonl").is_file():
-        files = {"all": folder / "all.jsonl"}
+LOCAL_SUFFIXES = (".jsonl",)
+"""The kind of split file a named dataset's local folder holds (the layout of `shared/data`)."""
+
+_PARTS = (*SPLITS, "all")
+_LISTED = 10
+"""Files a refused folder's error names, at most."""
+
+
+def folder_candidates(folder: Path, suffixes: Sequence[str] = LOCAL_SUFFIXES) -> list[Path]:
+    """Every split file a folder may hold, present or not: what its version must cover, so
+    that adding, editing or removing one refreshes the task."""
+    return [folder / f"{part}{suffix}" for part in _PARTS for suffix in suffixes]
+
+
+def split_files(folder: Path, suffixes: Sequence[str] = LOCAL_SUFFIXES) -> dict[str, Path]:
+    """The file of each part a folder holds (`train`/`validation`/`test`, or `all` alone),
+    by the layout rules of the module docstring."""
+    if not folder.is_dir():
+        raise TaskError(f"{folder}: no such folder")
+    accepted = (
+        f"accepted: train, optionally with validation and test, or all alone, "
+        f"each a {' or '.join(suffixes)} file"
+    )
+    files: dict[str, list[Path]] = {}
+    for path in folder_candidates(folder, suffixes):
+        if path.is_file():
+            files.setdefault(path.stem, []).append(path)
     if not files:
-        raise TaskError(f"{folder}: expected train/validation/test.jsonl or all.jsonl")
-    return {split: read_jsonl(path) for split, path in files.items()}
+        names = sorted(p.name for p in folder.iterdir())
+        more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+        raise TaskError(
+            f"{folder}: no split files; files found: {names[:_LISTED]}{more}; {accepted}"
+        )
+    for part, paths in files.items():
+        if len(paths) > 1:
+            raise TaskError(
+                f"{folder}: {part} is given twice, as {' and '.join(p.name for p in paths)}; "
+                f"keep one; {accepted}"
+            )
+    found = [paths[0].name for paths in files.values()]
+    if "all" in files and len(files) > 1:
+        raise TaskError(
+            f"{folder}: holds both a single pool and split files ({found}); keep one; {accepted}"
+        )
+    if "all" not in files and "train" not in files:
+        raise TaskError(f"{folder}: split files {found} but no train; {accepted}")
+    return {part: paths[0] for part, paths in files.items()}
+
+
+def read_folder(
+    folder: Path,
+    suffixes: Sequence[str] = LOCAL_SUFFIXES,
+    text_column: str = "text",
+    label_column: str = "label",
+) -> dict[str, Columns]:
+    """Inputs and labels of each part a folder holds (`split_files`), each file read by its
+    suffix."""
+    files = split_files(folder, suffixes)
+    return {part: read_file(path, text_column, label_column) for part, path in files.items()}
 
 
 def read_jsonl(path: Path, text_column: str = "text", label_column: str = "label") -> Columns:
@@ -248,10 +307,13 @@ def read_csv(path: Path, text_column: str = "text", label_column: str = "label")
 
 def read_file(path: Path, text_column: str = "text", label_column: str = "label") -> Columns:
     """A user file, read by its suffix."""
-    readers = {".jsonl": read_jsonl, ".csv": read_csv}
-    if path.suffix not in readers:
-        raise TaskError(f"{path}: unsupported file type {path.suffix!r}; accepted: {list(readers)}")
-    return readers[path.suffix](path, text_column, label_column)
+    if path.suffix not in READERS:
+        raise TaskError(f"{path}: unsupported file type {path.suffix!r}; accepted: {list(READERS)}")
+    return READERS[path.suffix](path, text_column, label_column)
+
+
+READERS: dict[str, Callable[[Path, str, str], Columns]] = {".jsonl": read_jsonl, ".csv": read_csv}
+"""The file kinds a user's file or folder may hold, by suffix."""
 
 
 def from_dataset(
