@@ -60,6 +60,10 @@ class SearchSettings:
     precision: str = "fp32"
     """"fp32", or "bf16" matrix products (`mnms_env.child.compute_precision`). Fixed on resume:
     the results store does not key children by precision, so a run keeps one."""
+    sequential: bool = False
+    """Design and train one child at a time through a single env (the reference path), instead
+    of the `batch_size` children of each update through the MNMS vector env, trained in one
+    batched call. Fixed on resume: the two paths sample different children."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -85,6 +89,7 @@ FIXED_ON_RESUME = (
     "freeze",
     "backend",
     "precision",
+    "sequential",
 )
 REPRESENTATION = "representation"
 RUNNING_MEAN = 20
@@ -131,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--from", dest="source", type=Path, help="transfer: start from this checkpoint")
     add("--freeze", action="store_true", default=None, help="with --from: train only new tasks")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
+    add(
+        "--sequential",
+        action="store_true",
+        default=None,
+        help="train one child at a time through a single env (default: each update's children "
+        "in one batched call)",
+    )
     _add_precision_argument(add, default=None)
     _add_backend_argument(add, default=None)
     _add_run_parser(commands)
@@ -149,7 +161,7 @@ def _add_run_parser(commands: Any) -> None:
     add = run_parser.add_argument
     add("name", choices=CONTROLLERS, help="the controller")
     add("--tasks", nargs="+", default=list(PAPER_PAIR), help="task names")
-    add("--children", type=int, default=20, help="children per task (default 20)")
+    add("--children-per-task", type=int, default=20, help="children of each task (default 20)")
     add("--seed", type=int, default=0, help="seed of the controller and the env (default 0)")
     add("--budget", type=int, default=1, help="training epochs per child (default 1)")
     add("--store", type=Path, help="results store (default: the per-user store)")
@@ -209,13 +221,13 @@ def env_kwargs(
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    """`mnms run`: one controller, `--children` per task; writes the history JSON."""
+    """`mnms run`: one controller, `--children-per-task` of each task; writes the history JSON."""
     from agents.runner import run_controller
 
     history = run_controller(
         args.name,
         tasks=args.tasks,
-        children=args.children,
+        children_per_task=args.children_per_task,
         seed=args.seed,
         budget=args.budget,
         env_kwargs=env_kwargs(args.backend, args.device, args.store, args.precision),
@@ -227,7 +239,7 @@ def run_baseline(args: argparse.Namespace) -> int:
         f"{history.cached} from the store) in {history.wall_seconds:.1f} s -> {args.out}"
     )
     for task in history.tasks:
-        best = history.best(task)
+        best = history.best(task).result
         print(f"  {task}: best val {best.val_accuracy:.3f} (test {best.test_accuracy:.3f})")
     return 0
 
@@ -247,7 +259,8 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
         saved_file = args.out / "run.json"
         if not saved_file.exists():
             raise ValueError(f"--resume: {saved_file} does not exist; is {args.out} a run?")
-        saved = SearchSettings(**json.loads(saved_file.read_text()))
+        # A run.json from before the batched main job ran sequentially: resume it so.
+        saved = SearchSettings(**{"sequential": True, **json.loads(saved_file.read_text())})
         changed = {
             k: v for k, v in given.items() if k in FIXED_ON_RESUME and v != getattr(saved, k)
         }
@@ -275,12 +288,17 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
 
     out.mkdir(parents=True, exist_ok=True)
     store = out / "results.sqlite" if settings.backend == "train" else None
-    env = gym.make(
-        "MNMS-v0",
-        tasks=settings.tasks,
-        budget=settings.budget,
-        **env_kwargs(settings.backend, device, store, settings.precision),
-    )
+    kwargs = env_kwargs(settings.backend, device, store, settings.precision)
+    kwargs |= {"tasks": settings.tasks, "budget": settings.budget}
+    if settings.sequential:
+        env = gym.make("MNMS-v0", **kwargs)
+    else:  # one sub-env per child of an update: its children train in one batched call
+        env = gym.make_vec(
+            "MNMS-v0",
+            num_envs=settings.batch_size,
+            vectorization_mode="vector_entry_point",
+            **kwargs,
+        )
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
         agent = MNMS.load(checkpoint, env)

@@ -14,9 +14,7 @@ from agents.runner import History
 
 def best_so_far(history: History, task: str) -> np.ndarray:
     """Best validation accuracy of `task` after each of its children."""
-    values = [c.val_accuracy for c in history.children if c.task == task]
-    if not values:
-        raise ValueError(f"no child for task {task!r}; tasks: {list(history.tasks)}")
+    values = [c.result.val_accuracy for c in history.of_task(task)]
     return np.maximum.accumulate(np.asarray(values, dtype=float))
 
 

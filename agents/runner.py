@@ -1,16 +1,16 @@
-"""One runner for every controller, with exactly the same child budget for each.
+"""One runner for every controller, with exactly the same number of children for each.
 
-`run_controller(name, tasks=..., children=N, seed=S)` builds the env, wraps it in `TaskBudget`
-and lets the controller search through the Gymnasium API only. `TaskBudget` fixes each
-episode's task round-robin over `tasks` (on `reset`) and raises `BudgetSpent` if an episode is
-started after every task has had its `children`, so no controller can train an extra child; the
-runner then checks that every task got exactly `children`. Every child is recorded as the env
-reports it, in order, in a frozen `History`:
+`run_controller(name, tasks=..., children_per_task=N, seed=S)` builds the env, wraps it in
+`ChildQuota` and lets the controller search through the Gymnasium API only. `ChildQuota` fixes
+each episode's task round-robin over `tasks` (on `reset`) and raises `QuotaSpent` if an episode
+is started after every task has had its `children_per_task`, so no controller can train an extra
+child; the runner then checks that every task got exactly that many. Every child is recorded as
+the env reports it, in order, in a frozen `History`:
 
 ```python
-history = run_controller("tpe", tasks=["wine", "digits"], children=20, seed=0)
+history = run_controller("tpe", tasks=["wine", "digits"], children_per_task=20, seed=0)
 history.trained, history.cached    # newly trained children, answered from the store
-history.best("wine").val_accuracy
+history.best("wine").result.val_accuracy
 ```
 """
 
@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
-from mnms_env import ChildConfig
+from mnms_env import Child
 
 CONTROLLERS = (
     "mnms",
@@ -43,31 +43,6 @@ MASKED = ("mnms", "random", "tpe", "maskable-ppo")
 
 
 @dataclass(frozen=True)
-class Child:
-    """One trained (or store-answered) child, as the env reported it in `info["child"]`."""
-
-    task: str
-    config: ChildConfig
-    val_accuracy: float
-    test_accuracy: float
-    seconds: float
-    """Training time; for a cached child, the time its original training took."""
-    cached: bool
-    """Answered from the results store without training."""
-
-    @classmethod
-    def from_info(cls, child: dict[str, Any]) -> Child:
-        return cls(
-            task=child["task"],
-            config=ChildConfig(**child["config"]),
-            val_accuracy=float(child["val_accuracy"]),
-            test_accuracy=float(child["test_accuracy"]),
-            seconds=float(child["seconds"]),
-            cached=bool(child["cached"]),
-        )
-
-
-@dataclass(frozen=True)
 class History:
     """Every child of one controller run, in the order the env produced them."""
 
@@ -76,6 +51,7 @@ class History:
     children_per_task: int
     seed: int
     budget: int
+    """Training epochs per child."""
     children: tuple[Child, ...]
     wall_seconds: float
 
@@ -91,46 +67,62 @@ class History:
 
     def per_task(self) -> dict[str, int]:
         """Children per task (each equals `children_per_task`)."""
-        counts = Counter(c.task for c in self.children)
+        counts = Counter(c.request.task for c in self.children)
         return {task: counts[task] for task in self.tasks}
+
+    def of_task(self, task: str) -> list[Child]:
+        """The children of `task`, in order."""
+        found = [c for c in self.children if c.request.task == task]
+        if not found:
+            raise ValueError(f"no child for task {task!r}; tasks: {list(self.tasks)}")
+        return found
 
     def best(self, task: str) -> Child:
         """The child of `task` with the highest validation accuracy."""
-        found = [c for c in self.children if c.task == task]
-        if not found:
-            raise ValueError(f"no child for task {task!r}; tasks: {list(self.tasks)}")
-        return max(found, key=lambda c: c.val_accuracy)
+        return max(self.of_task(task), key=lambda c: c.result.val_accuracy)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "trained": self.trained, "cached": self.cached}
+        """Plain JSON values: the fields (each child as `Child.to_info()`), `trained` and
+        `cached`. `History.from_dict` reads it back."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["children"] = [c.to_info() for c in self.children]
+        return {**values, "tasks": list(self.tasks), "trained": self.trained, "cached": self.cached}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> History:
+        values = {f.name: data[f.name] for f in fields(cls)}
+        values["children"] = tuple(Child.from_info(c) for c in data["children"])
+        return cls(**{**values, "tasks": tuple(data["tasks"])})
 
 
-class BudgetSpent(RuntimeError):
+class QuotaSpent(RuntimeError):
     """A controller started an episode after every task had its children."""
 
 
-class TaskBudget(gym.Wrapper):
-    """Round-robin tasks and an exact per-task child budget over an MNMS env.
+class ChildQuota(gym.Wrapper):
+    """Round-robin tasks and exactly `children_per_task` children of each over an MNMS env.
 
     `reset` sets the task of the next child: `tasks[k % len(tasks)]` after `k` finished children
     (a reset that asks for another task raises). The first step of an episode raises
-    `BudgetSpent` once `children * len(tasks)` children have finished, so a controller that
-    resets again after the last child (SB3 does) is fine as long as it does not step. Each
-    finished episode's `info["child"]` is kept in `records`.
+    `QuotaSpent` once `children_per_task * len(tasks)` children have finished, so a controller
+    that resets again after the last child (SB3 does) is fine as long as it does not step. Each
+    finished episode's child is kept in `records`.
     """
 
-    def __init__(self, env: gym.Env, children: int, tasks: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, env: gym.Env, children_per_task: int, tasks: Sequence[str] | None = None
+    ) -> None:
         super().__init__(env)
-        if not isinstance(children, int) or children < 1:
-            raise ValueError(f"children per task must be an int >= 1, got {children!r}")
+        if not isinstance(children_per_task, int) or children_per_task < 1:
+            raise ValueError(f"children_per_task must be an int >= 1, got {children_per_task!r}")
         self.schedule = tuple(tasks) if tasks is not None else tuple(env.unwrapped.task_names)
-        self.children = children
+        self.children_per_task = children_per_task
         self.records: list[Child] = []
         self._fresh = False
 
     @property
     def total(self) -> int:
-        return self.children * len(self.schedule)
+        return self.children_per_task * len(self.schedule)
 
     @property
     def next_task(self) -> str:
@@ -151,9 +143,9 @@ class TaskBudget(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self._fresh and len(self.records) >= self.total:
-            raise BudgetSpent(
-                f"every task has had its {self.children} children ({self.total} in all); "
-                "the controller started one more episode"
+            raise QuotaSpent(
+                f"every task has had its {self.children_per_task} children ({self.total} in "
+                "all); the controller started one more episode"
             )
         self._fresh = False
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -168,14 +160,15 @@ def run_controller(
     name: str,
     *,
     tasks: Sequence[str],
-    children: int,
+    children_per_task: int,
     seed: int = 0,
     budget: int = 1,
     env_kwargs: dict[str, Any] | None = None,
     controller_kwargs: dict[str, Any] | None = None,
     pretrained: str | Path | None = None,
 ) -> History:
-    """Run controller `name` (one of `CONTROLLERS`) for exactly `children` children per task.
+    """Run controller `name` (one of `CONTROLLERS`) for exactly `children_per_task` children of
+    each task.
 
     `env_kwargs` go to `gym.make` (e.g. `space`, `store`, `evaluator`, `device`, `backend`);
     controllers that sample unmasked actions get `invalid_action="wrap"` unless it is given.
@@ -194,7 +187,9 @@ def run_controller(
     if name not in MASKED:
         kwargs.setdefault("invalid_action", "wrap")
     env_id = "mnms_env:MNMS-OneShot-v0" if name == "ppo-oneshot" else "mnms_env:MNMS-v0"
-    env = TaskBudget(gym.make(env_id, tasks=list(tasks), budget=budget, **kwargs), children, tasks)
+    env = ChildQuota(
+        gym.make(env_id, tasks=list(tasks), budget=budget, **kwargs), children_per_task, tasks
+    )
     extra = dict(controller_kwargs or {})
     started = time.perf_counter()
     if name == "mnms":
@@ -212,7 +207,7 @@ def run_controller(
     elif name == "tpe":
         from agents.tpe import tpe_search
 
-        tpe_search(env, children, seed=seed, tasks=tasks)
+        tpe_search(env, children_per_task, seed=seed, tasks=tasks)
     else:
         from agents.sb3 import sb3_learn
 
@@ -220,15 +215,16 @@ def run_controller(
     history = History(
         controller=name,
         tasks=tasks,
-        children_per_task=children,
+        children_per_task=children_per_task,
         seed=seed,
         budget=budget,
         children=tuple(env.records),
         wall_seconds=time.perf_counter() - started,
     )
-    if history.per_task() != dict.fromkeys(tasks, children):
+    if history.per_task() != dict.fromkeys(tasks, children_per_task):
         raise RuntimeError(
-            f"every task must get exactly {children} children; {name} gave {history.per_task()}"
+            f"every task must get exactly {children_per_task} children; {name} gave "
+            f"{history.per_task()}"
         )
     env.close()
     return history

@@ -7,7 +7,7 @@ turns (round-robin), each episode's task fixed with `reset(options={"task": name
 
 ```python
 env = gym.make("mnms_env:MNMS-v0", tasks=["langid-es", "word-sentiment-en"])
-history, studies = tpe_search(env, 50, seed=0)  # 50 children per task
+history, studies = tpe_search(env, 50, seed=0)  # 50 children of each task
 ```
 """
 
@@ -22,12 +22,13 @@ import numpy as np
 
 def tpe_search(
     env: gym.Env,
-    children: int,
+    children_per_task: int,
     *,
     seed: int = 0,
     tasks: Sequence[str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Design and train `children` children per task with one seeded TPE study per task.
+    """Design and train `children_per_task` children of each task with one seeded TPE study per
+    task.
 
     `tasks` defaults to the env's `task_names`; episodes go round-robin over them. Returns each
     episode's `info["child"]` in order and the `optuna.Study` of each task.
@@ -36,8 +37,8 @@ def tpe_search(
         import optuna
     except ImportError as err:  # pragma: no cover - part of the baselines extra
         raise ImportError("tpe_search needs optuna: pip install 'mnms-env[baselines]'") from err
-    if children < 0:
-        raise ValueError(f"children must be >= 0, got {children}")
+    if children_per_task < 0:
+        raise ValueError(f"children_per_task must be >= 0, got {children_per_task}")
     base = env.unwrapped
     names = tuple(tasks) if tasks is not None else tuple(base.task_names)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -51,7 +52,7 @@ def tpe_search(
         for name, s in zip(names, seeds, strict=True)
     }
     history = []
-    for episode in range(children * len(names)):
+    for episode in range(children_per_task * len(names)):
         name = names[episode % len(names)]
         env.reset(seed=seed + episode, options={"task": name})
         masks = base.task_masks()  # (decisions, max_options) for this episode's task

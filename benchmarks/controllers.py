@@ -1,18 +1,19 @@
 """Controller comparison: every controller, the same tasks, children per task and seeds.
 
     python benchmarks/controllers.py --out runs/controllers               # tables, minutes
-    python benchmarks/controllers.py --backend train --tasks wine digits --children 20 \
-        --out runs/controllers-train                                     # real training
+    python benchmarks/controllers.py --backend train --tasks wine digits \
+        --children-per-task 20 --out runs/controllers-train             # real training
 
-Each (controller, seed) run goes through `agents.runner.run_controller` (exactly `children`
-trainings per task) and is saved as JSON under `OUT/runs/` with its settings; a run whose file
-exists is not run again (one saved with other settings is refused), and all runs share one results
-store, so an interrupted comparison resumes where it stopped. Per controller and task it reports
-the best-so-far validation curve (median and quartiles over seeds), the test accuracy of the
-best-validation child, the area under the best-so-far curve, and the children needed to reach 95%
-and 99% of the target: on the table backend (the default) the best seed-averaged validation
-accuracy in the task's table, with real training the best validation accuracy any run found. Writes
-`summary.json`, `summary.csv`, `summary.md` and one PNG per task.
+Each (controller, seed) run goes through `agents.runner.run_controller` (exactly
+`--children-per-task` trainings of each task) and is saved as JSON under `OUT/runs/` with its
+settings; a run whose file exists is not run again (one saved with other settings is refused),
+and all runs share one results store, so an interrupted comparison resumes where it stopped.
+Per controller and task it reports the best-so-far validation curve (median and quartiles over
+seeds), the test accuracy of the best-validation child, the area under the best-so-far curve,
+and the children needed to reach 95% and 99% of the target: on the table backend (the default)
+the best seed-averaged validation accuracy in the task's table, with real training the best
+validation accuracy any run found. Writes `summary.json`, `summary.csv`, `summary.md` and one
+PNG per task.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import numpy as np
 from agents.cli import distinct, positive_int
 from agents.metrics import area_under_curve, best_so_far, children_to_reach
 from agents.plots import png_figure
-from agents.runner import CONTROLLERS, Child, History, run_controller
-from mnms_env import ChildConfig, load_table
+from agents.runner import CONTROLLERS, History, run_controller
+from mnms_env import load_table
 from mnms_env.env import BACKENDS
 
 
@@ -43,7 +44,7 @@ def run_or_load(path: Path, controller: str, seed: int, **run: Any) -> History:
     if path.exists():
         saved = json.loads(path.read_text())
         refuse_other_settings(path, "a run", saved.get("settings"), settings)
-        return history_from_json(saved)
+        return History.from_dict(saved)
     history = run_controller(controller, seed=seed, **run)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**history.to_dict(), "settings": settings}))
@@ -92,12 +93,6 @@ def run_settings(controller: str, seed: int, run: dict[str, Any]) -> dict[str, A
     return json.loads(json.dumps(settings, default=str))
 
 
-def history_from_json(data: dict) -> History:
-    children = tuple(Child(**{**c, "config": ChildConfig(**c["config"])}) for c in data["children"])
-    fields = ("controller", "children_per_task", "seed", "budget", "wall_seconds")
-    return History(**{k: data[k] for k in fields}, tasks=tuple(data["tasks"]), children=children)
-
-
 def summarise(runs: dict[str, list[History]], targets: dict[str, float]) -> list[dict]:
     rows = []
     for task, target in targets.items():
@@ -121,7 +116,7 @@ def curve_stats(controller: str, histories: list[History], task: str) -> dict:
         "controller": controller,
         "task": task,
         "best_val": float(np.mean([c[-1] for c in curves])),
-        "test_of_best_val": float(np.mean([h.best(task).test_accuracy for h in histories])),
+        "test_of_best_val": float(np.mean([h.best(task).result.test_accuracy for h in histories])),
         "auc": float(np.mean([area_under_curve(c) for c in curves])),
         "seeds": len(histories),
     }
@@ -138,7 +133,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=CONTROLLERS)
     parser.add_argument("--tasks", nargs="+", default=["langid-es", "word-sentiment-en", "digits"])
-    parser.add_argument("--children", type=positive_int, default=100, help="children per task")
+    parser.add_argument(
+        "--children-per-task", type=positive_int, default=100, help="children of each task"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--budget", type=positive_int, default=1)
     parser.add_argument("--backend", choices=BACKENDS, default="table")
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     distinct(parser, "--seeds", args.seeds)
     run = {
         "tasks": args.tasks,
-        "children": args.children,
+        "children_per_task": args.children_per_task,
         "budget": args.budget,
         "env_kwargs": env_kwargs(args),
     }

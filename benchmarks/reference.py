@@ -42,7 +42,7 @@ OUR_PROTOCOL = {
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(KIM_2014), choices=list(KIM_2014))
-    parser.add_argument("--children", type=int, default=60, help="children per task")
+    parser.add_argument("--children-per-task", type=int, default=60, help="children of each task")
     parser.add_argument("--budget", type=int, default=3, help="epochs per child")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "mnms",
         args.seed,
         tasks=args.tasks,
-        children=args.children,
+        children_per_task=args.children_per_task,
         budget=args.budget,
         env_kwargs={"store": args.out / "results.sqlite", "space": space},
     )
@@ -70,16 +70,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append(
             {
                 "task": task,
-                "test_accuracy": 100 * best.test_accuracy,
-                "val_accuracy": 100 * best.val_accuracy,
-                "config": best.config.to_json(),
+                "test_accuracy": 100 * best.result.test_accuracy,
+                "val_accuracy": 100 * best.result.val_accuracy,
+                "config": best.request.config.to_json(),
                 "kim_2014": KIM_2014[task],
                 "protocol": OUR_PROTOCOL.get(task, "seeded stratified 80/10/10 split"),
                 "kim_protocol": KIM_PROTOCOL[task],
             }
         )
     result = {
-        "children_per_task": args.children,
+        "children_per_task": args.children_per_task,
         "budget": args.budget,
         "seed": args.seed,
         "wall_seconds": history.wall_seconds,
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
     header = [
         "task",
-        f"MNMS test acc. (best-val child of {args.children})",
+        f"MNMS test acc. (best-val child of {args.children_per_task})",
         "protocol",
         "Kim 2014 CNN",
         "Kim's protocol",

@@ -12,7 +12,8 @@
 3. On the target tasks, run the transferred controller (`MNMS.load(pretrained)`: new task
    embeddings, random or the mean of the source tasks', every other weight kept), MNMS from
    scratch, random search and TPE, each with
-   exactly `--children` children per target task and the same seeds (`OUT/runs/`, resumable).
+   exactly `--children-per-task` children of each target task and the same seeds (`OUT/runs/`,
+   resumable).
 4. Per target task: best-so-far curves (median and quartiles over seeds), AUC, test accuracy of
    the best-validation child and the follow-up paper's headline metric, children needed to reach
    the from-scratch controller's final best value and the speed-up factor (scratch's children to
@@ -69,10 +70,10 @@ class Suite:
     sources: tuple[str, ...]
     targets: tuple[str, ...]
     backend: str
-    pretrain_children: int
-    """Children per source task for pre-training."""
-    children: int
-    """Children per target task for each controller and seed."""
+    pretrain_children_per_task: int
+    """Children of each source task for pre-training."""
+    children_per_task: int
+    """Children of each target task for each controller and seed."""
     seeds: tuple[int, ...]
 
 
@@ -81,16 +82,16 @@ SUITES = {
         sources=("langid-es", "langid-fr", "word-sentiment-en"),
         targets=("langid-de", "word-sentiment-da"),
         backend="table",
-        pretrain_children=300,
-        children=100,
+        pretrain_children_per_task=300,
+        children_per_task=100,
         seeds=tuple(range(10)),
     ),
     "paper": Suite(
         sources=("sst2", "langid-es"),
         targets=("imdb", "sentiment-es"),
         backend="train",
-        pretrain_children=200,
-        children=50,
+        pretrain_children_per_task=200,
+        children_per_task=50,
         seeds=(0, 1, 2, 3, 4),
     ),
 }
@@ -124,7 +125,7 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
             **kwargs,
         )
     agent = MNMS.load(path, env) if path.exists() else MNMS(env, seed=0)
-    total = suite.pretrain_children * len(suite.sources)
+    total = suite.pretrain_children_per_task * len(suite.sources)
     agent.learn(max(0, total - agent.num_children), checkpoint=path)
     print(f"pre-trained on {list(suite.sources)}: {agent.num_children} children", flush=True)
     return agent, env.unwrapped.space
@@ -234,8 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--suite", choices=sorted(SUITES), default="offline")
     parser.add_argument("--sources", nargs="+", help="override the suite's source tasks")
     parser.add_argument("--targets", nargs="+", help="override the suite's target tasks")
-    parser.add_argument("--pretrain-children", type=positive_int, help="children per source task")
-    parser.add_argument("--children", type=positive_int, help="children per target task")
+    add = parser.add_argument
+    add("--pretrain-children-per-task", type=positive_int, help="children of each source task")
+    add("--children-per-task", type=positive_int, help="children of each target task")
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--controllers", nargs="+", choices=CONTROLLERS, default=list(CONTROLLERS))
     parser.add_argument("--budget", type=positive_int, default=1, help="epochs per child")
@@ -248,8 +250,10 @@ def main(argv: list[str] | None = None) -> dict:
         sources=tuple(args.sources or base.sources),
         targets=tuple(args.targets or base.targets),
         backend=base.backend,
-        pretrain_children=args.pretrain_children or base.pretrain_children,
-        children=args.children or base.children,
+        pretrain_children_per_task=(
+            args.pretrain_children_per_task or base.pretrain_children_per_task
+        ),
+        children_per_task=args.children_per_task or base.children_per_task,
         seeds=tuple(args.seeds if args.seeds is not None else base.seeds),
     )
     if "mnms" not in args.controllers:
@@ -264,7 +268,11 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "differentiation.md").write_text(_differentiation_markdown(diff))
     _plot_differentiation(diff, out / "differentiation.png")
 
-    run = {"tasks": suite.targets, "children": suite.children, "budget": args.budget}
+    run = {
+        "tasks": suite.targets,
+        "children_per_task": suite.children_per_task,
+        "budget": args.budget,
+    }
     runs = {}
     for controller in args.controllers:
         name, extra = controller, {}

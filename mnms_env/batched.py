@@ -16,7 +16,7 @@ What is shared and what stays per child:
 |                             |   learning rate, L2, best epoch, divergence               |
 
 The optimizers (`mnms_env.stacked_optim`) update stacked weights with a learning rate and L2
-per child, each following its `torch.optim` counterpart. A group larger than the memory budget is
+per child, each following its `torch.optim` counterpart. A group larger than the memory limit is
 split into chunks, so an oversized request list is trained in several passes rather than running
 out of memory.
 """
@@ -87,7 +87,7 @@ def batch_group(request: ChildRequest) -> _Group:
     )
 
 
-def default_memory_budget(device: torch.device) -> int:
+def default_memory_limit(device: torch.device) -> int:
     """Bytes one chunk may use: half the free GPU memory, or a quarter of the free RAM."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -102,18 +102,19 @@ def default_memory_budget(device: torch.device) -> int:
 class BatchedEvaluator(Evaluator):
     """Trains compatible children together; results match `SequentialEvaluator` up to
     floating-point order and dropout noise (the initial weights and data order are identical).
-    `precision="bf16"` runs the matrix products in bfloat16 (see `child.compute_precision`)."""
+    `precision="bf16"` runs the matrix products in bfloat16 (see `child.compute_precision`).
+    `memory_limit` caps the bytes one stacked chunk may use (default: `default_memory_limit`)."""
 
     def __init__(
         self,
         *,
         device: str | torch.device | None = None,
-        memory_budget: int | None = None,
+        memory_limit: int | None = None,
         precision: str = "fp32",
         tasks: TaskLookup = make_task,
     ) -> None:
         self.device = resolve_device(device)
-        self.memory_budget = memory_budget
+        self.memory_limit = memory_limit
         self.precision = check_precision(precision, self.device)
         self.tasks = tasks
 
@@ -122,7 +123,7 @@ class BatchedEvaluator(Evaluator):
         groups: dict[_Group, list[int]] = defaultdict(list)
         for i, request in enumerate(requests):
             groups[batch_group(request)].append(i)
-        budget = self.memory_budget or default_memory_budget(self.device)
+        limit = self.memory_limit or default_memory_limit(self.device)
         for group, members in groups.items():
             # Equal learning rates and L2 side by side: the CPU's fused Adam then updates each
             # such run of children as one slice of the stacked weights.
@@ -130,7 +131,7 @@ class BatchedEvaluator(Evaluator):
             task = task_of(self.tasks, requests[members[0]])
             features = task_features(task, group.representation, group.size)
             per_child = _bytes_per_child([requests[i] for i in members], features, task.num_classes)
-            chunk = max(1, budget // per_child)
+            chunk = max(1, limit // per_child)
             for start in range(0, len(members), chunk):
                 part = members[start : start + chunk]
                 trained = _train_group(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ class _MNMSBase(gym.Env):
         space: SearchSpace | None = None,
         budget: int = 1,
         child_seeds: int | None = None,
+        next_task: Callable[[], str] | None = None,
         evaluator: Evaluator | None = None,
         store: str | Path | ResultStore | None = DEFAULT_STORE,
         invalid_action: Literal["raise", "wrap"] = "raise",
@@ -59,6 +60,8 @@ class _MNMSBase(gym.Env):
             )
         if child_seeds is not None and (not isinstance(child_seeds, int) or child_seeds < 1):
             raise ValueError(f"child_seeds must be an int >= 1, got {child_seeds!r}")
+        if next_task is not None and not callable(next_task):
+            raise TypeError(f"next_task must be a callable () -> task name, got {next_task!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; accepted: {list(BACKENDS)}")
         check_precision(precision)
@@ -96,6 +99,7 @@ class _MNMSBase(gym.Env):
             self.store = open_store(store)
         self.cache = CachedEvaluator(self.evaluator, self.store)
         self.invalid_action = invalid_action
+        self.next_task = next_task
         self.render_mode = render_mode
         self._masks = {m: self.space.masks(m) for m in {t.modality for t in self.tasks}}
         self._task_index = 0
@@ -112,13 +116,16 @@ class _MNMSBase(gym.Env):
 
     def _pick_task(self, options: dict[str, Any] | None) -> None:
         name = (options or {}).get("task")
+        if name is None and self.next_task is not None:
+            name = self.next_task()
         if name is None:
             self._task_index = int(self.np_random.integers(len(self.tasks)))
         elif name in self.task_names:
             self._task_index = self.task_names.index(name)
         else:
+            source = "next_task()" if (options or {}).get("task") is None else "reset(options=...)"
             raise ValueError(
-                f"reset(options={{'task': {name!r}}}): not a task of this env; "
+                f"{source} asked for task {name!r}, which is not a task of this env; "
                 f"accepted: {list(self.task_names)}"
             )
         self._child_seed = int(self.np_random.integers(self.child_seeds))
@@ -232,8 +239,9 @@ class MNMSEnv(_MNMSBase):
 
     ## Starting State
 
-    No decision made; the task is drawn uniformly from `tasks` with `np_random`, or chosen by
-    `reset(options={"task": name})`.
+    No decision made; the task is chosen by `reset(options={"task": name})`, else by calling
+    `next_task()` (a schedule or curriculum; shared by a vector env's sub-envs, it also sets the
+    task of each autoreset), else drawn uniformly from `tasks` with `np_random`.
 
     ## Episode End
 
@@ -255,6 +263,7 @@ class MNMSEnv(_MNMSBase):
     | `space`          | default space | a `SearchSpace`                                          |
     | `budget`         | 1             | training epochs per child (best kept on validation)     |
     | `child_seeds`    | 1             | seed of each child: `np_random.integers(child_seeds)`   |
+    | `next_task`      | None          | `() -> name`: each reset's task when `options` names none |
     | `evaluator`      | sequential    | an `Evaluator` that trains children                     |
     | `store`          | per-user file | SQLite path, a `ResultStore`, or None (no caching)      |
     | `invalid_action` | `"raise"`     | `"raise"` or `"wrap"`                                    |
@@ -378,7 +387,8 @@ class MNMSOneShotEnv(_MNMSBase):
 
     ## Starting State
 
-    As `MNMS-v0`: the task drawn with `np_random` or given by `reset(options={"task": name})`.
+    As `MNMS-v0`: the task given by `reset(options={"task": name})`, else by `next_task()`, else
+    drawn with `np_random`.
 
     ## Episode End
 

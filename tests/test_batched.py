@@ -83,7 +83,7 @@ def test_oversized_request_lists_are_split_not_crashed() -> None:
         ChildRequest.for_task("digits", _config(width=w), seed=w, budget=1) for w in (8, 16, 24)
     ]
     whole = BatchedEvaluator(device="cpu").evaluate(requests)
-    one_by_one = BatchedEvaluator(device="cpu", memory_budget=1).evaluate(requests)
+    one_by_one = BatchedEvaluator(device="cpu", memory_limit=1).evaluate(requests)
     for a, b in zip(whole, one_by_one, strict=True):
         assert a.val_accuracy == pytest.approx(b.val_accuracy, abs=1 / 180)
 

@@ -19,6 +19,7 @@ import throughput  # noqa: E402
 import transfer  # noqa: E402
 
 from agents.mnms import MNMS  # noqa: E402
+from agents.runner import History  # noqa: E402
 
 
 @pytest.mark.parametrize("backend", ["table", "train"])
@@ -31,7 +32,7 @@ def test_controller_comparison_writes_everything_and_resumes(tmp_path, monkeypat
         "tpe",
         "--tasks",
         "wine",
-        "--children",
+        "--children-per-task",
         "3",
         "--seeds",
         "0",
@@ -64,7 +65,9 @@ def test_controller_comparison_writes_everything_and_resumes(tmp_path, monkeypat
     monkeypatch.setattr(controllers, "run_controller", refuse)
     again = controllers.main(argv)
     assert json.loads(json.dumps(again)) == json.loads(json.dumps(rows))
-    more = [("4" if a == "3" else a) for a in argv]  # --children 4: the saved runs do not fit
+    more = [
+        ("4" if a == "3" else a) for a in argv
+    ]  # --children-per-task 4: the saved runs do not fit
     with pytest.raises(ValueError, match="random-seed0.json holds a run made with other settings"):
         controllers.main(more)
 
@@ -80,7 +83,7 @@ def test_transfer_on_tables_writes_speedups_and_differentiation_and_resumes(
 ) -> None:
     argv = [
         *("--sources", "wine", "digits", "--targets", "breast-cancer"),
-        *("--pretrain-children", "16", "--children", "6", "--seeds", "0", "1"),
+        *("--pretrain-children-per-task", "16", "--children-per-task", "6", "--seeds", "0", "1"),
         *("--out", str(tmp_path)),
     ]
     summary = transfer.main(argv)
@@ -109,7 +112,14 @@ def test_transfer_with_real_training(tmp_path) -> None:
     """The paper suite's path: batched pre-training and real training into one store."""
     argv = [
         *("--suite", "paper", "--sources", "word-sentiment-da", "word-sentiment-en"),
-        *("--targets", "sentiment-es", "--pretrain-children", "8", "--children", "3"),
+        *(
+            "--targets",
+            "sentiment-es",
+            "--pretrain-children-per-task",
+            "8",
+            "--children-per-task",
+            "3",
+        ),
         *("--seeds", "0", "--controllers", "mnms-transfer", "mnms", "--out", str(tmp_path)),
     ]
     summary = transfer.main(argv)
@@ -120,15 +130,13 @@ def test_transfer_with_real_training(tmp_path) -> None:
 
 
 def test_reference_reports_the_test_accuracy_of_the_best_validation_child(tmp_path) -> None:
-    argv = ["--tasks", "trec", "cr", "--children", "3", "--budget", "1"]
+    argv = ["--tasks", "trec", "cr", "--children-per-task", "3", "--budget", "1"]
     argv += ["--representations", "word-hash", "embedding-bag", "--out", str(tmp_path)]
     rows = reference.main(argv)
-    history = controllers.history_from_json(
-        json.loads((tmp_path / "runs" / "mnms-seed0.json").read_text())
-    )
+    history = History.from_dict(json.loads((tmp_path / "runs" / "mnms-seed0.json").read_text()))
     for row in rows:
         best = history.best(row["task"])
-        assert row["test_accuracy"] == pytest.approx(100 * best.test_accuracy)
+        assert row["test_accuracy"] == pytest.approx(100 * best.result.test_accuracy)
         assert row["kim_2014"] == reference.KIM_2014[row["task"]]
     assert "| trec |" in (tmp_path / "reference.md").read_text()
 
@@ -172,7 +180,11 @@ def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
     ("module", "argv", "message"),
     [
         (throughput, ["--repeats", "0"], "--repeats: '0' is not an int >= 1"),
-        (controllers, ["--children", "-3"], "--children: '-3' is not an int >= 1"),
+        (
+            controllers,
+            ["--children-per-task", "-3"],
+            "--children-per-task: '-3' is not an int >= 1",
+        ),
         (transfer, ["--seeds", "1", "1"], "--seeds repeats a value: [1, 1]"),
     ],
 )
@@ -197,8 +209,8 @@ def test_mnms_vs_random_writes_its_table_and_plot(tmp_path) -> None:
 
 def test_transfer_from_a_single_source_task(tmp_path) -> None:
     argv = [
-        *("--sources", "wine", "--targets", "digits", "--pretrain-children", "8"),
-        *("--children", "3", "--seeds", "0", "--controllers", "mnms-transfer", "mnms"),
+        *("--sources", "wine", "--targets", "digits", "--pretrain-children-per-task", "8"),
+        *("--children-per-task", "3", "--seeds", "0", "--controllers", "mnms-transfer", "mnms"),
         *("--out", str(tmp_path)),
     ]
     transfer.main(argv)

@@ -116,7 +116,7 @@ def test_search_and_run_on_the_table_backend(tmp_path: Path) -> None:
     assert not (tmp_path / "negative").exists()
 
     history = tmp_path / "random.json"
-    argv = ["run", "random", "--backend", "table", "--tasks", "wine", "--children", "5"]
+    argv = ["run", "random", "--backend", "table", "--tasks", "wine", "--children-per-task", "5"]
     assert main([*argv, "--out", str(history)]) == 0
     children = json.loads(history.read_text())["children"]
     assert len(children) == 5 and all(c["seconds"] > 0 for c in children)

@@ -2,13 +2,17 @@ import numpy as np
 import pytest
 
 from agents.metrics import area_under_curve, best_so_far, children_to_reach, speedup
-from agents.runner import Child, History
-from mnms_env import ChildConfig
+from agents.runner import History
+from mnms_env import Child, ChildConfig, ChildRequest, ChildResult
 
 
 def history(rewards: list[tuple[str, float]]) -> History:
     children = tuple(
-        Child(task, ChildConfig(), val, val - 0.01, 1.0, False) for task, val in rewards
+        Child(
+            ChildRequest(task, ChildConfig(), fingerprint="fp"),
+            ChildResult(val, val - 0.01, 1.0, 1, "cpu", False, 1),
+        )
+        for task, val in rewards
     )
     return History("hand-made", ("a", "b"), 3, 0, 1, children, 1.0)
 

@@ -11,7 +11,7 @@ import pytest
 from small_space import SMALL
 
 from agents.cli import main
-from agents.runner import CONTROLLERS, BudgetSpent, History, TaskBudget, run_controller
+from agents.runner import CONTROLLERS, ChildQuota, History, QuotaSpent, run_controller
 from agents.tpe import tpe_search
 from mnms_env import ResultStore
 
@@ -21,7 +21,7 @@ CHILDREN = 3
 
 def run(name: str, **kwargs) -> History:
     kwargs.setdefault("env_kwargs", {"space": SMALL, "store": None})
-    return run_controller(name, tasks=TASKS, children=CHILDREN, seed=0, **kwargs)
+    return run_controller(name, tasks=TASKS, children_per_task=CHILDREN, seed=0, **kwargs)
 
 
 @pytest.mark.parametrize("name", CONTROLLERS)
@@ -29,10 +29,11 @@ def test_every_controller_gets_exactly_the_same_children(name: str) -> None:
     history = run(name)
     assert len(history.children) == CHILDREN * len(TASKS)
     assert history.per_task() == dict.fromkeys(TASKS, CHILDREN)
-    assert [c.task for c in history.children] == list(TASKS) * CHILDREN  # round-robin
+    assert [c.request.task for c in history.children] == list(TASKS) * CHILDREN  # round-robin
     assert history.trained == CHILDREN * len(TASKS) and history.cached == 0  # store=None
-    assert all(0.0 <= c.val_accuracy <= 1.0 and c.seconds >= 0 for c in history.children)
-    assert history.best("wine").val_accuracy > 1 / 3  # three classes: better than chance
+    results = [c.result for c in history.children]
+    assert all(0.0 <= r.val_accuracy <= 1.0 and r.seconds >= 0 for r in results)
+    assert history.best("wine").result.val_accuracy > 1 / 3  # three classes: above chance
 
 
 def test_cache_hits_are_counted_and_not_trained_again(tmp_path: Path) -> None:
@@ -40,12 +41,13 @@ def test_cache_hits_are_counted_and_not_trained_again(tmp_path: Path) -> None:
     first, again = run("random", **kwargs), run("random", **kwargs)
     assert first.trained + first.cached == len(first.children)
     assert again.cached == len(again.children) and again.trained == 0
-    assert [c.config for c in again.children] == [c.config for c in first.children]
-    assert json.loads(json.dumps(again.to_dict()))["cached"] == len(again.children)
+    assert [c.request for c in again.children] == [c.request for c in first.children]
+    saved = json.loads(json.dumps(again.to_dict()))
+    assert saved["cached"] == len(again.children) and History.from_dict(saved) == again
 
 
 def test_tpe_is_seeded_and_samples_only_valid_options() -> None:
-    configs = [[c.config for c in run("tpe").children] for _ in range(2)]
+    configs = [[c.request.config for c in run("tpe").children] for _ in range(2)]
     assert configs[0] == configs[1]
     assert all(c.representation == "raw" for c in configs[0])  # the only tabular option
 
@@ -57,8 +59,8 @@ def test_tpe_search_keeps_one_study_per_task() -> None:
     assert {name: len(s.trials) for name, s in studies.items()} == dict.fromkeys(TASKS, 2)
 
 
-def test_budget_wrapper_refuses_an_extra_child_and_a_wrong_task() -> None:
-    env = TaskBudget(gym.make("mnms_env:MNMS-v0", tasks=list(TASKS), space=SMALL, store=None), 1)
+def test_quota_wrapper_refuses_an_extra_child_and_a_wrong_task() -> None:
+    env = ChildQuota(gym.make("mnms_env:MNMS-v0", tasks=list(TASKS), space=SMALL, store=None), 1)
     with pytest.raises(ValueError, match="round-robin"):
         env.reset(options={"task": "digits"})
     for task in TASKS:
@@ -68,9 +70,9 @@ def test_budget_wrapper_refuses_an_extra_child_and_a_wrong_task() -> None:
         while not terminated:
             _, _, terminated, _, info = env.step(int(info["action_mask"].argmax()))
     env.reset()  # SB3 resets after the last episode: allowed, stepping is not
-    with pytest.raises(BudgetSpent):
+    with pytest.raises(QuotaSpent):
         env.step(0)
-    assert [c.task for c in env.records] == list(TASKS)
+    assert [c.request.task for c in env.records] == list(TASKS)
 
 
 def test_unknown_controller_lists_the_accepted_names() -> None:
@@ -80,7 +82,7 @@ def test_unknown_controller_lists_the_accepted_names() -> None:
 
 def test_run_command_writes_the_history(tmp_path: Path) -> None:
     out = tmp_path / "history.json"
-    argv = ["run", "random", "--tasks", *TASKS, "--children", "2", "--budget", "1"]
+    argv = ["run", "random", "--tasks", *TASKS, "--children-per-task", "2", "--budget", "1"]
     assert main([*argv, "--store", str(tmp_path / "r.sqlite"), "--out", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert saved["controller"] == "random" and saved["tasks"] == list(TASKS)
