@@ -1,0 +1,53 @@
+"""The MNMS controller: a task-conditioned LSTM policy trained with REINFORCE and replay.
+
+Multitask Neural Model Search (Wong and Gesmundo, 2017, arXiv 1710.10776), with the controller
+input skip connection of Transfer Neural AutoML (Wong et al., NeurIPS 2018):
+
+- `Controller`: an LSTM emits a child's decisions one at a time. Its input at each step is the
+  embedding of the previous decision concatenated with the task's learned embedding; the output
+  heads (one per decision) read the cell's output together with that input. Options the env
+  marks invalid are masked out before sampling.
+- `MNMS`: the agent. It samples children through the Gymnasium API only (any env with the
+  MNMS-v0 contract, single or vector), and learns with REINFORCE on the per-task normalised
+  advantage plus an off-policy replay bank shared by all tasks, with PPO-style clipped
+  importance ratios. `save`/`load` carry the whole state (task embeddings keyed by task name),
+  so a search resumes after a crash and a controller transfers to new tasks.
+
+```python
+env = gym.make("MNMS-v0", tasks=["langid-es", "word-sentiment-en"])
+agent = MNMS(env, seed=0).learn(200, checkpoint="mnms.pt")
+agent = MNMS.load("mnms.pt", gym.make("MNMS-v0", task="langid-de"))  # transfer
+```
+
+One module per job: `config` (`MNMSConfig`), `policy` (the network and its masking), `rule`
+(advantages and baselines), `records`, `replay` (the replay bank), `agent` (`MNMS`),
+`checkpoint` (saving, loading and transfer) and `envs` (env plumbing).
+"""
+
+from agents.mnms.agent import MNMS
+from agents.mnms.checkpoint import CHECKPOINT_FORMAT, NEW_TASK_INITS
+from agents.mnms.config import MNMSConfig
+from agents.mnms.envs import unbatch_info
+from agents.mnms.policy import MASKED, Controller, State, masked_logits, one_thread
+from agents.mnms.records import ChildRecord, UpdateStats
+from agents.mnms.replay import ReplayBank
+from agents.mnms.rule import normalised_advantages, seeded_baselines, updated_baselines
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "MASKED",
+    "MNMS",
+    "NEW_TASK_INITS",
+    "ChildRecord",
+    "Controller",
+    "MNMSConfig",
+    "ReplayBank",
+    "State",
+    "UpdateStats",
+    "masked_logits",
+    "normalised_advantages",
+    "one_thread",
+    "seeded_baselines",
+    "unbatch_info",
+    "updated_baselines",
+]

@@ -1,0 +1,71 @@
+"""Env plumbing: any env with the MNMS-v0 contract as a checked vector env, the names of its
+tasks, and a vector env's info dict split per sub-env."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+
+
+def as_vector_env(env: gym.Env | VectorEnv) -> VectorEnv:
+    """A vector env (a single env becomes a one-env `SyncVectorEnv`), checked against MNMS-v0."""
+    envs = env if isinstance(env, VectorEnv) else SyncVectorEnv([lambda: env])
+    mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if mode != AutoresetMode.NEXT_STEP:
+        raise ValueError(
+            f"the vector env autoresets in mode {mode!r}; MNMS handles "
+            f"{AutoresetMode.NEXT_STEP!r} (Gymnasium's default)"
+        )
+    observation, action = envs.single_observation_space, envs.single_action_space
+    expected = {"task": spaces.Discrete, "step": spaces.Discrete, "decisions": spaces.MultiDiscrete}
+    if not isinstance(observation, spaces.Dict) or any(
+        not isinstance(observation.spaces.get(key), kind) for key, kind in expected.items()
+    ):
+        raise ValueError(
+            "MNMS needs the MNMS-v0 observation: a Dict with task (Discrete), step (Discrete) "
+            f"and decisions (MultiDiscrete); got {observation} (MNMS-OneShot-v0 and flattening "
+            "wrappers do not fit)"
+        )
+    if not isinstance(action, spaces.Discrete):
+        raise ValueError(f"MNMS needs a Discrete action space (MNMS-v0), got {action}")
+    return envs
+
+
+def env_task_names(envs: VectorEnv, given: Sequence[str] | None) -> tuple[tuple[str, ...], bool]:
+    """The names of the env's task indices: `given`, else the `task_names` attribute of the
+    (sub-)envs, else `task-<index>`; and whether they are real names (checked against
+    `info["task"]` while sampling)."""
+    count = int(envs.single_observation_space["task"].n)
+    base = envs.unwrapped
+    if given is not None:
+        names, named = tuple(given), True
+    else:
+        try:  # Sync/AsyncVectorEnv ask their sub-envs; a native vector env answers itself
+            found = base.get_attr("task_names")[0] if hasattr(base, "get_attr") else None
+            found = found if found is not None else base.task_names
+            names, named = tuple(found), True
+        except AttributeError:
+            names, named = tuple(f"task-{i}" for i in range(count)), False
+    if len(names) != count or len(set(names)) != len(names):
+        raise ValueError(
+            f"tasks must be {count} distinct names (the observation's task space is "
+            f"Discrete({count})); got {list(names)}"
+        )
+    return names, named
+
+
+def unbatch_info(info: dict[str, Any], j: int) -> dict[str, Any]:
+    """Sub-env `j`'s part of a vector env's info dict, as plain Python values."""
+    out: dict[str, Any] = {}
+    for key, value in info.items():
+        present = info.get(f"_{key}")
+        if key.startswith("_") or (present is not None and not present[j]):
+            continue
+        item = unbatch_info(value, j) if isinstance(value, dict) else value[j]
+        out[key] = item.tolist() if isinstance(item, np.ndarray | np.generic) else item
+    return out

@@ -1,0 +1,56 @@
+"""`ReplayBank`: the children kept for off-policy training, shared by all tasks, and their
+checkpoint form."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.mnms.records import Episode
+
+
+class ReplayBank:
+    """A FIFO bank of (task, decisions, masks, behaviour log-probabilities, reward), shared by
+    all tasks (MNMS's off-policy multitask replay)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.episodes: list[Episode] = []
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def add(self, episodes: Sequence[Episode]) -> None:
+        self.episodes.extend(episodes)
+        del self.episodes[: max(0, len(self.episodes) - self.capacity)]
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[Episode]:
+        if n == 0 or not self.episodes:
+            return []
+        picks = rng.choice(len(self.episodes), size=min(n, len(self.episodes)), replace=False)
+        return [self.episodes[i] for i in picks]
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self.episodes:
+            return {"tasks": []}
+        return {
+            "tasks": [e.task for e in self.episodes],
+            "actions": torch.as_tensor(np.stack([e.actions for e in self.episodes])),
+            "masks": torch.as_tensor(np.stack([e.masks for e in self.episodes])),
+            "logp": torch.as_tensor(np.stack([e.logp for e in self.episodes])),
+            "rewards": torch.as_tensor([e.reward for e in self.episodes], dtype=torch.float64),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], keep: Callable[[str], bool]) -> None:
+        """Restore the entries whose task `keep` accepts (a transferred agent drops the tasks
+        its new env lacks)."""
+        self.episodes = []
+        for i, task in enumerate(state["tasks"]):
+            if keep(task):
+                actions, masks, logp = (state[k][i].numpy() for k in ("actions", "masks", "logp"))
+                self.episodes.append(
+                    Episode(task, actions, masks, logp, float(state["rewards"][i]))
+                )
