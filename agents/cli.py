@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections import Counter, defaultdict
@@ -60,10 +61,13 @@ class SearchSettings:
     precision: str = "fp32"
     """"fp32", or "bf16" matrix products (`mnms_env.child.compute_precision`). Fixed on resume:
     the results store does not key children by precision, so a run keeps one."""
-    sequential: bool = False
-    """Design and train one child at a time through a single env (the reference path), instead
-    of the `batch_size` children of each update through the MNMS vector env, trained in one
-    batched call. Fixed on resume: the two paths sample different children."""
+    envs: int | None = None
+    """Sub-envs of the MNMS vector env: the children of one step train in one batched call.
+    None (the default) becomes, when a run starts, the greatest common divisor of `batch_size`
+    and `children`: `batch_size` itself for the default run, so each update is one call, and
+    otherwise whole rounds of calls that end exactly at `children`. 0: a single env that trains
+    one child at a time (the reference path). Fixed on resume: another number of sub-envs
+    samples other children."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -74,6 +78,8 @@ class SearchSettings:
             )
         if self.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {self.seed}")
+        if self.envs is not None and self.envs < 0:
+            raise ValueError(f"--envs must be >= 0 (0: one child at a time), got {self.envs}")
         if self.freeze and self.source is None:
             raise ValueError("--freeze applies to a transfer; pass --from CHECKPOINT")
         check_precision(self.precision)
@@ -89,9 +95,8 @@ FIXED_ON_RESUME = (
     "freeze",
     "backend",
     "precision",
-    "sequential",
+    "envs",
 )
-REPRESENTATION = "representation"
 RUNNING_MEAN = 20
 
 
@@ -137,11 +142,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--freeze", action="store_true", default=None, help="with --from: train only new tasks")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
     add(
-        "--sequential",
-        action="store_true",
-        default=None,
-        help="train one child at a time through a single env (default: each update's children "
-        "in one batched call)",
+        "--envs",
+        type=int,
+        help="sub-envs whose children train in one batched call (default: the greatest common "
+        "divisor of --batch-size and --children); 0: one child at a time through a single env",
     )
     _add_precision_argument(add, default=None)
     _add_backend_argument(add, default=None)
@@ -259,8 +263,8 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
         saved_file = args.out / "run.json"
         if not saved_file.exists():
             raise ValueError(f"--resume: {saved_file} does not exist; is {args.out} a run?")
-        # A run.json from before the batched main job ran sequentially: resume it so.
-        saved = SearchSettings(**{"sequential": True, **json.loads(saved_file.read_text())})
+        # A run.json from before the batched main job ran one child at a time: resume it so.
+        saved = SearchSettings(**{"envs": 0, **json.loads(saved_file.read_text())})
         changed = {
             k: v for k, v in given.items() if k in FIXED_ON_RESUME and v != getattr(saved, k)
         }
@@ -287,15 +291,17 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
+    if settings.envs is None:
+        settings = replace(settings, envs=math.gcd(settings.batch_size, settings.children))
     store = out / "results.sqlite" if settings.backend == "train" else None
     kwargs = env_kwargs(settings.backend, device, store, settings.precision)
     kwargs |= {"tasks": settings.tasks, "budget": settings.budget}
-    if settings.sequential:
+    if settings.envs == 0:
         env = gym.make("MNMS-v0", **kwargs)
     else:  # one sub-env per child of an update: its children train in one batched call
         env = gym.make_vec(
             "MNMS-v0",
-            num_envs=settings.batch_size,
+            num_envs=settings.envs,
             vectorization_mode="vector_entry_point",
             **kwargs,
         )
@@ -331,7 +337,7 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
             writer.add_scalar(f"charts/best_so_far/{task}", best, step)
         for task, baseline in stats.baselines.items():
             writer.add_scalar(f"charts/baseline/{task}", baseline, step)
-        cached = [bool(r.child and r.child["cached"]) for r in stats.children]
+        cached = [bool(r.child and r.child.cached) for r in stats.children]
         writer.add_scalar("charts/cached_fraction", np.mean(cached), step)
         rate = (step - resumed_at) / (time.perf_counter() - started)  # this process's children
         writer.add_scalar("charts/children_per_second", rate, step)
@@ -379,14 +385,14 @@ def _summary(
         if not records:
             continue
         best = max(records, key=lambda r: r.reward)
-        representations = [r.child["config"][REPRESENTATION] for r in records]
+        representations = [r.child.request.config.representation for r in records]
         per_task[task] = {
             "children": len(records),
             "mean_reward": float(np.mean([r.reward for r in records])),
             "best": {
-                "config": best.child["config"],
-                "val_accuracy": best.child["val_accuracy"],
-                "test_accuracy": best.child["test_accuracy"],
+                "config": asdict(best.child.request.config),
+                "val_accuracy": best.child.result.val_accuracy,
+                "test_accuracy": best.child.result.test_accuracy,
                 "child_index": agent.history.index(best) + 1,
             },
             "representation_all": dict(Counter(representations).most_common()),

@@ -16,6 +16,7 @@ history.best("wine").result.val_accuracy
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -186,39 +187,35 @@ def run_controller(
         raise ValueError("pass tasks= and budget= to run_controller, not in env_kwargs")
     if name not in MASKED:
         kwargs.setdefault("invalid_action", "wrap")
-    env_id = "mnms_env:MNMS-OneShot-v0" if name == "ppo-oneshot" else "mnms_env:MNMS-v0"
-    env = ChildQuota(
-        gym.make(env_id, tasks=list(tasks), budget=budget, **kwargs), children_per_task, tasks
-    )
     extra = dict(controller_kwargs or {})
     started = time.perf_counter()
+    kwargs |= {"tasks": list(tasks), "budget": budget}
     if name == "mnms":
-        from agents.mnms import MNMS, MNMSConfig
-
-        if pretrained is not None:
-            agent = MNMS.load(pretrained, env, seed=seed, tasks=tasks, new_run=True, **extra)
-        else:
-            agent = MNMS(env, MNMSConfig(**extra), seed=seed, tasks=tasks)
-        agent.learn(env.total)
-    elif name == "random":
-        from agents.random_search import random_search
-
-        random_search(env, env.total, seed=seed)
-    elif name == "tpe":
-        from agents.tpe import tpe_search
-
-        tpe_search(env, children_per_task, seed=seed, tasks=tasks)
+        children = _search_mnms(tasks, children_per_task, seed, kwargs, extra, pretrained)
     else:
-        from agents.sb3 import sb3_learn
+        env_id = "mnms_env:MNMS-OneShot-v0" if name == "ppo-oneshot" else "mnms_env:MNMS-v0"
+        env = ChildQuota(gym.make(env_id, **kwargs), children_per_task, tasks)
+        if name == "random":
+            from agents.random_search import random_search
 
-        sb3_learn(name.removesuffix("-oneshot"), env, env.total, seed=seed, **extra)
+            random_search(env, env.total, seed=seed)
+        elif name == "tpe":
+            from agents.tpe import tpe_search
+
+            tpe_search(env, children_per_task, seed=seed, tasks=tasks)
+        else:
+            from agents.sb3 import sb3_learn
+
+            sb3_learn(name.removesuffix("-oneshot"), env, env.total, seed=seed, **extra)
+        env.close()
+        children = tuple(env.records)
     history = History(
         controller=name,
         tasks=tasks,
         children_per_task=children_per_task,
         seed=seed,
         budget=budget,
-        children=tuple(env.records),
+        children=children,
         wall_seconds=time.perf_counter() - started,
     )
     if history.per_task() != dict.fromkeys(tasks, children_per_task):
@@ -226,5 +223,60 @@ def run_controller(
             f"every task must get exactly {children_per_task} children; {name} gave "
             f"{history.per_task()}"
         )
-    env.close()
     return history
+
+
+class RoundRobin:
+    """The tasks in turn, `children_per_task` episodes of each: the `next_task` of an MNMS
+    vector env's sub-envs, so that every reset, autoresets included, takes the next task. One
+    episode more raises `QuotaSpent`."""
+
+    def __init__(self, tasks: Sequence[str], children_per_task: int) -> None:
+        self.tasks, self.total, self.started = tuple(tasks), children_per_task * len(tasks), 0
+
+    def __call__(self) -> str:
+        if self.started >= self.total:
+            raise QuotaSpent(
+                f"every task of {list(self.tasks)} has had its {self.total // len(self.tasks)} "
+                "children; the controller started one more episode"
+            )
+        self.started += 1
+        return self.tasks[(self.started - 1) % len(self.tasks)]
+
+
+def _search_mnms(
+    tasks: tuple[str, ...],
+    children_per_task: int,
+    seed: int,
+    env_kwargs: dict[str, Any],
+    controller_kwargs: dict[str, Any],
+    pretrained: str | Path | None,
+) -> tuple[Child, ...]:
+    """MNMS on the MNMS vector env, so each update's children train in one batched call (as in
+    `mnms search`). Its sub-envs are as many as the largest number that divides both the batch
+    size and the total: every update is then whole rounds, and the last round ends exactly at
+    the quota. The shared `RoundRobin` sets every episode's task."""
+    from agents.mnms import MNMS, MNMSConfig
+    from agents.mnms.checkpoint import read_checkpoint
+
+    total = children_per_task * len(tasks)
+    if pretrained is not None:
+        saved = read_checkpoint(pretrained)["config"]
+        config = MNMSConfig(**{**saved, **controller_kwargs.get("overrides", {})})
+    else:
+        config = MNMSConfig(**controller_kwargs)
+    envs = gym.make_vec(
+        "mnms_env:MNMS-v0",
+        num_envs=math.gcd(config.batch_size, total),
+        vectorization_mode="vector_entry_point",
+        next_task=RoundRobin(tasks, children_per_task),
+        **env_kwargs,
+    )
+    if pretrained is not None:
+        kwargs = {"seed": seed, "tasks": tasks, "new_run": True, **controller_kwargs}
+        agent = MNMS.load(pretrained, envs, **kwargs)
+    else:
+        agent = MNMS(envs, config, seed=seed, tasks=tasks)
+    agent.learn(total)
+    envs.close()
+    return tuple(record.child for record in agent.history)

@@ -30,7 +30,7 @@ def run(method: str, tasks: list[str], children: int, seed: int, budget: int, st
     """`[(task, val_accuracy, representation)]` of every child, in the order designed."""
     env = gym.make("mnms_env:MNMS-v0", tasks=tasks, budget=budget, store=store)
     if method == "mnms":
-        history = [r.child for r in MNMS(env, seed=seed).learn(children).history]
+        history = [r.child.to_info() for r in MNMS(env, seed=seed).learn(children).history]
     else:
         history = random_search(env, children, seed=seed)
     return [(c["task"], c["val_accuracy"], c["config"]["representation"]) for c in history]

@@ -77,6 +77,8 @@ class ChildResult:
 RESULT_FIELDS = tuple(f.name for f in fields(ChildResult))
 _PLAIN = {"float": float, "int": int, "str": str, "bool": bool}
 """Each `ChildResult` field type by its annotation, to read numpy values back as plain ones."""
+INFO_KEYS = ("task", "fingerprint", "config", "seed", "budget", *RESULT_FIELDS, "cached")
+"""The keys of `Child.to_info()`."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,12 @@ class Child:
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> Child:
         """The inverse of `to_info` (also of a vector env's unbatched `info["child"]`)."""
+        missing = [key for key in INFO_KEYS if key not in info]
+        if missing:
+            raise ValueError(
+                f"info['child'] lacks {missing}; a Child reads what Child.to_info() writes: "
+                f"{list(INFO_KEYS)}"
+            )
         request = ChildRequest(
             info["task"],
             ChildConfig(**info["config"]),

@@ -122,7 +122,7 @@ def test_controller_samples_only_valid_options() -> None:
     tasks = {r.task for r in agent.history}
     assert tasks == {"langid-es", "digits"}
     for record in agent.history:
-        representation = record.child["config"]["representation"]
+        representation = record.child.request.config.representation
         assert (representation == "raw") == (record.task == "digits")
     samples = agent.sample_decisions("langid-es", 500)
     assert not np.any(samples[:, 0] == SMALL_SPACE.decisions[0].options.index("raw"))
@@ -172,7 +172,7 @@ def test_vector_env_learns_through_autoreset(mode: str, replay: bool) -> None:
     assert agent.num_children == len(agent.history) == 30 and agent.num_updates == 5
     for record in agent.history:  # the ignored autoreset actions never enter a child
         config = SMALL_SPACE.decode(record.decisions, "text")
-        assert record.child["config"] == asdict(config) and record.task == record.child["task"]
+        assert record.child.request.config == config and record.task == record.child.request.task
         optimum = DISTINCT[record.task]
         matched = sum(asdict(config)[k] == v for k, v in optimum.items())
         assert record.reward == pytest.approx(0.3 + 0.6 * matched / len(optimum))
@@ -391,4 +391,4 @@ def test_killed_search_resumes_without_losing_or_retraining(tmp_path: Path) -> N
     assert stored == sampled  # every sampled child is stored, nothing else is
     # the children of the killed update were re-sampled and answered by the store
     redone = resumed.history[checkpoint.num_children :]
-    assert sum(r.child["cached"] for r in redone) >= trained_before - known
+    assert sum(r.child.cached for r in redone) >= trained_before - known

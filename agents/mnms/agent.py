@@ -28,6 +28,7 @@ from agents.mnms.policy import Controller, State, one_thread
 from agents.mnms.records import ChildRecord, Episode, UpdateStats
 from agents.mnms.replay import ReplayBank
 from agents.mnms.rule import normalised_advantages, seeded_baselines, updated_baselines
+from mnms_env import Child
 
 
 def _on_one_thread(method: Callable) -> Callable:
@@ -283,7 +284,8 @@ class MNMS:
                 f"an episode ended after {len(actions)} decisions; the observation space "
                 f"declares {len(self.sizes)}"
             )
-        child = unbatch_info(info["child"], j) if "child" in info and info["_child"][j] else None
+        reported = "child" in info and info["_child"][j]
+        child = Child.from_info(unbatch_info(info["child"], j)) if reported else None
         episode = Episode(
             task,
             np.array(actions, dtype=np.int64),

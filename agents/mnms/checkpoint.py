@@ -18,6 +18,7 @@ import torch
 
 from agents.mnms.config import MNMSConfig
 from agents.mnms.records import ChildRecord
+from mnms_env import make_task
 
 if TYPE_CHECKING:
     from agents.mnms.agent import MNMS
@@ -49,7 +50,7 @@ def write_checkpoint(agent: MNMS, path: str | Path) -> None:
         "numpy_rng": agent.rng.bit_generator.state,
         "num_children": agent.num_children,
         "num_updates": agent.num_updates,
-        "history": [asdict(r) for r in agent.history],
+        "history": [r.to_dict() for r in agent.history],
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +142,16 @@ def restore_state(agent: MNMS, state: dict[str, Any], *, resume: bool, keep_rng:
             group["lr"] = agent.config.learning_rate
         agent.num_children = state["num_children"]
         agent.num_updates = state["num_updates"]
-        agent.history = [
-            ChildRecord(**{**r, "decisions": tuple(r["decisions"])}) for r in state["history"]
-        ]
+        agent.history = [ChildRecord.from_dict(_with_fingerprint(r)) for r in state["history"]]
+
+
+def _with_fingerprint(record: dict[str, Any]) -> dict[str, Any]:
+    """A history record as written, its child given the task's data fingerprint if it lacks
+    one (checkpoints written before requests carried it): the data a resume trains on now."""
+    child = record["child"]
+    if child is None or "fingerprint" in child:
+        return record
+    return {**record, "child": {**child, "fingerprint": make_task(child["task"]).fingerprint}}
 
 
 def _new_task_embedding(name: str, seed: int, config: MNMSConfig) -> torch.Tensor:

@@ -4,10 +4,12 @@ needs, kept in the replay bank)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from mnms_env import Child
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,18 @@ class ChildRecord:
     decisions: tuple[int, ...]
     """Option index chosen at each decision."""
     reward: float
-    child: dict[str, Any] | None
-    """The env's `info["child"]` (config, accuracies, seconds, `cached`, ...), if it gave one."""
+    child: Child | None
+    """The child the env reported in `info["child"]` (request, result, `cached`), if it gave one."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (the child as `Child.to_info()`), as checkpoints store it."""
+        child = None if self.child is None else self.child.to_info()
+        return {**asdict(self), "decisions": list(self.decisions), "child": child}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChildRecord:
+        child = None if data["child"] is None else Child.from_info(data["child"])
+        return cls(**{**data, "decisions": tuple(data["decisions"]), "child": child})
 
 
 @dataclass(frozen=True)
@@ -57,4 +69,4 @@ class Episode:
     logp: np.ndarray
     """`(decisions,)` float32: log mu(a_i | ...) under the policy that sampled it."""
     reward: float
-    child: dict[str, Any] | None = field(default=None, repr=False)
+    child: Child | None = field(default=None, repr=False)
