@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from controllers import (
 
 from agents.cli import distinct, positive_int
 from agents.metrics import best_so_far, children_to_reach, speedup
-from agents.mnms import MNMS
+from agents.mnms import MNMS, MNMSConfig
 from agents.plots import png_figure
 from agents.runner import History
 from mnms_env import SearchSpace, benchmark_space
@@ -113,19 +114,16 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
         refuse_other_settings(path, "a pre-trained controller", saved, settings)
     else:
         marker.write_text(json.dumps(settings))
-    if suite.backend == "table":
-        env = gym.make("mnms_env:MNMS-v0", tasks=list(suite.sources), budget=budget, **kwargs)
-    else:  # the children of each update train in one batched call
-        env = gym.make_vec(
-            "mnms_env:MNMS-v0",
-            num_envs=8,
-            vectorization_mode="vector_entry_point",
-            tasks=list(suite.sources),
-            budget=budget,
-            **kwargs,
-        )
-    agent = MNMS.load(path, env) if path.exists() else MNMS(env, seed=0)
     total = suite.pretrain_children_per_task * len(suite.sources)
+    env = gym.make_vec(  # the children of each update train in one batched call, as in the runner
+        "mnms_env:MNMS-v0",
+        num_envs=math.gcd(MNMSConfig.batch_size, total),
+        vectorization_mode="vector_entry_point",
+        tasks=list(suite.sources),
+        budget=budget,
+        **kwargs,
+    )
+    agent = MNMS.load(path, env) if path.exists() else MNMS(env, seed=0)
     agent.learn(max(0, total - agent.num_children), checkpoint=path)
     print(f"pre-trained on {list(suite.sources)}: {agent.num_children} children", flush=True)
     return agent, env.unwrapped.space
