@@ -1,0 +1,184 @@
+"""The main job's speed: `mnms search` on the sequential and the batched path, side by side.
+
+    python benchmarks/main_job.py                    # the default run, both paths, CPU or CUDA
+    python benchmarks/main_job.py --children 40 --repeats 2 --out runs/main-job
+
+Each repeat runs `agents.cli.search` with the default settings (`langid-es` with
+`word-sentiment-en`, 200 children of 1 epoch, default space, seed 0) twice, interleaved: once
+with `envs=0` (one env, each child trained alone by `SequentialEvaluator`) and once with the
+default vector env (each update's children in one `BatchedEvaluator` call), each into a fresh
+run directory with its own empty results store. Features are computed before the first run,
+as the README's timings assume. It reports children per second of the whole search (controller,
+store and all) and the ratio; the fastest repeat of each path is kept, and the JSON keeps every
+sample.
+
+The two paths sample different children (sub-envs draw their tasks and child seeds from their
+own seeds), so the search rate mixes trainer speed with what each search happened to design.
+The `same requests` rows remove that: the batched run's children, update by update (minus the
+ones its store answered), trained again through each evaluator directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from agents.cli import PAPER_PAIR, SearchSettings, positive_int, search
+from agents.mnms.checkpoint import read_checkpoint
+from agents.plots import png_figure
+from mnms_env import (
+    BatchedEvaluator,
+    Child,
+    ChildRequest,
+    SequentialEvaluator,
+    default_space,
+    featurize,
+    make_task,
+)
+from mnms_env.child import device_name, resolve_device
+from mnms_env.features import FEATURIZERS
+
+PATHS = {"sequential": 0, "batched": None}
+"""`SearchSettings.envs` of each path: one env, or the default vector env."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed run of one path."""
+
+    path: str
+    seconds: float
+    children: int
+    trained: int
+    """Distinct children the run trained (its store's size)."""
+    best_val: dict[str, float]
+
+    @property
+    def children_per_s(self) -> float:
+        return self.children / self.seconds
+
+
+def warm_features(tasks: tuple[str, ...]) -> None:
+    """Compute (or load) every feature matrix the default space can ask of `tasks`."""
+    space = default_space()
+    sizes = space.decisions[space.names.index("representation_size")].options
+    for name in tasks:
+        task = make_task(name)
+        for rep in space.decisions[space.names.index("representation")].options:
+            featurizer = FEATURIZERS[rep]
+            if featurizer.modality != task.modality or not featurizer.available():
+                continue
+            for size in sizes if featurizer.sized else (0,):
+                featurize(task, rep, size)
+
+
+def run_search(path: str, settings: SearchSettings, root: Path, device: str | None) -> Sample:
+    out = Path(tempfile.mkdtemp(prefix=f"{path}-", dir=root))
+    start = time.perf_counter()
+    summary = search(settings, out, device=device)
+    seconds = time.perf_counter() - start
+    best = {t: info["best"]["val_accuracy"] for t, info in summary["per_task"].items()}
+    return Sample(path, seconds, summary["children"], summary["trained"], best)
+
+
+def update_requests(checkpoint: Path) -> list[list[ChildRequest]]:
+    """Per update of a finished run, the requests it trained (first sightings only, as its
+    store saw them)."""
+    updates: dict[int, list[ChildRequest]] = defaultdict(list)
+    seen: set[ChildRequest] = set()
+    for record in read_checkpoint(checkpoint)["history"]:
+        request = Child.from_info(record["child"]).request
+        if request not in seen:
+            seen.add(request)
+            updates[record["update"]].append(request)
+    return [updates[u] for u in sorted(updates)]
+
+
+def same_requests(updates: list[list[ChildRequest]], device: torch.device) -> dict[str, float]:
+    """Children per second of each evaluator on the same per-update request lists."""
+    rates = {}
+    for name, evaluator in (
+        ("sequential", SequentialEvaluator(device=device)),
+        ("batched", BatchedEvaluator(device=device)),
+    ):
+        start = time.perf_counter()
+        for requests in updates:
+            evaluator.evaluate(requests)
+        rates[name] = sum(map(len, updates)) / (time.perf_counter() - start)
+    return rates
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(PAPER_PAIR))
+    parser.add_argument("--children", type=positive_int, default=SearchSettings.children)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=positive_int, default=1, help="runs of each path")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    settings = {"tasks": tuple(args.tasks), "children": args.children, "seed": args.seed}
+    warm_features(settings["tasks"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    samples: list[Sample] = []
+    with tempfile.TemporaryDirectory(prefix="main-job-") as tmp:
+        root = Path(tmp)
+        for _ in range(args.repeats):  # interleaved, so a slow spell hits both paths alike
+            for path, envs in PATHS.items():
+                run = SearchSettings(**settings, envs=envs)
+                samples.append(run_search(path, run, root, args.device))
+        last_batched = sorted(root.glob("batched-*"))[-1] / "checkpoint.pt"
+        replay = same_requests(update_requests(last_batched), device)
+    best = {
+        p: max((s for s in samples if s.path == p), key=lambda s: s.children_per_s) for p in PATHS
+    }
+    report = {
+        "machine": device_name(device),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "settings": asdict(SearchSettings(**settings)),
+        "children_per_s": {p: best[p].children_per_s for p in PATHS},
+        "speedup": best["batched"].children_per_s / best["sequential"].children_per_s,
+        "same_requests_children_per_s": replay,
+        "same_requests_speedup": replay["batched"] / replay["sequential"],
+        "samples": [{**asdict(s), "children_per_s": s.children_per_s} for s in samples],
+    }
+    stem = f"main-job-{device.type}"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    _plot(report, args.out / f"{stem}.png")
+    print(
+        f"{report['machine']}, {report['threads']} threads: the main job ran at "
+        f"{report['children_per_s']['sequential']:.3f} children/s sequentially and "
+        f"{report['children_per_s']['batched']:.3f} batched ({report['speedup']:.2f}x); the same "
+        f"requests: {replay['sequential']:.3f} and {replay['batched']:.3f} children/s "
+        f"({report['same_requests_speedup']:.2f}x)"
+    )
+    return report
+
+
+def _plot(report: dict, path: Path) -> None:
+    with png_figure(path, figsize=(6, 3.5)) as (fig, ax):
+        groups = {
+            "main job": report["children_per_s"],
+            "same requests": report["same_requests_children_per_s"],
+        }
+        for i, rates in enumerate(groups.values()):
+            for j, name in enumerate(PATHS):
+                bar = ax.bar(i + 0.4 * j, rates[name], 0.4, color=f"C{j}")
+                bar.set_label(name if i == 0 else None)
+                ax.text(i + 0.4 * j, rates[name], f"{rates[name]:.2f}", ha="center", va="bottom")
+        ax.set_xticks([0.2, 1.2], list(groups))
+        ax.set(ylabel="children per second", title=f"mnms search on {report['machine']}")
+        ax.legend()
+
+
+if __name__ == "__main__":
+    main()
