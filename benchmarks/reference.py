@@ -18,7 +18,7 @@ from pathlib import Path
 from controllers import markdown_table, run_or_load
 
 from mnms_env import ChildConfig, default_space
-from mnms_env.space import TEXT_REPRESENTATIONS
+from mnms_env.features import FEATURIZERS
 
 KIM_2014 = {"sst2": 88.1, "mr": 81.5, "subj": 93.4, "trec": 93.6, "cr": 85.0, "mpqa": 89.6}
 """Kim (2014), *Convolutional Neural Networks for Sentence Classification*, Table 2: the best of
@@ -37,6 +37,14 @@ OUR_PROTOCOL = {
     "trec": "the same files; 10% of train as validation; the 500-question test split",
 }
 """Every other task: one seeded stratified 80/10/10 split of its single file."""
+
+_DEFAULT = default_space()
+TEXT_REPRESENTATIONS = tuple(
+    name
+    for name in _DEFAULT.decisions[_DEFAULT.names.index("representation")].options
+    if FEATURIZERS[name].modality == "text"
+)
+"""The default space's featurizers for text tasks."""
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -15,10 +15,10 @@ What is shared and what stays per child:
 |                             |   depth are skipped), activation, optimizer state,        |
 |                             |   learning rate, L2, best epoch, divergence               |
 
-The optimizers (`mnms_env.stacked_optim`) update stacked weights with a learning rate and L2
-per child, each following its `torch.optim` counterpart. A group larger than the memory limit is
-split into chunks, so an oversized request list is trained in several passes rather than running
-out of memory.
+Each optimizer's stacked form (`mnms_env.stacked_optim.OPTIMIZERS`) updates stacked weights with
+a learning rate and L2 per child, following its `torch.optim` counterpart. A group larger than the
+memory limit is split into chunks, so an oversized request list is trained in several passes
+rather than running out of memory.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from mnms_env.activations import ACTIVATIONS
 from mnms_env.child import (
     PRECISION_DTYPES,
     ChildNet,
@@ -47,17 +48,8 @@ from mnms_env.child import (
 from mnms_env.evaluate import Evaluator, TaskLookup, task_features, task_of
 from mnms_env.features import Features
 from mnms_env.records import ChildRequest, ChildResult
-from mnms_env.space import ACTIVATIONS
 from mnms_env.stacked_optim import stacked_optimizer
 from mnms_env.tasks import Task, make_task
-
-ACTIVATION_FNS = {
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-    "gelu": F.gelu,
-    "elu": F.elu,
-    "sigmoid": torch.sigmoid,
-}
 
 
 @dataclass(frozen=True, order=True)
@@ -199,7 +191,8 @@ class _StackedNet:
         self.partial_layers = (~self.active).any(dim=0).tolist()  # some child skips layer i+1
         self.dropout = torch.tensor([c.dropout for c in configs], device=dev)
         self.uses_dropout = any(c.dropout > 0 for c in configs)
-        self.activations = sorted({c.activation for c in configs}, key=ACTIVATIONS.index)
+        used = {c.activation for c in configs}
+        self.activations = [name for name in ACTIVATIONS if name in used]  # a fixed order
         self.activation_index = torch.tensor(
             [self.activations.index(c.activation) for c in configs], device=dev
         )
@@ -226,11 +219,11 @@ class _StackedNet:
 
     def _act(self, z: torch.Tensor) -> torch.Tensor:
         if len(self.activations) == 1:
-            return ACTIVATION_FNS[self.activations[0]](z)
+            return ACTIVATIONS[self.activations[0]](z)
         out = torch.zeros_like(z)
         for a, name in enumerate(self.activations):
             chosen = (self.activation_index == a).view(-1, 1, 1).to(z.dtype)
-            out = out + chosen * ACTIVATION_FNS[name](z)
+            out = out + chosen * ACTIVATIONS[name](z)
         return out
 
     def _drop(self, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

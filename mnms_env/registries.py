@@ -1,0 +1,46 @@
+"""What the registries of the search space share: how a name is added and how one is looked up.
+
+Each axis of the search space has one registry, a dict from name to entry in the module that owns
+the idea: `activations.ACTIVATIONS`, `stacked_optim.OPTIMIZERS` and `features.FEATURIZERS`.
+Validation (`ChildConfig`, `Decision`, masks) and both trainers read them, so a registered name
+is usable everywhere at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from typing import TypeVar
+
+Entry = TypeVar("Entry")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+"""A registered name: it becomes part of configs, cache file names and table rows."""
+
+
+def add(registry: dict[str, Entry], kind: str, name: object, entry: Entry) -> None:
+    """Add `entry` under `name`, refusing a malformed or taken name: a name is a config's
+    identity in the feature cache and the results store, so it never silently changes meaning."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError(
+            f"{kind} name {name!r} is not usable; a name is letters, digits and '_.+-', "
+            "starting with a letter or digit"
+        )
+    if name in registry:
+        raise ValueError(
+            f"{kind} {name!r} is already registered; pick another name "
+            f"(registered: {list(registry)})"
+        )
+    registry[name] = entry
+
+
+def known(
+    registry: Mapping[str, Entry], kind: str, name: object, error: type[ValueError] = ValueError
+) -> Entry:
+    """The entry registered as `name`; otherwise `error` listing the registered names and the
+    nearest one."""
+    if isinstance(name, str) and name in registry:
+        return registry[name]
+    close = difflib.get_close_matches(name, list(registry), n=1) if isinstance(name, str) else []
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise error(f"{kind}={name!r} is not registered; registered: {list(registry)}.{hint}")
