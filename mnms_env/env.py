@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from mnms_env import render
 from mnms_env.child import ChildResult, check_precision
 from mnms_env.evaluate import (
     ChildRequest,
@@ -33,7 +34,8 @@ DEFAULT_STORE = "default"
 class _MNMSBase(gym.Env):
     """What both variants share: tasks, space, masks, store and the terminal evaluation."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": list(render.RENDER_MODES), "render_fps": 2}
+    """`render_fps` is for video recorders: one frame per decision, two decisions a second."""
 
     def __init__(
         self,
@@ -50,7 +52,7 @@ class _MNMSBase(gym.Env):
         precision: Literal["fp32", "bf16"] = "fp32",
         backend: Literal["train", "table"] = "train",
         table_dir: str | Path | None = None,
-        render_mode: None = None,
+        render_mode: Literal["ansi", "rgb_array"] | None = None,
     ) -> None:
         if task is not None and tasks is not None:
             raise ValueError("pass either task= or tasks=, not both")
@@ -75,8 +77,7 @@ class _MNMSBase(gym.Env):
                 "evaluator; with evaluator= give them to that evaluator, and backend='table' "
                 "trains nothing"
             )
-        if render_mode is not None:
-            raise ValueError(f"render_mode={render_mode!r}; this environment renders nothing")
+        render.check_render_mode(render_mode)
         self.tasks: tuple[Task, ...] = tuple(make_task(name) for name in names)
         self.task_names: tuple[str, ...] = tuple(t.name for t in self.tasks)
         self.budget = check_budget(budget)
@@ -105,6 +106,8 @@ class _MNMSBase(gym.Env):
         self._masks = {m: self.space.masks(m) for m in {t.modality for t in self.tasks}}
         self._task_index = 0
         self._child_seed = 0
+        self._trained: tuple[Sequence[int], ChildResult, bool] | None = None
+        """The last child's option indices, result and `cached`, until the next reset."""
 
     @property
     def task(self) -> Task:
@@ -150,7 +153,24 @@ class _MNMSBase(gym.Env):
     def _evaluate(self, indices: Sequence[int]) -> tuple[float, dict[str, Any]]:
         request = self._request(indices)
         [(result, cached)] = evaluate_cached(self.evaluator, self.store, [request])
+        self._trained = (indices, result, cached)
         return result.val_accuracy, child_info(request, result, cached)
+
+    def _decided(self) -> Sequence[int]:
+        """The option indices chosen so far this episode (those of the trained child)."""
+        return () if self._trained is None else self._trained[0]
+
+    def render(self) -> str | np.ndarray | None:
+        """The child designed so far: text (`"ansi"`) or an `(H, W, 3)` uint8 picture
+        (`"rgb_array"`), with its result once trained. Drawn only when called."""
+        if self.render_mode is None:
+            gym.logger.warn(
+                "render() without a render mode draws nothing; make the env with "
+                f"render_mode= one of {list(render.RENDER_MODES)}"
+            )
+            return None
+        result, cached = (None, False) if self._trained is None else self._trained[1:]
+        return render.draw(self.render_mode, self.task, self.space, self._decided(), result, cached)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -282,11 +302,19 @@ class MNMSEnv(_MNMSBase):
     | `precision`      | `"fp32"`      | the default evaluator's; `"bf16"`: bfloat16 matmuls      |
     | `backend`        | `"train"`     | `"table"`: look rewards up in benchmark tables          |
     | `table_dir`      | shipped       | extra directory of tables (`benchmarks/build_table.py`) |
+    | `render_mode`    | None          | `"ansi"`: text; `"rgb_array"`: a picture of the child   |
 
     With `backend="table"` (see `mnms_env.table`) nothing is trained: the space is the tables'
     `benchmark_space()`, `child_seeds` defaults to every seed the tables hold (one drawn per
     episode, so rewards are as noisy as real training), `info["child"]["seconds"]` is the
     training time recorded when the table was built and `info["child"]["device"]` is `"table"`.
+
+    `render()` shows the child designed so far, drawn only when called: with
+    `render_mode="ansi"` a string (the task, each decision made with its value, `?` for those
+    to come, and once the child is trained its config, val/test accuracy, seconds, parameters
+    and whether the store answered it); with `"rgb_array"` an `(450, 800, 3)` uint8 picture of
+    the same (the input representation and its size, one box per hidden layer with its width,
+    activation and dropout, the optimizer, learning rate, batch size and L2, and the accuracy).
 
     ```python
     import gymnasium as gym
@@ -319,6 +347,7 @@ class MNMSEnv(_MNMSBase):
         self._pick_task(options)
         self._chosen[:] = 0
         self._step = 0
+        self._trained = None
         return self._obs(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -336,6 +365,9 @@ class MNMSEnv(_MNMSBase):
         self._chosen[self._step] = option + 1
         self._step += 1
         return self._step == len(self.space)
+
+    def _decided(self) -> Sequence[int]:
+        return (self._chosen[: self._step] - 1).tolist()
 
     def pending_request(self) -> ChildRequest:
         """The request of the child designed this episode (after the last decision)."""
@@ -406,6 +438,7 @@ class MNMSOneShotEnv(_MNMSBase):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
         self._pick_task(options)
+        self._trained = None
         return self._obs(), {"task": self.task.name, "action_mask": self.action_masks()}
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:

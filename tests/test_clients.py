@@ -1,0 +1,102 @@
+"""The clients users bring: Gymnasium's render API."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from small_space import SMALL
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from agents.random_search import masked_uniform
+from mnms_env import ChildConfig, ResultStore
+from mnms_env.env import MNMSEnv
+
+# --------------------------------------------------------------------------------------------
+# 2. Gymnasium's render API
+
+
+def make(env_id: str = "MNMS-v0", **kwargs):
+    kwargs = {"task": "wine", "space": SMALL, "store": None} | kwargs
+    return gym.make(f"mnms_env:{env_id}", **kwargs)
+
+
+def frames_of_an_episode(env, seed: int = 0) -> tuple[list, dict]:
+    """`render()` after the reset and after every step of one random valid episode, and the
+    last step's info."""
+    rng = np.random.default_rng(seed)
+    _, info = env.reset(seed=seed)
+    frames, done = [env.render()], False
+    while not done:
+        if isinstance(env.action_space, gym.spaces.MultiDiscrete):  # one-shot: every decision
+            action = np.array([masked_uniform(m, rng) for m in env.unwrapped.task_masks()])
+        else:
+            action = masked_uniform(info["action_mask"], rng)
+        _, _, done, _, info = env.step(action)
+        frames.append(env.render())
+    return frames, info
+
+
+@pytest.mark.parametrize("render_mode", ["ansi", "rgb_array"])
+@pytest.mark.parametrize("env_id", ["MNMS-v0", "MNMS-OneShot-v0"])
+def test_every_render_mode_passes_both_checkers_without_a_warning(
+    env_id: str, render_mode: str, tmp_path
+) -> None:
+    """(tests/test_env.py checks an env made without a render mode.)"""
+    assert MNMSEnv.metadata["render_modes"] == ["ansi", "rgb_array"]
+    store = ResultStore(tmp_path / "r.sqlite")
+    env = make(env_id, invalid_action="wrap", store=store, render_mode=render_mode)
+    if env_id == "MNMS-OneShot-v0":  # a warm store makes the determinism check's repeat equal
+        env.action_space.seed(123)
+        env.reset(seed=123)
+        env.step(env.action_space.sample())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # both checkers warn about what they find
+        check_env(env.unwrapped)
+        sb3_check_env(env.unwrapped, warn=True, skip_render_check=False)
+
+
+def test_ansi_shows_the_task_the_decisions_and_the_trained_child(tmp_path) -> None:
+    env = make(tasks=["wine", "digits"], task=None, render_mode="ansi", store=tmp_path / "r.db")
+    frames, info = frames_of_an_episode(env)
+    task = info["task"]
+    assert all(isinstance(f, str) and f.startswith(f"task {task!r}") for f in frames)
+    assert "decisions 0/5" in frames[0] and frames[0].count("= ?") == len(SMALL)
+    assert "decisions 2/5" in frames[2] and frames[2].count("= ?") == len(SMALL) - 2
+    assert "  representation = raw\n" in frames[2] and "val " not in frames[2]
+    last, child = frames[-1], info["child"]
+    assert "= ?" not in last and f"child: {ChildConfig(**child['config']).describe()}" in last
+    assert f"val {child['val_accuracy']:.4f}  test {child['test_accuracy']:.4f}" in last
+    assert f"{child['parameters']:,} parameters  trained\n" in last
+    assert frames_of_an_episode(env)[0][-1].endswith("from the store\n")  # same seed: cached
+    (before, after), _ = frames_of_an_episode(make("MNMS-OneShot-v0", render_mode="ansi"))
+    assert "decisions 0/5" in before and "decisions 5/5" in after and "= ?" not in after
+
+
+def test_rgb_array_draws_the_child_and_changes_as_it_is_designed() -> None:
+    env = make(render_mode="rgb_array", task="digits")
+    frames, _ = frames_of_an_episode(env)
+    assert all(f.shape == (450, 800, 3) and f.dtype == np.uint8 for f in frames)
+    assert all(len(np.unique(f.reshape(-1, 3), axis=0)) > 10 for f in frames)  # not blank
+    assert all((a != b).any() for a, b in zip(frames, frames[1:], strict=False))
+    one_shot, _ = frames_of_an_episode(make("MNMS-OneShot-v0", render_mode="rgb_array"))
+    assert len(one_shot) == 2 and (one_shot[0] != one_shot[1]).any()
+
+
+def test_render_modes_are_checked_by_name() -> None:
+    with pytest.raises(ValueError, match=r"render_mode='text'; accepted: None, \['ansi', "):
+        MNMSEnv(task="wine", space=SMALL, store=None, render_mode="text")
+    with pytest.raises(ValueError, match="the batched vector env renders nothing"):
+        gym.make_vec(
+            "mnms_env:MNMS-v0",
+            num_envs=2,
+            vectorization_mode="vector_entry_point",
+            task="wine",
+            store=None,
+            render_mode="ansi",
+        )
+    env = make()
+    env.reset(seed=0)
+    with pytest.warns(UserWarning, match="without a render mode"):
+        assert env.render() is None
