@@ -1,6 +1,17 @@
-"""The clients users bring: Gymnasium's render API."""
+"""The clients users bring: forked vector-env workers and Gymnasium's render API.
 
+Every scenario that could hang runs in a subprocess under a time limit, so a regression fails
+the test instead of hanging the suite.
+"""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -12,6 +23,119 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from agents.random_search import masked_uniform
 from mnms_env import ChildConfig, ResultStore
 from mnms_env.env import MNMSEnv
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO_SECONDS = 180
+"""Each forked scenario finishes in well under a minute; a hang is cut off here."""
+
+# The parent uses torch (a trained child, and a product big enough to start torch's intra-op
+# thread pool) before it forks: the state in which forked workers used to hang.
+WARM_PARENT = """
+import gymnasium as gym
+import numpy as np
+import torch
+import mnms_env
+from mnms_env import BatchedEvaluator
+from small_space import SMALL
+
+def make(task, **kwargs):
+    return gym.make("MNMS-v0", task=task, space=SMALL, store=None, **kwargs)
+
+env = make("wine")
+_, info = env.reset(seed=0)
+done = False
+while not done:
+    _, reward, done, _, info = env.step(int(np.flatnonzero(info["action_mask"])[-1]))
+assert 0 < reward <= 1, reward
+torch.randn(512, 512) @ torch.randn(512, 512)
+"""
+
+ASYNC_FORK = """
+import os
+from multiprocessing import get_start_method
+
+assert get_start_method() == "fork", get_start_method()
+envs = gym.vector.AsyncVectorEnv(  # default context: fork
+    [lambda: make("wine"), lambda: make("digits", evaluator=BatchedEvaluator(device="cpu"))]
+)
+_, infos = envs.reset(seed=0)
+rng = np.random.default_rng(0)
+for _ in range(len(SMALL)):
+    actions = [rng.choice(np.flatnonzero(m)) for m in infos["action_mask"]]
+    _, rewards, terminated, _, infos = envs.step(np.array(actions))
+envs.close()
+assert terminated.all() and ((rewards > 0) & (rewards <= 1)).all(), rewards
+pid = os.fork()
+if pid == 0:
+    os._exit(torch.get_num_threads())
+_, status = os.waitpid(pid, 0)
+print("rewards", *rewards, "forked threads", os.waitstatus_to_exitcode(status))
+"""
+
+SB3_FORK = """
+from sb3_contrib import MaskablePPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+venv = make_vec_env(
+    "MNMS-v0",
+    n_envs=2,
+    env_kwargs={"tasks": ["wine", "digits"], "space": SMALL, "store": None},
+    vec_env_cls=SubprocVecEnv,
+    vec_env_kwargs={"start_method": "fork"},
+)
+model = MaskablePPO("MultiInputPolicy", venv, n_steps=len(SMALL), batch_size=10, seed=0)
+model.learn(total_timesteps=2 * len(SMALL))
+rewards = [episode["r"] for episode in model.ep_info_buffer]
+venv.close()
+assert len(rewards) == 2 and all(0 < r <= 1 for r in rewards), rewards
+print("rewards", *rewards)
+"""
+
+
+def run_scenario(code: str) -> str:
+    """Run `code` after `WARM_PARENT` in a fresh interpreter; fail (never hang) past the limit.
+    The scenario runs in its own session so that hung workers are killed with it."""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WARM_PARENT) + textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=SCENARIO_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"the scenario hung (killed after {SCENARIO_SECONDS} s):\n{output}")
+    assert process.returncode == 0, output
+    return output.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Forked workers
+
+
+@pytest.mark.skipif(
+    multiprocessing.get_start_method() != "fork", reason="the default start method is not fork"
+)
+def test_async_vector_env_forked_after_torch_ran_trains_its_children() -> None:
+    """Workers forked from a process whose torch thread pool runs train on one thread, with
+    the sequential (forward and backward) and the batched evaluator alike."""
+    words = run_scenario(ASYNC_FORK).split()
+    assert words[0] == "rewards" and words[-2:] == ["threads", "1"]
+    assert all(0 < float(r) <= 1 for r in words[1:3])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_sb3_subproc_vec_env_with_fork_learns() -> None:
+    words = run_scenario(SB3_FORK).split()
+    assert words[0] == "rewards" and len(words) == 3
+
 
 # --------------------------------------------------------------------------------------------
 # 2. Gymnasium's render API
