@@ -1,4 +1,4 @@
-"""The clients users bring: forked vector-env workers and Gymnasium's render API.
+"""The clients users bring: forked vector-env workers, Gymnasium's render API, SB3's helpers.
 
 Every scenario that could hang runs in a subprocess under a time limit, so a regression fails
 the test instead of hanging the suite.
@@ -17,10 +17,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from sb3_contrib import MaskablePPO
 from small_space import SMALL
+from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from agents.random_search import masked_uniform
+from agents.sb3 import SB3VecEnv
 from mnms_env import ChildConfig, ResultStore
 from mnms_env.env import MNMSEnv
 
@@ -224,3 +229,53 @@ def test_render_modes_are_checked_by_name() -> None:
     env.reset(seed=0)
     with pytest.warns(UserWarning, match="without a render mode"):
         assert env.render() is None
+
+
+# --------------------------------------------------------------------------------------------
+# 3. SB3's helpers by env id
+
+
+ENV_KWARGS = {"tasks": ["wine", "digits"], "space": SMALL, "store": None}
+
+
+def test_sb3_make_vec_env_by_id_learns_and_renders() -> None:
+    venv = make_vec_env("MNMS-v0", n_envs=2, env_kwargs=ENV_KWARGS | {"invalid_action": "wrap"})
+    assert isinstance(venv, DummyVecEnv)
+    assert venv.get_attr("render_mode") == ["rgb_array"] * 2  # make_vec_env's default
+    model = PPO("MultiInputPolicy", venv, n_steps=len(SMALL), batch_size=10, seed=0)
+    model.learn(total_timesteps=2 * len(SMALL))
+    assert [0 < episode["r"] <= 1 for episode in model.ep_info_buffer] == [True, True]
+    assert all(frame.shape == (450, 800, 3) for frame in venv.get_images())
+
+
+def test_sb3_subproc_vec_env_with_its_default_start_method_learns() -> None:
+    venv = make_vec_env(
+        "mnms_env:MNMS-v0", n_envs=2, env_kwargs=ENV_KWARGS, vec_env_cls=SubprocVecEnv
+    )
+    model = MaskablePPO("MultiInputPolicy", venv, n_steps=len(SMALL), batch_size=10, seed=0)
+    model.learn(total_timesteps=2 * len(SMALL))
+    venv.close()
+    assert [0 < episode["r"] <= 1 for episode in model.ep_info_buffer] == [True, True]
+
+
+def test_maskable_ppo_learns_through_sb3_vec_env_over_a_spawned_async_vector_env(tmp_path) -> None:
+    """`SB3VecEnv` reaches sub-envs in worker processes (their `action_masks`) through
+    Gymnasium's `call`."""
+    venv = gym.make_vec(
+        "mnms_env:MNMS-v0",
+        num_envs=2,
+        vectorization_mode="async",
+        vector_kwargs={"context": "spawn"},
+        **ENV_KWARGS | {"store": str(tmp_path / "r.sqlite")},
+    )
+    env = SB3VecEnv(venv)
+    assert env.get_attr("render_mode") == [None, None]
+    env.set_attr("invalid_action", "wrap", indices=[1])
+    assert env.get_attr("invalid_action") == ["raise", "wrap"]
+    with pytest.raises(ValueError, match="runs a method in every sub-env"):
+        env.env_method("action_masks", indices=[0])
+    model = MaskablePPO("MultiInputPolicy", env, n_steps=len(SMALL), batch_size=10, seed=0)
+    model.learn(total_timesteps=2 * len(SMALL))
+    env.close()
+    rows = ResultStore(tmp_path / "r.sqlite").rows()
+    assert rows and all(0 < row["val_accuracy"] <= 1 for row in rows)
