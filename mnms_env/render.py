@@ -116,9 +116,10 @@ def rgb_array(scene: Scene) -> np.ndarray:
     )
     boxes = [_input_box(scene), *_layer_boxes(scene), ("output", f"{scene.classes} classes", 2.0)]
     step = 15.2 / len(boxes)
+    fontsize = 10 if len(boxes) <= 5 else 8.5
     for i, (title, body, height) in enumerate(boxes):
-        x = 0.4 + i * step + 0.15 * step
-        width = 0.7 * step
+        x = 0.4 + i * step + 0.12 * step
+        width = 0.76 * step
         known = UNKNOWN not in body and UNKNOWN not in title
         ax.add_patch(
             FancyBboxPatch(
@@ -132,11 +133,12 @@ def rgb_array(scene: Scene) -> np.ndarray:
                 linewidth=1.5,
             )
         )
-        ax.text(x + width / 2, 4.6, f"{title}\n{body}", ha="center", va="center", fontsize=10)
+        text = f"{title}\n{body}"
+        ax.text(x + width / 2, 4.6, text, ha="center", va="center", fontsize=fontsize)
         if i:
             ax.add_patch(
                 FancyArrowPatch(
-                    (x - 0.3 * step + 0.05, 4.6),
+                    (x - 0.24 * step + 0.05, 4.6),
                     (x - 0.05, 4.6),
                     arrowstyle="-|>",
                     mutation_scale=14,
@@ -151,7 +153,7 @@ def rgb_array(scene: Scene) -> np.ndarray:
     outcome = (
         "not trained yet"
         if scene.result is None
-        else _result_line(scene.result, scene.cached).replace("  ", "    ")
+        else _result_line(scene.result, scene.cached).replace("  ", "   ")
     )
     ax.text(
         8,
@@ -159,7 +161,7 @@ def rgb_array(scene: Scene) -> np.ndarray:
         outcome,
         ha="center",
         va="center",
-        fontsize=12,
+        fontsize=11,
         weight="bold" if scene.result is not None else "normal",
     )
     canvas.draw()
