@@ -1,8 +1,9 @@
 """What `MNMSEnv.render()` shows: the child being designed, as text or as a picture.
 
-Pure functions of a `Scene`, which the env builds only when `render()` is called, so an env that
-is never rendered pays nothing. The picture is drawn with matplotlib's object API on an Agg
-canvas (no pyplot): no display, no global figure state, safe in vector-env workers.
+Pure functions: `draw` builds a `Scene` from the env's state and renders it, and the env calls it
+only from `render()`, so an env that is never rendered pays nothing (matplotlib is imported on
+the first picture). The picture is drawn with matplotlib's object API on an Agg canvas (no
+pyplot): no display, no global figure state, safe in vector-env workers.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from mnms_env.child import ChildResult
 from mnms_env.space import ChildConfig, SearchSpace, canonical_config
@@ -97,6 +95,10 @@ def ansi(scene: Scene) -> str:
 def rgb_array(scene: Scene) -> np.ndarray:
     """The child as an `(450, 800, 3)` uint8 picture: input, hidden layers (height by width),
     output, the training settings and, once trained, its accuracy."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
     fig = Figure(figsize=FRAME_INCHES, dpi=FRAME_DPI, facecolor="white")
     canvas = FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
