@@ -34,20 +34,25 @@ class SB3VecEnv(VecEnv):
 
     MNMS episodes have a fixed length and sub-envs start together, so all sub-envs finish on
     the same step; the adapter then resets the whole vector env. Sub-env methods and attributes
-    (`action_masks` for MaskablePPO) are reached through `env_method` and `get_attr`.
+    (`action_masks` for MaskablePPO) are reached through `env_method` and `get_attr`: directly
+    where the vector env holds its sub-envs (`.envs`: MNMSVectorEnv, SyncVectorEnv), else
+    through Gymnasium's `call`, `get_attr` and `set_attr` (AsyncVectorEnv, whose sub-envs live in
+    worker processes; its `call` reaches every sub-env, so `env_method` there takes no subset).
     """
 
     def __init__(self, venv: gym.vector.VectorEnv) -> None:
         self.venv = venv
         self._actions: np.ndarray | None = None
+        base = venv.unwrapped
+        self._remote = getattr(base, "envs", None) is None and hasattr(base, "call")
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
 
     def _sub_envs(self, indices: None | int | Sequence[int]) -> list[gym.Env]:
         envs = getattr(self.venv.unwrapped, "envs", None)
         if envs is None:
             raise AttributeError(
-                f"{type(self.venv.unwrapped).__name__} does not expose its sub-envs (.envs); "
-                "use MNMSVectorEnv or SyncVectorEnv"
+                f"{type(self.venv.unwrapped).__name__} exposes neither its sub-envs (.envs) nor "
+                "call/get_attr/set_attr; use MNMSVectorEnv, SyncVectorEnv or AsyncVectorEnv"
             )
         return [envs[i].unwrapped for i in self._get_indices(indices)]
 
@@ -80,11 +85,20 @@ class SB3VecEnv(VecEnv):
         self.venv.close()
 
     def get_attr(self, attr_name: str, indices: None | int | Sequence[int] = None) -> list[Any]:
+        if self._remote:
+            values = self.venv.unwrapped.get_attr(attr_name)
+            return [values[i] for i in self._get_indices(indices)]
         return [getattr(env, attr_name) for env in self._sub_envs(indices)]
 
     def set_attr(
         self, attr_name: str, value: Any, indices: None | int | Sequence[int] = None
     ) -> None:
+        if self._remote:
+            values = list(self.venv.unwrapped.get_attr(attr_name))
+            for i in self._get_indices(indices):
+                values[i] = value
+            self.venv.unwrapped.set_attr(attr_name, values)
+            return
         for env in self._sub_envs(indices):
             setattr(env, attr_name, value)
 
@@ -95,6 +109,14 @@ class SB3VecEnv(VecEnv):
         indices: None | int | Sequence[int] = None,
         **method_kwargs: Any,
     ) -> list[Any]:
+        if self._remote:
+            if list(self._get_indices(indices)) != list(range(self.num_envs)):
+                raise ValueError(
+                    f"env_method({method_name!r}, indices={indices!r}): "
+                    f"{type(self.venv.unwrapped).__name__}.call runs a method in every sub-env, "
+                    "not in some; call it without indices, or use SyncVectorEnv"
+                )
+            return list(self.venv.unwrapped.call(method_name, *method_args, **method_kwargs))
         return [
             getattr(env, method_name)(*method_args, **method_kwargs)
             for env in self._sub_envs(indices)

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from mnms_env import render
 from mnms_env.child import check_precision
 from mnms_env.evaluate import CachedEvaluator, Evaluator, SequentialEvaluator
 from mnms_env.records import Child, ChildRequest, check_budget
@@ -27,7 +28,8 @@ DEFAULT_STORE = "default"
 class _MNMSBase(gym.Env):
     """What both variants share: tasks, space, masks, store and the terminal evaluation."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": list(render.RENDER_MODES), "render_fps": 2}
+    """`render_fps` is for video recorders: one frame per decision, two decisions a second."""
 
     def __init__(
         self,
@@ -45,7 +47,7 @@ class _MNMSBase(gym.Env):
         precision: Literal["fp32", "bf16"] = "fp32",
         backend: Literal["train", "table"] = "train",
         table_dir: str | Path | None = None,
-        render_mode: None = None,
+        render_mode: Literal["ansi", "rgb_array"] | None = None,
     ) -> None:
         if task is not None and tasks is not None:
             raise ValueError("pass either task= or tasks=, not both")
@@ -72,8 +74,7 @@ class _MNMSBase(gym.Env):
                 "evaluator; with evaluator= give them to that evaluator, and backend='table' "
                 "trains nothing"
             )
-        if render_mode is not None:
-            raise ValueError(f"render_mode={render_mode!r}; this environment renders nothing")
+        render.check_render_mode(render_mode)
         self.tasks: tuple[Task, ...] = tuple(make_task(name) for name in names)
         self.task_names: tuple[str, ...] = tuple(t.name for t in self.tasks)
         self.budget = check_budget(budget)
@@ -104,6 +105,8 @@ class _MNMSBase(gym.Env):
         self._masks = {m: self.space.masks(m) for m in {t.modality for t in self.tasks}}
         self._task_index = 0
         self._child_seed = 0
+        self._child: Child | None = None
+        """This episode's child once trained (what `render` shows), until the next reset."""
 
     @property
     def task(self) -> Task:
@@ -149,6 +152,23 @@ class _MNMSBase(gym.Env):
         """The training request for the child these option indices design."""
         config = self.space.decode(indices, self.task.modality)
         return ChildRequest.for_task(self.task, config, seed=self._child_seed, budget=self.budget)
+
+    def _decided(self) -> Sequence[int]:
+        """The option indices chosen so far this episode (those of the trained child)."""
+        return () if self._child is None else self.space.encode(self._child.request.config)
+
+    def render(self) -> str | np.ndarray | None:
+        """The child designed so far: text (`"ansi"`) or an `(H, W, 3)` uint8 picture
+        (`"rgb_array"`), with its result once trained. Drawn only when called."""
+        if self.render_mode is None:
+            gym.logger.warn(
+                "render() without a render mode draws nothing; make the env with "
+                f"render_mode= one of {list(render.RENDER_MODES)}"
+            )
+            return None
+        child = self._child
+        result, cached = (None, False) if child is None else (child.result, child.cached)
+        return render.draw(self.render_mode, self.task, self.space, self._decided(), result, cached)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -271,11 +291,19 @@ class MNMSEnv(_MNMSBase):
     | `precision`      | `"fp32"`      | the default evaluator's; `"bf16"`: bfloat16 matmuls      |
     | `backend`        | `"train"`     | `"table"`: look rewards up in benchmark tables          |
     | `table_dir`      | shipped       | extra directory of tables (`benchmarks/build_table.py`) |
+    | `render_mode`    | None          | `"ansi"`: text; `"rgb_array"`: a picture of the child   |
 
     With `backend="table"` (see `mnms_env.table`) nothing is trained: the space is the tables'
     `benchmark_space()`, `child_seeds` defaults to every seed the tables hold (one drawn per
     episode, so rewards are as noisy as real training), `info["child"]["seconds"]` is the
     training time recorded when the table was built and `info["child"]["device"]` is `"table"`.
+
+    `render()` shows the child designed so far, drawn only when called: with
+    `render_mode="ansi"` a string (the task, each decision made with its value, `?` for those
+    to come, and once the child is trained its config, val/test accuracy, seconds, parameters
+    and whether the store answered it); with `"rgb_array"` an `(450, 800, 3)` uint8 picture of
+    the same (the input representation and its size, one box per hidden layer with its width,
+    activation and dropout, the optimizer, learning rate, batch size and L2, and the accuracy).
 
     ```python
     import gymnasium as gym
@@ -308,6 +336,7 @@ class MNMSEnv(_MNMSBase):
         self._pick_task(options)
         self._chosen[:] = 0
         self._step = 0
+        self._child = None
         return self._obs(), self._info()
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -332,6 +361,9 @@ class MNMSEnv(_MNMSBase):
         self._step += 1
         return self._step == len(self.space)
 
+    def _decided(self) -> Sequence[int]:
+        return (self._chosen[: self._step] - 1).tolist()
+
     def pending_request(self) -> ChildRequest:
         """The request of the child designed this episode (after the last decision)."""
         return self._request(self._chosen - 1)
@@ -344,6 +376,7 @@ class MNMSEnv(_MNMSBase):
         the episode and `info["child"]`."""
         if child is None:
             return self._obs(), 0.0, False, False, self._info()
+        self._child = child
         info = self._info(child=child.to_info())
         return self._obs(), child.result.val_accuracy, True, False, info
 
@@ -413,6 +446,7 @@ class MNMSOneShotEnv(_MNMSBase):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
         self._pick_task(options)
+        self._child = None
         return self._obs(), {"task": self.task.name, "action_mask": self.action_masks()}
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -423,6 +457,7 @@ class MNMSOneShotEnv(_MNMSBase):
             )
         indices = [self.check_option(i, int(a)) for i, a in enumerate(action)]
         [child] = self.cache.children([self._request(indices)])
+        self._child = child
         info = {
             "task": self.task.name,
             "action_mask": self.action_masks(),

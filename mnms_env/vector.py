@@ -25,11 +25,11 @@ from mnms_env.store import ResultStore
 class MNMSVectorEnv(VectorEnv):
     """`num_envs` copies of `MNMS-v0` sharing one evaluator and one store.
 
-    Arguments are those of `MNMSEnv` plus `num_envs`; the default evaluator is a
-    `BatchedEvaluator` on `device` at `precision`. Autoreset follows Gymnasium's default
-    `NEXT_STEP` mode: the step after a sub-env terminates resets it (its action is ignored) and
-    returns the reset observation with reward 0. `action_masks()` gives the
-    `(num_envs, max_options)` masks.
+    Arguments are those of `MNMSEnv` (but `render_mode`: it renders nothing) plus `num_envs`;
+    the default evaluator is a `BatchedEvaluator` on `device` at `precision`. Autoreset follows
+    Gymnasium's default `NEXT_STEP` mode: the step after a sub-env terminates resets it (its
+    action is ignored) and returns the reset observation with reward 0. `action_masks()` gives
+    the `(num_envs, max_options)` masks.
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -48,6 +48,12 @@ class MNMSVectorEnv(VectorEnv):
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        if kwargs.get("render_mode") is not None:
+            raise ValueError(
+                f"render_mode={kwargs['render_mode']!r}: the batched vector env renders nothing; "
+                "render single envs (gym.make), or a SyncVectorEnv of them (vectorization_mode="
+                "'sync')"
+            )
         if kwargs.get("backend", "train") == "train":  # one evaluator and store for all
             if evaluator is None:
                 evaluator = BatchedEvaluator(device=device, precision=precision)

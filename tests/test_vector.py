@@ -109,7 +109,7 @@ def test_gymnasium_vector_envs_over_mnms_keep_working(mode: str, tmp_path) -> No
         task="wine",
         space=SMALL,
         store=str(tmp_path / "r.sqlite"),
-        # Forking a process whose torch thread pool is running can deadlock; spawn is safe.
+        # Spawned workers (fresh processes); tests/test_clients.py runs forked ones.
         vector_kwargs={"context": "spawn"} if mode == "async" else {},
     )
     _, infos = envs.reset(seed=0)
