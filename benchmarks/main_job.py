@@ -8,7 +8,8 @@ Each repeat runs `agents.cli.search` with the default settings (`langid-es` with
 with `envs=0` (one env, each child trained alone by `SequentialEvaluator`) and once with the
 default vector env (each update's children in one `BatchedEvaluator` call), each into a fresh
 run directory with its own empty results store. Features are computed before the first run,
-as the README's timings assume. It reports children per second of the whole search (controller,
+as the README's timings assume, and each path first runs one update untimed (imports, first
+calls). It reports children per second of the whole search (controller,
 store and all) and the ratio; the fastest repeat of each path is kept, and the JSON keeps every
 sample.
 
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="main-job-") as tmp:
         root = Path(tmp)
+        for path, envs in PATHS.items():  # imports, first calls: one update of each, untimed
+            warm = {**settings, "children": SearchSettings.batch_size}
+            run_search(f"warm-{path}", SearchSettings(**warm, envs=envs), root, args.device)
         for _ in range(args.repeats):  # interleaved, so a slow spell hits both paths alike
             for path, envs in PATHS.items():
                 run = SearchSettings(**settings, envs=envs)

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import agreement  # noqa: E402
 import controllers  # noqa: E402
+import main_job  # noqa: E402
 import mnms_vs_random  # noqa: E402
 import reference  # noqa: E402
 import throughput  # noqa: E402
@@ -216,3 +217,24 @@ def test_transfer_from_a_single_source_task(tmp_path) -> None:
     transfer.main(argv)
     text = (tmp_path / "differentiation.md").read_text()
     assert "| representation | raw | 100% |" in text and "Total-variation" not in text
+
+
+def test_main_job_reports_both_paths_side_by_side(tmp_path) -> None:
+    argv = ["--tasks", "wine", "--children", "4", "--repeats", "2", "--device", "cpu"]
+    report = main_job.main([*argv, "--out", str(tmp_path)])
+    rates = report["children_per_s"]
+    assert report["speedup"] == pytest.approx(rates["batched"] / rates["sequential"])
+    assert [s["path"] for s in report["samples"]] == ["sequential", "batched"] * 2
+    for sample in report["samples"]:
+        assert sample["children"] == 4 and 1 <= sample["trained"] <= 4
+        assert 0 < sample["best_val"]["wine"] <= 1 and sample["children_per_s"] > 0
+    for path in ("sequential", "batched"):  # the fastest sample of each path is reported
+        assert rates[path] == max(
+            s["children_per_s"] for s in report["samples"] if s["path"] == path
+        )
+    replay = report["same_requests_children_per_s"]
+    assert set(replay) == {"sequential", "batched"} and min(replay.values()) > 0
+    assert json.loads((tmp_path / "main-job-cpu.json").read_text()) == json.loads(
+        json.dumps(report)
+    )
+    assert (tmp_path / "main-job-cpu.png").exists()
