@@ -80,6 +80,12 @@ class SearchSettings:
             raise ValueError(f"--seed must be >= 0, got {self.seed}")
         if self.envs is not None and self.envs < 0:
             raise ValueError(f"--envs must be >= 0 (0: one child at a time), got {self.envs}")
+        if self.envs and (self.batch_size % self.envs or self.children % self.envs):
+            raise ValueError(
+                f"--envs {self.envs} must divide --batch-size {self.batch_size} and --children "
+                f"{self.children}, or updates would overshoot them; their greatest common "
+                f"divisor is {math.gcd(self.batch_size, self.children)}"
+            )
         if self.freeze and self.source is None:
             raise ValueError("--freeze applies to a transfer; pass --from CHECKPOINT")
         check_precision(self.precision)
@@ -158,7 +164,7 @@ def _add_run_parser(commands: Any) -> None:
 
     run_parser = commands.add_parser(
         "run",
-        help="run one controller with an exact child budget per task",
+        help="run one controller for exactly as many children of each task",
         description="Run a controller (MNMS or a baseline) for exactly --children children per "
         "task and write every child to --out as JSON.",
     )

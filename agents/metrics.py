@@ -1,8 +1,8 @@
 """Search metrics on a run's `History`: best-so-far curves, their area, children to a target.
 
 Curves are indexed by the children of one task in the order they were designed, so runs that
-interleave tasks compare per task on the same budget (the runner gives every task the same
-number of children).
+interleave tasks compare per task on the same number of children (the runner gives every task
+the same).
 """
 
 from __future__ import annotations

@@ -96,6 +96,12 @@ class History:
         return cls(**{**values, "tasks": tuple(data["tasks"])})
 
 
+def check_children_per_task(children_per_task: object) -> int:
+    if not isinstance(children_per_task, int) or children_per_task < 1:
+        raise ValueError(f"children_per_task must be an int >= 1, got {children_per_task!r}")
+    return children_per_task
+
+
 class QuotaSpent(RuntimeError):
     """A controller started an episode after every task had its children."""
 
@@ -114,10 +120,8 @@ class ChildQuota(gym.Wrapper):
         self, env: gym.Env, children_per_task: int, tasks: Sequence[str] | None = None
     ) -> None:
         super().__init__(env)
-        if not isinstance(children_per_task, int) or children_per_task < 1:
-            raise ValueError(f"children_per_task must be an int >= 1, got {children_per_task!r}")
         self.schedule = tuple(tasks) if tasks is not None else tuple(env.unwrapped.task_names)
-        self.children_per_task = children_per_task
+        self.children_per_task = check_children_per_task(children_per_task)
         self.records: list[Child] = []
         self._fresh = False
 
@@ -179,6 +183,7 @@ def run_controller(
     """
     if name not in CONTROLLERS:
         raise ValueError(f"unknown controller {name!r}; accepted: {list(CONTROLLERS)}")
+    check_children_per_task(children_per_task)
     if pretrained is not None and name != "mnms":
         raise ValueError(f"pretrained= is a checkpoint of the mnms controller; got {name!r}")
     tasks = tuple(tasks)

@@ -80,8 +80,7 @@ def warm_features(tasks: tuple[str, ...]) -> None:
                 featurize(task, rep, size)
 
 
-def run_search(path: str, settings: SearchSettings, root: Path, device: str | None) -> Sample:
-    out = Path(tempfile.mkdtemp(prefix=f"{path}-", dir=root))
+def run_search(path: str, settings: SearchSettings, out: Path, device: str | None) -> Sample:
     start = time.perf_counter()
     summary = search(settings, out, device=device)
     seconds = time.perf_counter() - start
@@ -133,13 +132,13 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="main-job-") as tmp:
         root = Path(tmp)
         for path, envs in PATHS.items():  # imports, first calls: one update of each, untimed
-            warm = {**settings, "children": SearchSettings.batch_size}
-            run_search(f"warm-{path}", SearchSettings(**warm, envs=envs), root, args.device)
-        for _ in range(args.repeats):  # interleaved, so a slow spell hits both paths alike
+            warm = SearchSettings(**{**settings, "children": SearchSettings.batch_size}, envs=envs)
+            run_search(path, warm, root / f"warm-{path}", args.device)
+        for repeat in range(args.repeats):  # interleaved, so a slow spell hits both paths alike
             for path, envs in PATHS.items():
                 run = SearchSettings(**settings, envs=envs)
-                samples.append(run_search(path, run, root, args.device))
-        last_batched = sorted(root.glob("batched-*"))[-1] / "checkpoint.pt"
+                samples.append(run_search(path, run, root / f"{path}-{repeat}", args.device))
+        last_batched = root / f"batched-{args.repeats - 1}" / "checkpoint.pt"
         replay = same_requests(update_requests(last_batched), device)
     best = {
         p: max((s for s in samples if s.path == p), key=lambda s: s.children_per_s) for p in PATHS

@@ -1,4 +1,4 @@
-"""MNMS vs uniform random search on the same tasks, child budget and seeds (real training).
+"""MNMS vs uniform random search on the same tasks, number of children and seeds (real training).
 
     python benchmarks/mnms_vs_random.py --children 150 --seeds 0 1 2
 

@@ -108,16 +108,18 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
     """The pre-trained controller (resumed from `OUT/pretrained.pt` when it exists) and the
     space it searched."""
     path, marker = out / "pretrained.pt", out / "pretrained.json"
+    total = suite.pretrain_children_per_task * len(suite.sources)
+    envs = math.gcd(MNMSConfig.batch_size, total)
     settings = {"sources": list(suite.sources), "backend": suite.backend, "budget": budget}
+    settings["envs"] = envs  # sub-envs sample the children: another number, another controller
     if path.exists():  # a checkpoint pre-trained otherwise would be resumed or transferred
         saved = json.loads(marker.read_text()) if marker.exists() else None
         refuse_other_settings(path, "a pre-trained controller", saved, settings)
     else:
         marker.write_text(json.dumps(settings))
-    total = suite.pretrain_children_per_task * len(suite.sources)
     env = gym.make_vec(  # the children of each update train in one batched call, as in the runner
         "mnms_env:MNMS-v0",
-        num_envs=math.gcd(MNMSConfig.batch_size, total),
+        num_envs=envs,
         vectorization_mode="vector_entry_point",
         tasks=list(suite.sources),
         budget=budget,

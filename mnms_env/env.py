@@ -260,8 +260,9 @@ class MNMSEnv(_MNMSBase):
     ## Starting State
 
     No decision made; the task is chosen by `reset(options={"task": name})`, else by calling
-    `next_task()` (a schedule or curriculum; shared by a vector env's sub-envs, it also sets the
-    task of each autoreset), else drawn uniformly from `tasks` with `np_random`.
+    `next_task()` (a schedule or curriculum; shared by the sub-envs of `MNMSVectorEnv` or a
+    `SyncVectorEnv`, it also sets the task of each autoreset; an `AsyncVectorEnv`'s workers each
+    get a copy), else drawn uniformly from `tasks` with `np_random`.
 
     ## Episode End
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -41,16 +42,32 @@ class Evaluator(ABC):
 
     def evaluate(self, requests: Sequence[ChildRequest]) -> list[ChildResult]:
         """One result per request, in request order: `stream`, collected."""
-        results: list[ChildResult | None] = [None] * len(requests)
-        for i, result in self.stream(requests):
-            results[i] = result
-        missing = [i for i, result in enumerate(results) if result is None]
-        if missing:
-            raise RuntimeError(
-                f"{type(self).__name__}.stream answered {len(requests) - len(missing)} of "
-                f"{len(requests)} requests (none for indices {missing[:5]})"
-            )
-        return results  # type: ignore[return-value]
+        return in_order(self.stream(requests), len(requests), f"{type(self).__name__}.stream")
+
+
+Answer = TypeVar("Answer")
+
+
+def in_order(pairs: Iterable[tuple[int, Answer]], n: int, source: str) -> list[Answer]:
+    """The answers of `(index, answer)` pairs in index order, one for each of `n` requests;
+    an index out of range, answered twice or never is refused, naming `source`."""
+    answers: dict[int, Answer] = {}
+    for i, answer in pairs:
+        check_index(i, n, answers, source)
+        answers[i] = answer
+    if len(answers) != n:
+        missing = sorted(set(range(n)) - set(answers))
+        raise RuntimeError(
+            f"{source} answered {len(answers)} of {n} requests (none for indices {missing[:5]})"
+        )
+    return [answers[i] for i in range(n)]
+
+
+def check_index(i: object, n: int, answered: Container[int], source: str) -> None:
+    """Refuse an answer to request index `i` that is out of range or a repeat."""
+    if not isinstance(i, int) or not 0 <= i < n or i in answered:
+        problem = "twice" if i in answered else f"outside 0..{n - 1}"
+        raise RuntimeError(f"{source} answered request index {i!r} {problem}")
 
 
 def task_of(lookup: TaskLookup, request: ChildRequest) -> Task:
@@ -138,10 +155,7 @@ class CachedEvaluator(Evaluator):
 
     def children(self, requests: Sequence[ChildRequest]) -> list[Child]:
         """A `Child` per request, in request order."""
-        children: list[Child | None] = [None] * len(requests)
-        for i, child in self.stream_children(requests):
-            children[i] = child
-        return children  # type: ignore[return-value]
+        return in_order(self.stream_children(requests), len(requests), type(self).__name__)
 
     def stream_children(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, Child]]:
         """`(index, Child)` for every request: the stored ones first, then each trained one as
@@ -157,17 +171,17 @@ class CachedEvaluator(Evaluator):
                 continue
             for i in where:
                 yield i, Child(request, stored, cached=True)
-        answered = 0
+        source = f"{type(self.evaluator).__name__}.stream"
+        answered: set[int] = set()
         for k, result in self.evaluator.stream(misses) if misses else ():
+            check_index(k, len(misses), answered, source)
+            answered.add(k)
             request = misses[k]
             if self.store is not None:  # the stored result: another process may have been first
                 result = self.store.put(request, result)
-            answered += 1
             first, *repeats = positions[request]
             yield first, Child(request, result, cached=False)
             for i in repeats:
                 yield i, Child(request, result, cached=True)
-        if answered != len(misses):
-            raise RuntimeError(
-                f"{type(self.evaluator).__name__} answered {answered} of {len(misses)} requests"
-            )
+        if len(answered) != len(misses):
+            raise RuntimeError(f"{source} answered {len(answered)} of {len(misses)} requests")

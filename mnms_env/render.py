@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mnms_env.child import ChildResult
+from mnms_env.records import ChildResult
 from mnms_env.space import ChildConfig, SearchSpace, canonical_config
 from mnms_env.tasks import Task
 
@@ -171,7 +171,7 @@ def rgb_array(scene: Scene) -> np.ndarray:
 
 
 def _result_line(result: ChildResult, cached: bool) -> str:
-    source = "from the store" if cached else "trained"
+    source = "from the store" if cached else "looked up" if result.device == "table" else "trained"
     diverged = "  diverged" if result.diverged else ""
     return (
         f"val {result.val_accuracy:.4f}  test {result.test_accuracy:.4f}  "

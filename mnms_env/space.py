@@ -28,7 +28,7 @@ import numpy as np
 
 from mnms_env import registries
 from mnms_env.activations import ACTIVATIONS
-from mnms_env.features import ENCODER_PACKAGE, FEATURIZERS, Featurizer, encoder_available
+from mnms_env.features import FEATURIZERS, Featurizer
 from mnms_env.stacked_optim import OPTIMIZERS
 from mnms_env.tasks.base import Modality
 
@@ -302,7 +302,7 @@ def _valid_options(
     mask = np.zeros((len(space), space.max_options), dtype=bool)
     for i, decision in enumerate(space.decisions):
         if decision.name == "representation":
-            usable = [f.modality == modality and _installed(f) for f in featurizers]
+            usable = [f.modality == modality and f.available() for f in featurizers]
             mask[i, : len(decision)] = usable
         else:
             mask[i, : len(decision)] = True
@@ -313,14 +313,6 @@ def _valid_options(
             )
     mask.flags.writeable = False
     return mask
-
-
-def _installed(featurizer: Featurizer) -> bool:
-    # The encoder extra is asked through `encoder_available`, which code patches to run as if
-    # it were missing; any other optional package through its featurizer.
-    if featurizer.package == ENCODER_PACKAGE:
-        return encoder_available()
-    return featurizer.available()
 
 
 LAYER_FIELDS = ("width", "activation", "dropout")

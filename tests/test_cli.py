@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import agents.cli
 from agents.cli import main
-from mnms_env import ChildConfig, Decision, ResultStore, SearchSpace, load_table
+from mnms_env import BatchedEvaluator, ChildConfig, Decision, ResultStore, SearchSpace, load_table
 
 TINY_SPACE = SearchSpace(
     (
@@ -120,3 +120,46 @@ def test_search_and_run_on_the_table_backend(tmp_path: Path) -> None:
     assert main([*argv, "--out", str(history)]) == 0
     children = json.loads(history.read_text())["children"]
     assert len(children) == 5 and all(c["seconds"] > 0 for c in children)
+
+
+def test_search_trains_each_update_in_one_batched_call(tmp_path: Path, monkeypatch) -> None:
+    calls: list[int] = []
+    stream = BatchedEvaluator.stream
+
+    def counted(self, requests):
+        calls.append(len(requests))
+        return stream(self, requests)
+
+    monkeypatch.setattr(BatchedEvaluator, "stream", counted)
+    out = tmp_path / "run"
+    args = ["search", "--tasks", "wine", "--children", "12", "--batch-size", "4"]
+    assert main([*args, "--out", str(out)]) == 0
+    settings = json.loads((out / "run.json").read_text())
+    assert settings["envs"] == 4  # gcd(batch size 4, 12 children): one call per update
+    trained = len(ResultStore(out / "results.sqlite"))
+    # At most one call per update (an update of stored children trains nothing), with the
+    # first update's distinct children together; store hits and repeats are not trained.
+    assert 1 <= len(calls) <= 3 and calls[0] >= 2 and sum(calls) == trained
+
+    calls.clear()  # the reference path: one env, one child at a time, no batched call
+    assert main([*args, "--envs", "0", "--out", str(tmp_path / "one")]) == 0
+    assert calls == [] and json.loads((tmp_path / "one" / "run.json").read_text())["envs"] == 0
+
+
+def test_search_refuses_envs_that_would_overshoot(tmp_path: Path) -> None:
+    args = ["search", "--tasks", "wine", "--children", "10", "--envs", "3"]
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_from_before_the_vector_env_resumes_on_one_env(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["search", "--tasks", "wine", "--children", "2", "--batch-size", "2", "--envs", "0"]
+    assert main([*args, "--out", str(out)]) == 0
+    saved = json.loads((out / "run.json").read_text())
+    del saved["envs"]  # as an older version wrote it
+    (out / "run.json").write_text(json.dumps(saved))
+    assert main(["search", "--out", str(out), "--resume", "--children", "4"]) == 0
+    assert json.loads((out / "run.json").read_text())["envs"] == 0
+    assert json.loads((out / "summary.json").read_text())["children"] == 4

@@ -43,6 +43,9 @@ import mnms_env
 from mnms_env import BatchedEvaluator
 from small_space import SMALL
 
+torch.set_num_threads(2)  # a pool to go stale in the fork, whatever the machine or environment
+assert torch.get_num_threads() == 2
+
 def make(task, **kwargs):
     return gym.make("MNMS-v0", task=task, space=SMALL, store=None, **kwargs)
 
@@ -101,7 +104,8 @@ print("rewards", *rewards)
 def run_scenario(code: str) -> str:
     """Run `code` after `WARM_PARENT` in a fresh interpreter; fail (never hang) past the limit.
     The scenario runs in its own session so that hung workers are killed with it."""
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
     process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(WARM_PARENT) + textwrap.dedent(code)],
         cwd=ROOT,

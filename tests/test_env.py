@@ -220,3 +220,30 @@ def test_an_interrupted_call_keeps_the_children_it_trained(evaluator_class, tmp_
         CachedEvaluator(Interrupted(device="cpu"), store).children(requests)
     children = CachedEvaluator(evaluator_class(device="cpu"), store).children(requests)
     assert sorted(child.cached for child in children) == [False, True]
+
+
+def test_next_task_sets_each_reset_task_including_the_vector_envs_autoresets() -> None:
+    order = iter(["digits", "wine", "wine", "digits", "wine", "digits"])
+    envs = gym.make_vec(
+        "mnms_env:MNMS-v0",
+        num_envs=3,
+        vectorization_mode="vector_entry_point",
+        tasks=["wine", "digits"],
+        space=SMALL,
+        store=None,
+        next_task=lambda: next(order),
+    )
+    _, info = envs.reset(seed=0)
+    assert list(info["task"]) == ["digits", "wine", "wine"]
+    for _ in range(len(SMALL) + 1):  # one episode, then the step that autoresets all three
+        _, _, _, _, info = envs.step(info["action_mask"].argmax(axis=1))
+    assert list(info["task"]) == ["digits", "wine", "digits"]
+    env = make(task=None, tasks=["wine", "digits"], next_task=lambda: "langid-es")
+    with pytest.raises(ValueError, match="next_task\\(\\) asked for task 'langid-es'"):
+        env.reset(seed=0)
+    assert (
+        make(task=None, tasks=["wine", "digits"], next_task=lambda: "wine").reset(
+            options={"task": "digits"}
+        )[1]["task"]
+        == "digits"
+    )  # the options win

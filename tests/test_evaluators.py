@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from mnms_env import (
     BatchedEvaluator,
     CachedEvaluator,
+    Child,
     ChildConfig,
     ChildRequest,
     Evaluator,
@@ -131,3 +133,35 @@ def test_trainers_find_tasks_through_the_lookup_they_are_built_with(evaluator_cl
     )
     (reference,) = evaluator_class(device="cpu").evaluate([TRAINED[0]])
     assert 0.0 <= result.val_accuracy <= 1.0 and result.parameters == reference.parameters
+
+
+def test_a_child_reads_back_what_it_writes_and_names_what_is_missing() -> None:
+    (child,) = CachedEvaluator(SequentialEvaluator(device="cpu"), None).children(TRAINED[:1])
+    info = child.to_info()
+    assert Child.from_info(json.loads(json.dumps(info))) == child
+    with pytest.raises(ValueError, match=r"lacks \['fingerprint', 'cached'\]"):
+        Child.from_info({k: v for k, v in info.items() if k not in ("fingerprint", "cached")})
+
+
+class Broken(Evaluator):
+    """Answers as told: `indices` in order, whatever the requests."""
+
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = indices
+
+    def stream(self, requests):
+        result = SequentialEvaluator(device="cpu").evaluate(TRAINED[:1])[0]
+        for i in self.indices:
+            yield i, result
+
+
+@pytest.mark.parametrize(
+    ("indices", "match"),
+    [([0, 0], "index 0 twice"), ([0, 5], r"index 5 outside 0\.\.1"), ([1], "answered 1 of 2")],
+)
+def test_an_evaluator_that_answers_wrongly_is_named(indices, match) -> None:
+    requests = TRAINED[:2]
+    with pytest.raises(RuntimeError, match=f"Broken.stream answered .*{match}|{match}"):
+        Broken(indices).evaluate(requests)
+    with pytest.raises(RuntimeError, match=match):
+        CachedEvaluator(Broken(indices), None).children(requests)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -58,12 +60,13 @@ def test_text_featurizer_on_a_tabular_task_is_refused() -> None:
 
 
 def test_missing_encoder_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(features, "encoder_available", lambda: False)
+    missing = replace(features.FEATURIZERS["minilm"], package="a_package_not_installed")
+    monkeypatch.setitem(features.FEATURIZERS, "minilm", missing)
     with pytest.raises(MissingExtraError, match=r"mnms-env\[encoder\]"):
         featurize(TINY, "minilm")
 
 
-@pytest.mark.skipif(not features.encoder_available(), reason="needs the encoder extra")
+@pytest.mark.skipif(not features.FEATURIZERS["minilm"].available(), reason="needs the encoder")
 def test_pretrained_encoder_gives_384_dim_unit_vectors() -> None:
     feats = featurize(TINY, "minilm")
     assert feats.train.shape == (len(TINY.train), 384)

@@ -30,7 +30,7 @@ from agents.mnms import (
     normalised_advantages,
     updated_baselines,
 )
-from mnms_env import ResultStore
+from mnms_env import ResultStore, make_task
 
 TESTS = Path(__file__).resolve().parent
 BEST = 0.9  # OptimumEvaluator's score of a task's optimum
@@ -215,6 +215,22 @@ def test_save_load_resumes_exactly(tmp_path: Path) -> None:
     restored = MNMS.load(tmp_path / "agent.pt", make_env(list(DISTINCT), DISTINCT))
     assert restored.num_children == 16 and len(restored.history) == 16
     assert restored.learn(16).history[16:] == continued
+
+
+def test_a_checkpoint_from_before_fingerprints_resumes(tmp_path: Path) -> None:
+    """Checkpoints written before requests carried their task's fingerprint lack it in their
+    history; a resume fills it in from the task's data."""
+    agent = MNMS(make_env(list(DISTINCT), DISTINCT), MNMSConfig(batch_size=4), seed=2).learn(8)
+    agent.save(tmp_path / "agent.pt")
+    state = torch.load(tmp_path / "agent.pt", weights_only=True)
+    for record in state["history"]:
+        del record["child"]["fingerprint"]
+    torch.save(state, tmp_path / "old.pt")
+    restored = MNMS.load(tmp_path / "old.pt", make_env(list(DISTINCT), DISTINCT))
+    assert restored.history == agent.history
+    assert {r.child.request.fingerprint for r in restored.history} == {
+        make_task(task).fingerprint for task in {r.task for r in agent.history}
+    }
 
 
 def test_transfer_keeps_known_weights_and_adds_new_tasks(tmp_path: Path) -> None:

@@ -11,7 +11,14 @@ import pytest
 from small_space import SMALL
 
 from agents.cli import main
-from agents.runner import CONTROLLERS, ChildQuota, History, QuotaSpent, run_controller
+from agents.runner import (
+    CONTROLLERS,
+    ChildQuota,
+    History,
+    QuotaSpent,
+    RoundRobin,
+    run_controller,
+)
 from agents.tpe import tpe_search
 from mnms_env import ResultStore
 
@@ -20,8 +27,8 @@ CHILDREN = 3
 
 
 def run(name: str, **kwargs) -> History:
-    kwargs.setdefault("env_kwargs", {"space": SMALL, "store": None})
-    return run_controller(name, tasks=TASKS, children_per_task=CHILDREN, seed=0, **kwargs)
+    kwargs = {"env_kwargs": {"space": SMALL, "store": None}, "children_per_task": CHILDREN} | kwargs
+    return run_controller(name, tasks=TASKS, seed=0, **kwargs)
 
 
 @pytest.mark.parametrize("name", CONTROLLERS)
@@ -100,3 +107,13 @@ def test_custom_agent_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(Path(__file__).parents[1] / "examples" / "custom_agent.py"))
     out = capsys.readouterr().out
     assert "toy-sentiment ->" in out and "wine ->" in out
+
+
+def test_the_mnms_schedule_refuses_one_episode_more_and_bad_counts() -> None:
+    schedule = RoundRobin(("wine", "digits"), 2)
+    assert [schedule() for _ in range(4)] == ["wine", "digits", "wine", "digits"]
+    with pytest.raises(QuotaSpent, match="has had its 2 children"):
+        schedule()
+    for name in ("mnms", "random"):
+        with pytest.raises(ValueError, match="children_per_task must be an int >= 1, got 0"):
+            run(name, children_per_task=0)

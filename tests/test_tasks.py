@@ -441,6 +441,33 @@ def test_a_bad_folder_is_refused_naming_it(
     assert str(folder) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("prefix", "files", "match"),
+    [
+        ("jsonl:", {"validation.jsonl": _TWO, "test.jsonl": _TWO}, "but no train"),
+        ("jsonl:", {"train.jsonl": _TWO, "test.jsonl": _TWO + '{"text": "c",\n'}, "line 3"),
+        ("csv:", {"train.csv": "text,label\na,0\nb,1\n", "test.csv": "text,y\na,0\n"}, "'label'"),
+        ("csv:", {"train.jsonl": _TWO}, "no split files"),
+    ],
+    ids=["no-train", "malformed", "no-label", "other-kind"],
+)
+def test_a_bad_folder_named_by_prefix_gets_the_same_errors(
+    tmp_path: Path, prefix: str, files: dict[str, str], match: str
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for file_name, text in files.items():
+        (folder / file_name).write_text(text, encoding="utf-8")
+    with pytest.raises(TaskError, match=match) as caught:
+        make_task(prefix + str(folder))
+    assert str(folder) in str(caught.value)
+
+
+def test_a_missing_file_or_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(TaskError, match="no_such is no such file or folder"):
+        make_task(f"jsonl:{tmp_path / 'no_such'}")
+
+
 def test_the_memo_refreshes_when_a_split_file_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -196,8 +196,10 @@ def _entry(name: str) -> _Entry:
         return _REGISTRY[name]
     for prefix in FILE_PREFIXES:
         if name.startswith(prefix):
-            suffix = "." + prefix.removesuffix(":")
-            return _path_entry(name, Path(name[len(prefix) :]), (suffix,), "text", {})
+            suffix, path = "." + prefix.removesuffix(":"), Path(name[len(prefix) :])
+            if not path.exists():
+                raise TaskError(f"task {name!r}: {path} is no such file or folder")
+            return _path_entry(name, path, (suffix,), "text", {})
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise TaskError(
