@@ -16,7 +16,7 @@ from mnms_env.evaluate import CachedEvaluator, Evaluator, SequentialEvaluator
 from mnms_env.features import Featurizer, featurize, register_featurizer
 from mnms_env.records import Child, ChildRequest, ChildResult
 from mnms_env.space import ChildConfig, Decision, SearchSpace, default_space
-from mnms_env.stacked_optim import Optimizer, VectorRule, register_optimizer
+from mnms_env.stacked_optim import FusedKernel, Optimizer, VectorRule, register_optimizer
 from mnms_env.store import ResultStore
 from mnms_env.table import Table, TableEvaluator, benchmark_space, load_table
 from mnms_env.tasks import Task, TaskError, TaskInfo, list_tasks, make_task, register_task
@@ -63,6 +63,7 @@ __all__ = [
     "Decision",
     "Evaluator",
     "Featurizer",
+    "FusedKernel",
     "Optimizer",
     "ResultStore",
     "SearchSpace",

@@ -10,9 +10,10 @@ What is shared and what stays per child:
 | group key (must be equal)   | per child (stacked, padded or masked)                    |
 |-----------------------------|----------------------------------------------------------|
 | task, representation, size  | initial weights (built from the child's own seed, exactly |
-| batch size, optimizer       |   as `train_child` builds them), data order, dropout rate |
+| batch size                  |   as `train_child` builds them), data order, dropout rate |
 | depth 0 vs. depth >= 1      | width (zero-padded, masked), depth (layers past a child's |
-|                             |   depth are skipped), activation, optimizer state,        |
+|                             |   depth are skipped), activation, optimizer (each over    |
+|                             |   its children's slice of the stack) and its state,       |
 |                             |   learning rate, L2, best epoch, divergence               |
 
 Each optimizer's stacked form (`mnms_env.stacked_optim.OPTIMIZERS`) updates stacked weights with
@@ -48,6 +49,7 @@ from mnms_env.child import (
 from mnms_env.evaluate import Evaluator, TaskLookup, task_features, task_of
 from mnms_env.features import Features
 from mnms_env.records import ChildRequest, ChildResult
+from mnms_env.space import ChildConfig
 from mnms_env.stacked_optim import stacked_optimizer
 from mnms_env.tasks import Task, make_task
 
@@ -61,7 +63,6 @@ class _Group:
     representation: str
     size: int
     batch_size: int
-    optimizer: str
     deep: bool
 
 
@@ -74,7 +75,6 @@ def batch_group(request: ChildRequest) -> _Group:
         c.representation,
         c.representation_size,
         c.batch_size,
-        c.optimizer,
         c.hidden_layers > 0,
     )
 
@@ -117,9 +117,10 @@ class BatchedEvaluator(Evaluator):
             groups[batch_group(request)].append(i)
         limit = self.memory_limit or default_memory_limit(self.device)
         for group, members in groups.items():
-            # Equal learning rates and L2 side by side: the CPU's fused Adam then updates each
-            # such run of children as one slice of the stacked weights.
-            members.sort(key=lambda i: (requests[i].config.learning_rate, requests[i].config.l2))
+            # One optimizer's children side by side, and within them equal learning rates and
+            # L2: each optimizer then updates one slice of the stack, and a fused kernel each
+            # run of equal rates as one slice of that.
+            members.sort(key=lambda i: _rule_order(requests[i].config))
             task = task_of(self.tasks, requests[members[0]])
             features = task_features(task, group.representation, group.size)
             per_child = _bytes_per_child([requests[i] for i in members], features, task.num_classes)
@@ -130,6 +131,10 @@ class BatchedEvaluator(Evaluator):
                     [requests[i] for i in part], features, task, self.device, self.precision
                 )
                 yield from zip(part, trained, strict=True)
+
+
+def _rule_order(config: ChildConfig) -> tuple[str, float, float]:
+    return config.optimizer, config.learning_rate, config.l2
 
 
 def _bytes_per_child(requests: Sequence[ChildRequest], features: Features, classes: int) -> int:

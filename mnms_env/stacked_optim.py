@@ -4,8 +4,9 @@
 `train_child` steps, with the defaults written here. Its `stacked` form is what the batched
 evaluator steps over K children's stacked weights `(K, ...)`, with a learning rate and L2 per child,
 leaving the weights of a child that has stopped untouched: usually a `VectorRule`, the update of
-one stacked weight as tensor operations (run by `VectorOptimizer`), or an implementation of its own
-(Adam's `FusedAdam`, torch's fused kernel). Each stacked form follows its `torch.optim`
+one stacked weight as tensor operations (run by `VectorOptimizer`; on the CPU by
+`FusedOptimizer` through the rule's `fused` kernel when it has one), or an implementation of its
+own (Adam's: `FusedOptimizer` everywhere). Each stacked form follows its `torch.optim`
 counterpart step by step (`tests/test_batched.py`).
 
 Adding an optimizer is one `register_optimizer` call: a block at the end of this module, or the
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Protocol
 
 import torch
@@ -44,6 +46,29 @@ StackedFactory = Callable[
     [list[torch.Tensor], Sequence[OptimizerSettings], torch.device], StackedOptimizer
 ]
 Update = Callable[[Tensor, Tensor, Tensor, Tensor, list[Tensor], Tensor], None]
+Kernel = Callable[[list[Tensor], list[Tensor], list[list[Tensor]], Tensor, float, float], None]
+
+
+@dataclass(frozen=True)
+class FusedKernel:
+    """An optimizer's update as one of torch's fused kernels, `call(params, grads, states, step,
+    lr, l2)`: one pass over each weight, where the same update as tensor operations takes one
+    pass per operation (5-20), which dominates a step on the CPU.
+
+    `params` and `grads` are lists of weights and their gradients (slices of the stacked ones,
+    every child in them sharing `lr` and `l2`, the float learning rate and L2 to apply);
+    `states` holds `state` lists, each of one state tensor per weight, zero at the first step;
+    `step` is the 0-d step count (1 at the first), as in `VectorRule`.
+    """
+
+    call: Kernel
+    state: int
+
+    def __post_init__(self) -> None:
+        if not callable(self.call):
+            raise ValueError(f"FusedKernel.call must be callable, got {self.call!r}")
+        if not isinstance(self.state, int) or isinstance(self.state, bool) or self.state < 0:
+            raise ValueError(f"FusedKernel.state is a number of tensors >= 0, got {self.state!r}")
 
 
 @dataclass(frozen=True)
@@ -63,12 +88,17 @@ class VectorRule:
 
     update: Update
     state: int = 0
+    fused: FusedKernel | None = None
+    """The same update as a fused kernel, which the CPU runs instead (`FusedOptimizer`); the
+    GPU keeps the rule, whose step a CUDA graph can capture."""
 
     def __post_init__(self) -> None:
         if not callable(self.update):
             raise ValueError(f"VectorRule.update must be callable, got {self.update!r}")
         if not isinstance(self.state, int) or isinstance(self.state, bool) or self.state < 0:
             raise ValueError(f"VectorRule.state is a number of tensors >= 0, got {self.state!r}")
+        if self.fused is not None and not isinstance(self.fused, FusedKernel):
+            raise ValueError(f"VectorRule.fused must be a FusedKernel or None, got {self.fused!r}")
 
 
 @dataclass(frozen=True)
@@ -106,13 +136,58 @@ def register_optimizer(name: str, optimizer: Optimizer) -> None:
 def stacked_optimizer(
     params: list[torch.Tensor], configs: Sequence[OptimizerSettings], dev: torch.device
 ) -> StackedOptimizer:
-    """The stacked form of the children's optimizer (one for all: the evaluator groups children
-    by optimizer)."""
+    """The stacked form of the children's optimizer. Children of several optimizers share one
+    stack: each run of consecutive children with one optimizer gets its own form over its slice
+    of the stacked weights (`SlicedOptimizers`)."""
+    runs = _optimizer_runs(configs)
+    if len(runs) > 1:
+        return SlicedOptimizers(params, configs, runs, dev)
     kind = configs[0].optimizer
     form = OPTIMIZERS[kind].stacked
     if isinstance(form, VectorRule):
+        if form.fused is not None and dev.type == "cpu":
+            return FusedOptimizer(form.fused, params, configs)
         return VectorOptimizer(kind, params, configs, dev)
     return form(params, configs, dev)
+
+
+def _optimizer_runs(configs: Sequence[OptimizerSettings]) -> list[slice]:
+    """Consecutive children with one optimizer, as slices: [adam, adam, sgd] -> [0:2, 2:3]."""
+    runs: list[slice] = []
+    for _, run in groupby(c.optimizer for c in configs):
+        start = runs[-1].stop if runs else 0
+        runs.append(slice(start, start + len(list(run))))
+    return runs
+
+
+class SlicedOptimizers:
+    """One stacked form per run of children sharing an optimizer, each over its run's slice of
+    the stacked weights. The slices are views, so each form updates the shared stack in place,
+    and a child follows its own optimizer exactly as in a stack of its own: one stack then
+    serves children of every optimizer (one forward and backward pass per step instead of one
+    per optimizer)."""
+
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        configs: Sequence[OptimizerSettings],
+        runs: list[slice],
+        dev: torch.device,
+    ) -> None:
+        self.params = params
+        self.parts = []
+        for run in runs:
+            views = [p.detach()[run] for p in params]
+            self.parts.append((run, views, stacked_optimizer(views, configs[run], dev)))
+
+    @torch.no_grad()
+    def step(self, training: torch.Tensor) -> None:
+        for run, views, optimizer in self.parts:
+            for view, p in zip(views, self.params, strict=True):
+                view.grad = p.grad[run]
+            optimizer.step(training[run])
+        for p in self.params:
+            p.grad = None
 
 
 class VectorOptimizer:
@@ -184,38 +259,38 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-class FusedAdam:
-    """Adam through torch's fused kernel (`torch._fused_adam_`, what `torch.optim.Adam(...,
-    fused=True)` runs): one pass over each weight instead of the ~20 that Adam written as
-    tensor operations takes, which dominate a step on the CPU and a large-K step on a GPU.
+class FusedOptimizer:
+    """A `FusedKernel` over stacked weights (Adam's is `torch._fused_adam_`, what
+    `torch.optim.Adam(..., fused=True)` runs).
 
     Children sharing a learning rate and L2 are updated by one kernel call, over slices of the
     stacked weights: each run of consecutive children is one contiguous slice, so K children
     that share their rates (the evaluator puts equal rates next to each other) cost one slice
     per weight, not K small views. A child trains from the first step until it stops and never
     resumes, so every training child has taken the same number of steps: one shared step
-    counter serves all bias corrections.
+    counter serves all of them.
 
     A child that has stopped keeps its weights, in one of two ways:
     - by default (the CPU), only training children are passed to the kernel; the slices are
       rebuilt when a child stops, which reads the training mask on the host;
-    - with `masks_on_device` (a GPU, where the step may be captured in a CUDA graph and must not
-      read the mask on the host), every child is passed, and a stopped child's gradient and
-      first moment are zeroed first: Adam's update m / (sqrt(v) + eps) is then exactly zero.
-      L2 is added to the gradient here, per child, rather than by the kernel, so that it
+    - with `masks_on_device` (Adam on a GPU, where the step may be captured in a CUDA graph and
+      must not read the mask on the host), every child is passed, and a stopped child's gradient
+      and first state (Adam's first moment) are zeroed first: a kernel whose update is
+      proportional to that state, as Adam's m / (sqrt(v) + eps) is, then leaves it exactly where
+      it is. L2 is added to the gradient here, per child, rather than by the kernel, so that it
       cannot give a stopped child a gradient again.
     """
 
     def __init__(
         self,
+        kernel: FusedKernel,
         params: list[torch.Tensor],
         configs: Sequence[OptimizerSettings],
         *,
         masks_on_device: bool = False,
     ) -> None:
-        self.params = params
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
+        self.kernel, self.params = kernel, params
+        self.states = [[torch.zeros_like(p) for p in params] for _ in range(kernel.state)]
         self.t = torch.zeros((), device=params[0].device)  # the kernel reads it on the device
         self.groups: dict[tuple[float, float], list[int]] = defaultdict(list)
         for k, c in enumerate(configs):
@@ -234,22 +309,9 @@ class FusedAdam:
         else:
             self._slice(tuple(training.tolist()))
         self.t.add_(1)
-        for lr, weight_decay, runs, (params, m, v) in self._calls:
-            torch._fused_adam_(
-                params,
-                [p.grad[run] for run in runs for p in self.params],
-                m,
-                v,
-                [],
-                [self.t] * len(params),
-                lr=lr,
-                beta1=ADAM_BETAS[0],
-                beta2=ADAM_BETAS[1],
-                weight_decay=weight_decay,
-                eps=ADAM_EPS,
-                amsgrad=False,
-                maximize=False,
-            )
+        for lr, weight_decay, runs, (params, *states) in self._calls:
+            grads = [p.grad[run] for run in runs for p in self.params]
+            self.kernel.call(params, grads, states, self.t, lr, weight_decay)
         for p in self.params:
             p.grad = None
 
@@ -261,15 +323,46 @@ class FusedAdam:
         self._active, self._calls = active, []
         for (lr, l2), members in self.groups.items():
             runs = _runs([k for k in members if active[k]])
-            lists = [[x[run] for run in runs for x in s] for s in (self.params, self.m, self.v)]
+            lists = [[x[run] for run in runs for x in s] for s in (self.params, *self.states)]
             if runs:  # with masks on the device, L2 is already in the gradient
                 self._calls.append((lr, 0.0 if self.masks_on_device else l2, runs, lists))
 
     def _zero_stopped(self, training: torch.Tensor) -> None:
-        """Add L2 to each gradient, then zero stopped children's gradients and first moments."""
-        for p, m in zip(self.params, self.m, strict=True):
+        """Add L2 to each gradient, then zero stopped children's gradients and first states."""
+        for p, first in zip(self.params, self.states[0], strict=True):
             _masked_grad(p, self.l2, training)
-            m.masked_fill_(~_per_child(training, p), 0.0)
+            first.masked_fill_(~_per_child(training, p), 0.0)
+
+
+def _fused_adam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[list[Tensor]],
+    step: Tensor,
+    lr: float,
+    l2: float,
+    betas: tuple[float, float] = ADAM_BETAS,
+    eps: float = ADAM_EPS,
+) -> None:
+    m, v = states
+    torch._fused_adam_(
+        params,
+        grads,
+        m,
+        v,
+        [],
+        [step] * len(params),
+        lr=lr,
+        beta1=betas[0],
+        beta2=betas[1],
+        weight_decay=l2,
+        eps=eps,
+        amsgrad=False,
+        maximize=False,
+    )
+
+
+ADAM_KERNEL = FusedKernel(_fused_adam, state=2)
 
 
 register_optimizer(
@@ -278,8 +371,8 @@ register_optimizer(
         reference=lambda params, lr, l2: torch.optim.Adam(
             params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=l2
         ),
-        stacked=lambda params, configs, dev: FusedAdam(
-            params, configs, masks_on_device=dev.type != "cpu"
+        stacked=lambda params, configs, dev: FusedOptimizer(
+            ADAM_KERNEL, params, configs, masks_on_device=dev.type != "cpu"
         ),
     ),
 )
@@ -297,13 +390,37 @@ def _sgd(
     p.sub_(lr * m)
 
 
+def _fused_sgd(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[list[Tensor]],
+    step: Tensor,
+    lr: float,
+    l2: float,
+) -> None:
+    """torch's own SGD kernel; the momentum starts at zero, so the first step's 0.9 * 0 + g is
+    torch's first momentum g."""
+    torch._fused_sgd_(
+        params,
+        grads,
+        states[0],
+        weight_decay=l2,
+        momentum=SGD_MOMENTUM,
+        lr=lr,
+        dampening=0.0,
+        nesterov=False,
+        maximize=False,
+        is_first_step=False,
+    )
+
+
 register_optimizer(
     "sgd",
     Optimizer(
         reference=lambda params, lr, l2: torch.optim.SGD(
             params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=l2
         ),
-        stacked=VectorRule(_sgd, state=1),
+        stacked=VectorRule(_sgd, state=1, fused=FusedKernel(_fused_sgd, state=1)),
     ),
 )
 
@@ -319,13 +436,34 @@ def _adagrad(
     p.addcdiv_(g * lr, v.sqrt().add_(ADAGRAD_EPS), value=-1.0)
 
 
+def _fused_adagrad(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[list[Tensor]],
+    step: Tensor,
+    lr: float,
+    l2: float,
+) -> None:
+    torch._fused_adagrad_(
+        params,
+        grads,
+        states[0],
+        [step] * len(params),
+        lr=lr,
+        lr_decay=0.0,
+        weight_decay=l2,
+        eps=ADAGRAD_EPS,
+        maximize=False,
+    )
+
+
 register_optimizer(
     "adagrad",
     Optimizer(
         reference=lambda params, lr, l2: torch.optim.Adagrad(
             params, lr=lr, eps=ADAGRAD_EPS, weight_decay=l2
         ),
-        stacked=VectorRule(_adagrad, state=1),
+        stacked=VectorRule(_adagrad, state=1, fused=FusedKernel(_fused_adagrad, state=1)),
     ),
 )
 
@@ -342,12 +480,31 @@ def _rmsprop(
     p.addcdiv_(g * lr, v.sqrt().add_(RMSPROP_EPS), value=-1.0)
 
 
+RMSPROP_STEP = 2.0**40
+"""A step count at which 0.99 ** t (and 0 ** t) is exactly 0.0 in floating point."""
+
+
+def _fused_rmsprop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[list[Tensor]],
+    step: Tensor,
+    lr: float,
+    l2: float,
+) -> None:
+    """RMSprop has no fused kernel; it is Adam's with beta1 = 0 (the first moment is then the
+    gradient itself), beta2 = 0.99 and a step count at which both bias corrections are exactly
+    1: p <- p - lr * g / (sqrt(v) + 1e-8) with v <- 0.99 v + 0.01 g^2."""
+    forever = torch.full_like(step, RMSPROP_STEP)
+    _fused_adam(params, grads, states, forever, lr, l2, (0.0, RMSPROP_ALPHA), RMSPROP_EPS)
+
+
 register_optimizer(
     "rmsprop",
     Optimizer(
         reference=lambda params, lr, l2: torch.optim.RMSprop(
             params, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, weight_decay=l2
         ),
-        stacked=VectorRule(_rmsprop, state=1),
+        stacked=VectorRule(_rmsprop, state=1, fused=FusedKernel(_fused_rmsprop, state=2)),
     ),
 )

@@ -7,9 +7,14 @@ import pytest
 import torch
 
 from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator, batched
-from mnms_env.batched import BatchedEvaluator
+from mnms_env.batched import BatchedEvaluator, batch_group
 from mnms_env.child import make_optimizer
-from mnms_env.stacked_optim import FusedAdam, VectorOptimizer
+from mnms_env.stacked_optim import (
+    ADAM_KERNEL,
+    FusedOptimizer,
+    VectorOptimizer,
+    stacked_optimizer,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from agreement import agreement, random_requests  # noqa: E402
@@ -114,7 +119,9 @@ def test_the_gpu_adam_trains_as_the_cpu_adam(monkeypatch) -> None:
     monkeypatch.setattr(
         batched,
         "stacked_optimizer",
-        lambda params, configs, dev: FusedAdam(params, configs, masks_on_device=True),
+        lambda params, configs, dev: FusedOptimizer(
+            ADAM_KERNEL, params, configs, masks_on_device=True
+        ),
     )
     masked = BatchedEvaluator(device="cpu").evaluate(requests)
     for a, b in zip(sliced, masked, strict=True):
@@ -123,26 +130,34 @@ def test_the_gpu_adam_trains_as_the_cpu_adam(monkeypatch) -> None:
         assert a.best_epoch == b.best_epoch
 
 
+MIXED = ("adagrad", "sgd", "adam", "adam", "rmsprop")
+"""Optimizers of the five children of the `mixed` case: four runs of one stack."""
+
+
 @pytest.mark.parametrize(
     "rule",
-    [("adam", "fused"), ("adam", "fused-masked"), ("sgd", "vectorised")]
-    + [("adagrad", "vectorised"), ("rmsprop", "vectorised")],
+    [("adam", "fused"), ("adam", "fused-masked"), ("mixed", "fused")]
+    + [(kind, form) for kind in ("sgd", "adagrad", "rmsprop") for form in ("vectorised", "fused")],
     ids="-".join,
 )
 def test_stacked_optimizers_step_each_child_as_torch_would(rule: tuple[str, str]) -> None:
     """The update rules on stacked weights, against one `torch.optim` optimizer per child: own
     learning rate and L2 per child, and a child that stops keeps its weights although its
-    gradient is NaN from then on (its masked loss can still give 0 * NaN upstream). The masked
+    gradient is NaN from then on (its masked loss can still give 0 * NaN upstream). `fused` is
+    what the CPU runs (torch's fused kernels over the training children's slices), the masked
     fused Adam and the vectorised rules are what CUDA runs, so this checks them where no GPU
-    is. Children 0, 2 and 3 share their rates, and 2 stops inside that run of the fused Adam's
-    slices. Child 4 gets an infinite gradient in its last step: its weights go non-finite as
-    they would alone (so it diverges when the reference would) and then stay as they are, and no
-    other child notices."""
+    is; `mixed` gives the children different optimizers in one stack. Children 0, 2 and 3 share
+    their rates, and 2 stops inside that run of the fused kernel's slices. Child 4 gets an
+    infinite gradient in its last step: its weights go non-finite as they would alone (so it
+    diverges when the reference would) and then stay as they are, and no other child notices."""
     kind, implementation = rule
     torch.manual_seed(0)
+    kinds = MIXED if kind == "mixed" else (kind,) * 5
     configs = [
-        _config(optimizer=kind, learning_rate=lr, l2=l2)
-        for lr, l2 in [(1e-3, 0.0), (1e-2, 1e-2), (1e-3, 0.0), (1e-3, 0.0), (3e-3, 0.0)]
+        _config(optimizer=k, learning_rate=lr, l2=l2)
+        for k, (lr, l2) in zip(
+            kinds, [(1e-3, 0.0), (1e-2, 1e-2), (1e-3, 0.0), (1e-3, 0.0), (3e-3, 0.0)], strict=True
+        )
     ]
     initial = [torch.randn(5, 5, 4), torch.randn(5, 4)]
     steps = [[torch.randn_like(p) for p in initial] for _ in range(4)]
@@ -150,11 +165,13 @@ def test_stacked_optimizers_step_each_child_as_torch_would(rule: tuple[str, str]
     steps[2][0][4, 0, 0] = torch.inf  # in child 4's last step: its next loss is not finite
 
     stacked = [p.clone().requires_grad_() for p in initial]
-    optimizer = (
-        VectorOptimizer(kind, stacked, configs, torch.device("cpu"))
-        if implementation == "vectorised"
-        else FusedAdam(stacked, configs, masks_on_device=implementation == "fused-masked")
-    )
+    if implementation == "vectorised":
+        optimizer = VectorOptimizer(kind, stacked, configs, torch.device("cpu"))
+    elif implementation == "fused-masked":
+        optimizer = FusedOptimizer(ADAM_KERNEL, stacked, configs, masks_on_device=True)
+    else:
+        optimizer = stacked_optimizer(stacked, configs, torch.device("cpu"))
+        assert not isinstance(optimizer, VectorOptimizer)
     for t, grads in enumerate(steps):
         training = torch.tensor([t < n for n in stops_after])
         for p, g in zip(stacked, grads, strict=True):
@@ -173,3 +190,23 @@ def test_stacked_optimizers_step_each_child_as_torch_would(rule: tuple[str, str]
                 p[k].detach(), q.detach(), rtol=1e-5, atol=1e-6, equal_nan=True
             )
     assert not stacked[0][4].isfinite().all() and stacked[0][:4].isfinite().all()
+
+
+def test_children_of_every_optimizer_share_one_stack_and_train_as_alone() -> None:
+    """One group for four optimizers (each updates its own slice of the stack); without dropout
+    each child ends as it does in a stack of its own, down to the best epoch."""
+    requests = [
+        ChildRequest.for_task(
+            "digits", _config(optimizer=kind, learning_rate=lr, width=w), seed=s, budget=2
+        )
+        for s, (kind, lr, w) in enumerate(
+            [("rmsprop", 1e-3, 16), ("adam", 3e-3, 32), ("sgd", 3e-2, 32), ("adagrad", 3e-2, 8)]
+        )
+    ]
+    assert len({batch_group(r) for r in requests}) == 1
+    together = BatchedEvaluator(device="cpu").evaluate(requests)
+    for request, shared in zip(requests, together, strict=True):
+        (alone,) = BatchedEvaluator(device="cpu").evaluate([request])
+        assert shared.val_accuracy == pytest.approx(alone.val_accuracy, abs=1 / 180), request
+        assert shared.test_accuracy == pytest.approx(alone.test_accuracy, abs=1 / 180), request
+        assert shared.best_epoch == alone.best_epoch, request
