@@ -19,15 +19,20 @@ What is shared and what stays per child:
 Each optimizer's stacked form (`mnms_env.stacked_optim.OPTIMIZERS`) updates stacked weights with
 a learning rate and L2 per child, following its `torch.optim` counterpart. A group larger than the
 memory limit is split into chunks, so an oversized request list is trained in several passes
-rather than running out of memory.
+rather than running out of memory. With `workers`, a call's chunks train in parallel in that many
+CPU processes.
 """
 
 from __future__ import annotations
 
+import math
+import multiprocessing
 import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -95,7 +100,16 @@ class BatchedEvaluator(Evaluator):
     """Trains compatible children together; results match `SequentialEvaluator` up to
     floating-point order and dropout noise (the initial weights and data order are identical).
     `precision="bf16"` runs the matrix products in bfloat16 (see `child.compute_precision`).
-    `memory_limit` caps the bytes one stacked chunk may use (default: `default_memory_limit`)."""
+    `memory_limit` caps the bytes one stacked chunk may use (default: `default_memory_limit`).
+
+    `workers=N` (CPU only) trains a call's chunks in N worker processes at once, each on one
+    intra-op thread, largest first. Small children are bound by the Python and dispatch cost of
+    each operation, so threads of one process barely overlap (they take turns holding the GIL)
+    while processes do; and several intra-op threads per child are slower still on a busy CPU
+    (their barriers wait for threads the OS has descheduled). The workers are spawned on the
+    first call and live as long as the evaluator (`close()` ends them sooner); options registered
+    at run time reach them as they reach any spawned worker (see the README).
+    """
 
     def __init__(
         self,
@@ -104,18 +118,44 @@ class BatchedEvaluator(Evaluator):
         memory_limit: int | None = None,
         precision: str = "fp32",
         tasks: TaskLookup = make_task,
+        workers: int = 0,
     ) -> None:
         self.device = resolve_device(device)
         self.memory_limit = memory_limit
         self.precision = check_precision(precision, self.device)
         self.tasks = tasks
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+            raise ValueError(
+                f"workers must be an int >= 0 (0: train in this process), got {workers!r}"
+            )
+        if workers and self.device.type != "cpu":
+            raise ValueError(
+                f"workers={workers} trains in CPU processes, but device={str(self.device)!r}; "
+                "pass workers=0 to train on it in this process"
+            )
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
 
     def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
         """Results one trained group (or chunk of one) at a time."""
+        if self.workers:
+            yield from self._stream_in_workers(requests)
+            return
+        for part, task, features, _ in self._chunks(requests, self.memory_limit):
+            trained = _train_group(
+                [requests[i] for i in part], features, task, self.device, self.precision
+            )
+            yield from zip(part, trained, strict=True)
+
+    def _chunks(
+        self, requests: Sequence[ChildRequest], limit: int | None
+    ) -> Iterator[tuple[list[int], Task, Features, int]]:
+        """`(request indices, task, features, cost)` of each stacked chunk, group by group:
+        `cost` estimates its training time as bytes swept (`STEP_COST_BYTES`)."""
         groups: dict[_Group, list[int]] = defaultdict(list)
         for i, request in enumerate(requests):
             groups[batch_group(request)].append(i)
-        limit = self.memory_limit or default_memory_limit(self.device)
+        limit = limit or default_memory_limit(self.device)
         for group, members in groups.items():
             # One optimizer's children side by side, and within them equal learning rates and
             # L2: each optimizer then updates one slice of the stack, and a fused kernel each
@@ -125,16 +165,66 @@ class BatchedEvaluator(Evaluator):
             features = task_features(task, group.representation, group.size)
             per_child = _bytes_per_child([requests[i] for i in members], features, task.num_classes)
             chunk = max(1, limit // per_child)
+            steps = math.ceil(len(task.train.y) / group.batch_size)
             for start in range(0, len(members), chunk):
                 part = members[start : start + chunk]
-                trained = _train_group(
-                    [requests[i] for i in part], features, task, self.device, self.precision
-                )
-                yield from zip(part, trained, strict=True)
+                yield part, task, features, steps * (len(part) * per_child + STEP_COST_BYTES)
+
+    def _stream_in_workers(
+        self, requests: Sequence[ChildRequest]
+    ) -> Iterator[tuple[int, ChildResult]]:
+        limit = (self.memory_limit or default_memory_limit(self.device)) // self.workers
+        chunks = sorted(self._chunks(requests, limit), key=lambda chunk: -chunk[3])
+        if not chunks:
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=torch.set_num_threads,
+                initargs=(1,),
+            )
+        futures = {
+            self._pool.submit(
+                _train_in_worker, [requests[i] for i in part], task, self.precision
+            ): part
+            for part, task, _, _ in chunks
+        }
+        try:
+            for future in as_completed(futures):
+                yield from zip(futures[future], future.result(), strict=True)
+        except BrokenProcessPool:
+            self._pool = None  # a worker died (killed, out of memory): the next call starts anew
+            raise
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self) -> None:
+        """End the worker processes (a later call starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pool": None}  # a copy starts workers of its own
+
+
+STEP_COST_BYTES = 10_000_000
+"""A training step's fixed cost (launching its operations), as the bytes of stacked weights a
+step sweeps in the same time on the CPU: what orders a call's chunks for the workers."""
 
 
 def _rule_order(config: ChildConfig) -> tuple[str, float, float]:
     return config.optimizer, config.learning_rate, config.l2
+
+
+def _train_in_worker(requests: list[ChildRequest], task: Task, precision: str) -> list[ChildResult]:
+    """A chunk in a worker process: its features come from the disk cache, which the parent
+    filled when it sized the chunk."""
+    c = requests[0].config
+    features = task_features(task, c.representation, c.representation_size)
+    return _train_group(requests, features, task, torch.device("cpu"), precision)
 
 
 def _bytes_per_child(requests: Sequence[ChildRequest], features: Features, classes: int) -> int:

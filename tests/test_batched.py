@@ -210,3 +210,16 @@ def test_children_of_every_optimizer_share_one_stack_and_train_as_alone() -> Non
         assert shared.val_accuracy == pytest.approx(alone.val_accuracy, abs=1 / 180), request
         assert shared.test_accuracy == pytest.approx(alone.test_accuracy, abs=1 / 180), request
         assert shared.best_epoch == alone.best_epoch, request
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": -1}, r"workers must be an int >= 0 \(0: train in this process\), got -1"),
+        ({"workers": True}, r"workers must be an int >= 0 .*, got True"),
+        ({"workers": 2, "device": "meta"}, r"workers=2 trains in CPU processes, but device='meta'"),
+    ],
+)
+def test_bad_workers_are_refused_by_name(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BatchedEvaluator(**{"device": "cpu", **kwargs})

@@ -283,3 +283,45 @@ def test_maskable_ppo_learns_through_sb3_vec_env_over_a_spawned_async_vector_env
     env.close()
     rows = ResultStore(tmp_path / "r.sqlite").rows()
     assert rows and all(0 < row["val_accuracy"] <= 1 for row in rows)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. The batched evaluator's worker processes
+
+WORKERS_SCENARIO = """
+import pickle
+from mnms_env import ChildConfig, ChildRequest
+from mnms_env.batched import batch_group
+
+configs = [
+    ChildConfig("raw", 0, depth, 32, "tanh", 0.0, optimizer, 0.01, 64, 1e-4)
+    for depth, optimizer in [(1, "sgd"), (2, "adam"), (0, "rmsprop")]
+]
+requests = [
+    ChildRequest.for_task(task, config, seed=seed, budget=2)
+    for seed, task in enumerate(["digits", "wine"])
+    for config in configs
+]
+here = BatchedEvaluator(device="cpu").evaluate(requests)
+evaluator = BatchedEvaluator(device="cpu", workers=2)
+answered = dict(evaluator.stream(requests))
+copy = pickle.loads(pickle.dumps(evaluator))  # the workers stay with the original
+again = copy.evaluate(requests[:2])
+evaluator.close()
+copy.close()
+assert sorted(answered) == list(range(len(requests)))
+pairs = list(zip(here, [answered[i] for i in range(len(requests))])) + list(zip(here, again))
+for a, b in pairs:
+    assert (a.val_accuracy, a.test_accuracy, a.best_epoch) == (
+        b.val_accuracy, b.test_accuracy, b.best_epoch
+    ), (a, b)
+print("children", len(answered), "groups", len({batch_group(r) for r in requests}))
+"""
+
+
+def test_batched_workers_train_as_this_process_does() -> None:
+    """Six children in four stacked groups (two of them mixing optimizers), trained by two
+    spawned workers (one intra-op thread each) after the parent has used torch on two threads:
+    every child's result equals the in-process one, and a pickled copy of the evaluator starts
+    workers of its own."""
+    assert run_scenario(WORKERS_SCENARIO) == "children 6 groups 4"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -82,6 +83,22 @@ class TestBatchedEvaluator(EvaluatorContract):
     @pytest.fixture
     def evaluator(self) -> Evaluator:
         return BatchedEvaluator(device="cpu")
+
+    @pytest.fixture
+    def requests(self) -> list[ChildRequest]:
+        return TRAINED
+
+
+class TestBatchedEvaluatorWorkers(EvaluatorContract):
+    """Two spawned workers, started once for the class (the scenario that could hang runs
+    under a time limit in `tests/test_clients.py`)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def evaluator(cls) -> Iterator[Evaluator]:
+        evaluator = BatchedEvaluator(device="cpu", workers=2)
+        yield evaluator
+        evaluator.close()
 
     @pytest.fixture
     def requests(self) -> list[ChildRequest]:
