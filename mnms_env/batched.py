@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import NamedTuple
 
 import numpy as np
@@ -284,7 +285,8 @@ class _StackedNet:
             device=dev,
         ).reshape(self.k, -1)
         self.partial_layers = (~self.active).any(dim=0).tolist()  # some child skips layer i+1
-        self.dropout = torch.tensor([c.dropout for c in configs], device=dev)
+        self.dropout = torch.tensor([c.dropout for c in configs], device=dev).view(-1, 1, 1)
+        self.kept = 1 - self.dropout  # the scale of kept units, computed once
         self.uses_dropout = any(c.dropout > 0 for c in configs)
         used = {c.activation for c in configs}
         self.activations = [name for name in ACTIVATIONS if name in used]  # a fixed order
@@ -324,9 +326,8 @@ class _StackedNet:
     def _drop(self, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if generator is None or not self.uses_dropout:
             return h
-        p = self.dropout.view(-1, 1, 1)
-        keep = torch.rand(h.shape, device=h.device, generator=generator) >= p
-        return h * keep / (1 - p)
+        keep = torch.rand(h.shape, device=h.device, generator=generator) >= self.dropout
+        return h * keep / self.kept
 
     def _bias(self, i: int) -> torch.Tensor:
         b = self.biases[i]
@@ -374,6 +375,7 @@ class _Inputs:
     """
 
     BAG_CHUNK = 1 << 14  # entries per index_add_, to bound the gathered gradient rows
+    BAG_RUN = 1 << 20  # entries gathered at once for a run of training steps
 
     def __init__(
         self,
@@ -401,17 +403,49 @@ class _Inputs:
             # slower on the CPU and is a step's largest cost after the matrix products.
             return self.x.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
         rows = rows.expand(k, -1) if rows.dim() == 1 else rows
-        b, dev = rows.shape[1], rows.device
-        flat = rows.reshape(-1)
+        (bags,) = self._bags(rows.reshape(-1), k, rows.shape[1])
+        return bags
+
+    def steps(
+        self, order: torch.Tensor, b: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | _Bags | None]]:
+        """Each training step of an epoch: its rows `(K, b)` of `order` `(K, n)`, and for bags
+        their `gather`, computed for a run of steps at once (a dozen small operations per run
+        instead of per step). Dense rows are left to the step (None), which a CUDA graph then
+        captures."""
+        k, n = order.shape
+        if not self.is_bag:
+            for begin in range(0, n, b):
+                yield order[:, begin : begin + b], None
+            return
+        full = n // b
+        entries = k * b * int(self.indptr[-1]) / (len(self.indptr) - 1)  # per step, on average
+        run = max(1, int(self.BAG_RUN // max(entries, 1.0)))
+        for first in range(0, full, run):
+            steps = min(run, full - first)
+            rows = order[:, first * b : (first + steps) * b].reshape(k, steps, b).transpose(0, 1)
+            yield from zip(rows, self._bags(rows.reshape(-1), k, b), strict=True)
+        if n % b:
+            rows = order[:, full * b :]
+            yield rows, self.gather(rows, k)
+
+    def _bags(self, flat: torch.Tensor, k: int, b: int) -> list[_Bags]:
+        """The bags of rows `flat`, step-major (`k * b` rows per step, child-major within)."""
+        dev, n = flat.device, k * b
         starts = self.indptr[flat]
         lengths = self.indptr[flat + 1] - starts
         offsets = torch.cumsum(lengths, 0) - lengths
         total = int(lengths.sum())
         pos = torch.repeat_interleave(starts - offsets, lengths) + torch.arange(total, device=dev)
-        bag = torch.repeat_interleave(torch.arange(k * b, device=dev), lengths)
-        return _Bags(
-            (k, b), self.indices[pos] + (bag // b) * self.dim, self.data[pos], offsets, bag
-        )
+        bag = torch.repeat_interleave(torch.arange(len(flat), device=dev) % n, lengths)
+        index, weight = self.indices[pos] + (bag // b) * self.dim, self.data[pos]
+        firsts = offsets[::n]  # each step's first entry
+        offsets = offsets - firsts.repeat_interleave(n)
+        bounds = [*firsts.tolist(), total]
+        return [
+            _Bags((k, b), index[e0:e1], weight[e0:e1], offsets[j * n : (j + 1) * n], bag[e0:e1])
+            for j, (e0, e1) in enumerate(pairwise(bounds))
+        ]
 
     def first_layer(self, batch: torch.Tensor | _Bags, w: torch.Tensor) -> torch.Tensor:
         """`(K, B, fan_out)`: each gathered row through its child's first weight `w[k]`."""
@@ -476,14 +510,14 @@ def _train_group(
 
     first_grad = torch.zeros_like(net.weights[0])  # kept across steps (see `_Inputs`)
 
-    def train_step(rows: torch.Tensor) -> None:
-        batch = train.gather(rows, k)
+    def train_step(rows: torch.Tensor, batch: torch.Tensor | _Bags | None = None) -> None:
+        batch = train.gather(rows, k) if batch is None else batch
         with torch.no_grad(), compute_precision(dev, precision):
             first = train.first_layer(batch, net.weights[0])
         first.requires_grad_()
         with compute_precision(dev, precision):
             logits = net.forward(first, dropout_gen)
-        targets = train.y[rows].reshape(-1)
+        targets = train.y.index_select(0, rows.reshape(-1))
         losses = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets, reduction="none"
         )
@@ -509,12 +543,11 @@ def _train_group(
     for epoch in range(1, budget + 1):
         training.copy_(alive & (epochs_left >= epoch))
         order = data_order(seeds, epoch, n, dev)
-        for begin in range(0, n, batch):
-            rows = order[:, begin : begin + batch]
+        for rows, gathered in train.steps(order, batch):
             if graphed is not None and rows.shape[1] == batch:
                 graphed(rows)
             else:
-                train_step(rows)
+                train_step(rows, gathered)
         val_acc = _accuracy(net, val, dev, precision)
         improved = training & (val_acc > best_val)
         best_val = torch.where(improved, val_acc, best_val)

@@ -3,7 +3,9 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator, batched
@@ -223,3 +225,24 @@ def test_children_of_every_optimizer_share_one_stack_and_train_as_alone() -> Non
 def test_bad_workers_are_refused_by_name(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BatchedEvaluator(**{"device": "cpu", **kwargs})
+
+
+def test_bag_steps_gathered_in_runs_equal_each_step_gathered_alone(monkeypatch) -> None:
+    """A training epoch's bags, gathered a run of steps at a time (two steps per run here, and
+    a last partial step), are exactly the bags each step gathers on its own; rows without
+    entries included."""
+    monkeypatch.setattr(batched._Inputs, "BAG_RUN", 3 * 2 * 4 * 2)  # ~17 entries a step
+    rng = np.random.default_rng(0)
+    mat = sp.random(30, 7, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    inputs = batched._Inputs(mat, rng.integers(0, 2, 30), torch.device("cpu"), torch.float32)
+    order = torch.stack(
+        [torch.randperm(30, generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+    )
+    steps = list(inputs.steps(order, 4))
+    assert len(steps) == 8 and steps[-1][0].shape == (2, 2)
+    for begin, (rows, bags) in zip(range(0, 30, 4), steps, strict=True):
+        assert torch.equal(rows, order[:, begin : begin + 4])
+        alone = inputs.gather(rows, 2)
+        assert bags.shape == alone.shape
+        for field in ("index", "weight", "offsets", "bag"):
+            assert torch.equal(getattr(bags, field), getattr(alone, field)), field
