@@ -33,7 +33,8 @@ import numpy as np
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
 from agents.plots import png_figure
 from mnms_env import TaskError, default_space, list_tasks
-from mnms_env.child import PRECISIONS, check_precision
+from mnms_env.batched import default_workers
+from mnms_env.child import PRECISIONS, check_precision, resolve_device
 from mnms_env.env import BACKENDS
 
 PAPER_PAIR = ("langid-es", "word-sentiment-en")
@@ -45,8 +46,8 @@ class SearchSettings:
 
     tasks: tuple[str, ...] = PAPER_PAIR
     children: int = 200
-    """Children to sample in all. The default run (`budget=1`) took 305 s on 2 CPU cores shared
-    with another job, from an empty feature cache (featurizing is a one-off cost)."""
+    """Children to sample in all (the README gives the default run's time, measured by
+    `benchmarks/main_job.py`)."""
     budget: int = 1
     """Training epochs per child."""
     seed: int = 0
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(err))
     try:
         settings, out = _settings(args)
-        search(settings, out, device=args.device)
+        search(settings, out, device=args.device, workers=args.workers)
     except (ValueError, TaskError) as err:
         parser.error(str(err))
     return 0
@@ -152,6 +153,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="sub-envs whose children train in one batched call (default: the greatest common "
         "divisor of --batch-size and --children); 0: one child at a time through a single env",
+    )
+    add(
+        "--workers",
+        type=int,
+        help="CPU processes that train the batched calls (default: one per core, at most "
+        "--envs, and none on one core or a GPU); 0: train in this process. Results do not "
+        "depend on it, so a resume may change it",
     )
     _add_precision_argument(add, default=None)
     _add_backend_argument(add, default=None)
@@ -291,17 +299,30 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
     return settings, out
 
 
-def search(settings: SearchSettings, out: Path, *, device: str | None = None) -> dict[str, Any]:
-    """Run (or resume) a search in `out` and write its files; returns the summary."""
+def search(
+    settings: SearchSettings, out: Path, *, device: str | None = None, workers: int | None = None
+) -> dict[str, Any]:
+    """Run (or resume) a search in `out` and write its files; returns the summary. `workers`:
+    CPU processes of the vector env's `BatchedEvaluator` (None: `default_workers`)."""
     from torch.utils.tensorboard import SummaryWriter  # slow import; only `search` needs it
     from tqdm import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
     if settings.envs is None:
         settings = replace(settings, envs=math.gcd(settings.batch_size, settings.children))
+    batched = settings.envs > 0 and settings.backend == "train"
+    if workers and not batched:
+        raise ValueError(
+            f"--workers {workers} trains the vector env's batched calls; with --envs 0 or "
+            "--backend table nothing trains in batches (leave --workers out)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     store = out / "results.sqlite" if settings.backend == "train" else None
     kwargs = env_kwargs(settings.backend, device, store, settings.precision)
     kwargs |= {"tasks": settings.tasks, "budget": settings.budget}
+    if batched:
+        if workers is None:
+            workers = default_workers(resolve_device(device), most=settings.envs)
+        kwargs["workers"] = workers
     if settings.envs == 0:
         env = gym.make("MNMS-v0", **kwargs)
     else:  # one sub-env per child of an update: its children train in one batched call
@@ -361,6 +382,7 @@ def search(settings: SearchSettings, out: Path, *, device: str | None = None) ->
     agent.learn(max(0, settings.children - agent.num_children), checkpoint=checkpoint, callback=log)
     bar.close()
     writer.close()
+    env.close()
     store = env.unwrapped.store  # None on the table backend: nothing is trained
     summary = _summary(agent, settings, run_name, trained=len(store) if store is not None else 0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -4,19 +4,21 @@
     python benchmarks/main_job.py --children 40 --repeats 2 --out runs/main-job
 
 Each repeat runs `agents.cli.search` with the default settings (`langid-es` with
-`word-sentiment-en`, 200 children of 1 epoch, default space, seed 0) twice, interleaved: once
-with `envs=0` (one env, each child trained alone by `SequentialEvaluator`) and once with the
-default vector env (each update's children in one `BatchedEvaluator` call), each into a fresh
+`word-sentiment-en`, 200 children of 1 epoch, default space, seed 0) on each path, interleaved:
+`sequential` (`envs=0`: one env, each child trained alone by `SequentialEvaluator`), `batched`
+(the default vector env, each update's children in one `BatchedEvaluator` call in this process)
+and `workers` (the same, its chunks trained in `default_workers` CPU processes: what `mnms
+search` does by default; left out where that is none, on one core or a GPU), each into a fresh
 run directory with its own empty results store. Features are computed before the first run,
 as the README's timings assume, and each path first runs one update untimed (imports, first
 calls). It reports children per second of the whole search (controller,
-store and all) and the ratio; the fastest repeat of each path is kept, and the JSON keeps every
-sample.
+store and all) and each path's ratio to `sequential` (`speedup`: the default path's); the fastest
+repeat of each path is kept, and the JSON keeps every sample.
 
 The two paths sample different children (sub-envs draw their tasks and child seeds from their
 own seeds), so the search rate mixes trainer speed with what each search happened to design.
-The `same requests` rows remove that: the batched run's children, update by update (minus the
-ones its store answered), trained again through each evaluator directly.
+The `same requests` rows remove that: the last batched run's children, update by update (minus
+the ones its store answered), trained again through each path's evaluator directly.
 """
 
 from __future__ import annotations
@@ -43,11 +45,9 @@ from mnms_env import (
     featurize,
     make_task,
 )
+from mnms_env.batched import default_workers
 from mnms_env.child import device_name, resolve_device
 from mnms_env.features import FEATURIZERS
-
-PATHS = {"sequential": 0, "batched": None}
-"""`SearchSettings.envs` of each path: one env, or the default vector env."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,20 @@ def warm_features(tasks: tuple[str, ...]) -> None:
                 featurize(task, rep, size)
 
 
-def run_search(path: str, settings: SearchSettings, out: Path, device: str | None) -> Sample:
+def paths(device: torch.device) -> dict[str, tuple[int | None, int]]:
+    """`(SearchSettings.envs, workers)` of each path: one env; the default vector env training in
+    this process; and in `default_workers` processes, where there are any."""
+    workers = default_workers(device, most=SearchSettings.batch_size)
+    return {"sequential": (0, 0), "batched": (None, 0)} | (
+        {"workers": (None, workers)} if workers else {}
+    )
+
+
+def run_search(
+    path: str, settings: SearchSettings, out: Path, device: str | None, workers: int
+) -> Sample:
     start = time.perf_counter()
-    summary = search(settings, out, device=device)
+    summary = search(settings, out, device=device, workers=workers if settings.envs != 0 else None)
     seconds = time.perf_counter() - start
     best = {t: info["best"]["val_accuracy"] for t, info in summary["per_task"].items()}
     return Sample(path, seconds, summary["children"], summary["trained"], best)
@@ -101,17 +112,23 @@ def update_requests(checkpoint: Path) -> list[list[ChildRequest]]:
     return [updates[u] for u in sorted(updates)]
 
 
-def same_requests(updates: list[list[ChildRequest]], device: torch.device) -> dict[str, float]:
-    """Children per second of each evaluator on the same per-update request lists."""
+def same_requests(
+    updates: list[list[ChildRequest]], device: torch.device, workers: dict[str, int]
+) -> dict[str, float]:
+    """Children per second of each path's evaluator on the same per-update request lists (a
+    worker pool's start counts, as in a search)."""
     rates = {}
-    for name, evaluator in (
-        ("sequential", SequentialEvaluator(device=device)),
-        ("batched", BatchedEvaluator(device=device)),
-    ):
+    for name, count in workers.items():
+        if name == "sequential":
+            evaluator = SequentialEvaluator(device=device)
+        else:
+            evaluator = BatchedEvaluator(device=device, workers=count)
         start = time.perf_counter()
         for requests in updates:
             evaluator.evaluate(requests)
         rates[name] = sum(map(len, updates)) / (time.perf_counter() - start)
+        if isinstance(evaluator, BatchedEvaluator):
+            evaluator.close()
     return rates
 
 
@@ -125,45 +142,51 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    runs = paths(device)
     settings = {"tasks": tuple(args.tasks), "children": args.children, "seed": args.seed}
     warm_features(settings["tasks"])
     args.out.mkdir(parents=True, exist_ok=True)
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="main-job-") as tmp:
         root = Path(tmp)
-        for path, envs in PATHS.items():  # imports, first calls: one update of each, untimed
+        for path, (envs, workers) in runs.items():  # imports, first calls: one update, untimed
             warm = SearchSettings(**{**settings, "children": SearchSettings.batch_size}, envs=envs)
-            run_search(path, warm, root / f"warm-{path}", args.device)
-        for repeat in range(args.repeats):  # interleaved, so a slow spell hits both paths alike
-            for path, envs in PATHS.items():
+            run_search(path, warm, root / f"warm-{path}", args.device, workers)
+        for repeat in range(args.repeats):  # interleaved, so a slow spell hits every path alike
+            for path, (envs, workers) in runs.items():
                 run = SearchSettings(**settings, envs=envs)
-                samples.append(run_search(path, run, root / f"{path}-{repeat}", args.device))
+                out = root / f"{path}-{repeat}"
+                samples.append(run_search(path, run, out, args.device, workers))
         last_batched = root / f"batched-{args.repeats - 1}" / "checkpoint.pt"
-        replay = same_requests(update_requests(last_batched), device)
-    best = {
-        p: max((s for s in samples if s.path == p), key=lambda s: s.children_per_s) for p in PATHS
-    }
+        workers = {path: count for path, (_, count) in runs.items()}
+        replay = same_requests(update_requests(last_batched), device, workers)
+    rates = {
+        p: max(s.children_per_s for s in samples if s.path == p) for p in runs
+    }  # the fastest repeat of each path
+    default = list(runs)[-1]  # what `mnms search` does here
     report = {
         "machine": device_name(device),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "workers": workers,
+        "default_path": default,
         "settings": asdict(SearchSettings(**settings)),
-        "children_per_s": {p: best[p].children_per_s for p in PATHS},
-        "speedup": best["batched"].children_per_s / best["sequential"].children_per_s,
+        "children_per_s": rates,
+        "speedups": {p: rates[p] / rates["sequential"] for p in runs},
+        "speedup": rates[default] / rates["sequential"],
         "same_requests_children_per_s": replay,
-        "same_requests_speedup": replay["batched"] / replay["sequential"],
+        "same_requests_speedups": {p: replay[p] / replay["sequential"] for p in runs},
         "samples": [{**asdict(s), "children_per_s": s.children_per_s} for s in samples],
     }
     stem = f"main-job-{device.type}"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     _plot(report, args.out / f"{stem}.png")
-    print(
-        f"{report['machine']}, {report['threads']} threads: the main job ran at "
-        f"{report['children_per_s']['sequential']:.3f} children/s sequentially and "
-        f"{report['children_per_s']['batched']:.3f} batched ({report['speedup']:.2f}x); the same "
-        f"requests: {replay['sequential']:.3f} and {replay['batched']:.3f} children/s "
-        f"({report['same_requests_speedup']:.2f}x)"
-    )
+    print(f"{report['machine']}, {report['threads']} threads; children per second of the main job:")
+    for p in runs:
+        print(
+            f"  {p:10} {rates[p]:6.3f} ({report['speedups'][p]:.2f}x); the same requests "
+            f"{replay[p]:6.3f} ({report['same_requests_speedups'][p]:.2f}x)"
+        )
     return report
 
 
@@ -173,12 +196,14 @@ def _plot(report: dict, path: Path) -> None:
             "main job": report["children_per_s"],
             "same requests": report["same_requests_children_per_s"],
         }
+        width = 0.8 / len(report["workers"])
         for i, rates in enumerate(groups.values()):
-            for j, name in enumerate(PATHS):
-                bar = ax.bar(i + 0.4 * j, rates[name], 0.4, color=f"C{j}")
+            for j, name in enumerate(report["workers"]):
+                x = i + width * j
+                bar = ax.bar(x, rates[name], width, color=f"C{j}")
                 bar.set_label(name if i == 0 else None)
-                ax.text(i + 0.4 * j, rates[name], f"{rates[name]:.2f}", ha="center", va="bottom")
-        ax.set_xticks([0.2, 1.2], list(groups))
+                ax.text(x, rates[name], f"{rates[name]:.2f}", ha="center", va="bottom")
+        ax.set_xticks([0.4 - width / 2, 1.4 - width / 2], list(groups))
         ax.set(ylabel="children per second", title=f"mnms search on {report['machine']}")
         ax.legend()
 

@@ -97,6 +97,13 @@ def default_memory_limit(device: torch.device) -> int:
     return free // 4
 
 
+def default_workers(device: torch.device, most: int) -> int:
+    """Worker processes for `BatchedEvaluator` on `device` when a caller has at most `most`
+    chunks at once: one per usable CPU core up to `most`, none on one core or off the CPU."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(cores or 1, most) if device.type == "cpu" and (cores or 1) > 1 else 0
+
+
 class BatchedEvaluator(Evaluator):
     """Trains compatible children together; results match `SequentialEvaluator` up to
     floating-point order and dropout noise (the initial weights and data order are identical).

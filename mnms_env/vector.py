@@ -25,11 +25,12 @@ from mnms_env.store import ResultStore
 class MNMSVectorEnv(VectorEnv):
     """`num_envs` copies of `MNMS-v0` sharing one evaluator and one store.
 
-    Arguments are those of `MNMSEnv` (but `render_mode`: it renders nothing) plus `num_envs`;
-    the default evaluator is a `BatchedEvaluator` on `device` at `precision`. Autoreset follows
-    Gymnasium's default `NEXT_STEP` mode: the step after a sub-env terminates resets it (its
-    action is ignored) and returns the reset observation with reward 0. `action_masks()` gives
-    the `(num_envs, max_options)` masks.
+    Arguments are those of `MNMSEnv` (but `render_mode`: it renders nothing) plus `num_envs`
+    and `workers`; the default evaluator is a `BatchedEvaluator` on `device` at `precision`
+    with `workers` CPU processes (0: it trains in this process), ended by `close()`. Autoreset
+    follows Gymnasium's default `NEXT_STEP` mode: the step after a sub-env terminates resets it
+    (its action is ignored) and returns the reset observation with reward 0. `action_masks()`
+    gives the `(num_envs, max_options)` masks.
     """
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -44,6 +45,7 @@ class MNMSVectorEnv(VectorEnv):
         store: str | ResultStore | None = DEFAULT_STORE,
         device: str | None = None,
         precision: str = "fp32",
+        workers: int = 0,
         **kwargs: Any,
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
@@ -54,9 +56,17 @@ class MNMSVectorEnv(VectorEnv):
                 "render single envs (gym.make), or a SyncVectorEnv of them (vectorization_mode="
                 "'sync')"
             )
+        if workers and (evaluator is not None or kwargs.get("backend", "train") != "train"):
+            raise ValueError(
+                f"workers={workers} sizes the default BatchedEvaluator; with evaluator= or "
+                "backend='table' there is none (build the evaluator with its own workers)"
+            )
+        self._owned: BatchedEvaluator | None = None
         if kwargs.get("backend", "train") == "train":  # one evaluator and store for all
             if evaluator is None:
-                evaluator = BatchedEvaluator(device=device, precision=precision)
+                evaluator = self._owned = BatchedEvaluator(
+                    device=device, precision=precision, workers=workers
+                )
                 device, precision = None, "fp32"  # the evaluator's now, not the sub-envs'
             store = open_store(store)
         self.envs = [
@@ -139,6 +149,12 @@ class MNMSVectorEnv(VectorEnv):
             infos = self._add_info(infos, info, i)
         self._needs_reset = terminated.copy()
         return self._stack(observations), rewards, terminated, np.zeros_like(terminated), infos
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """End the default evaluator's worker processes (an evaluator passed in is the
+        caller's to close)."""
+        if self._owned is not None:
+            self._owned.close()
 
     def action_masks(self) -> np.ndarray:
         """`(num_envs, max_options)`: the valid actions of each sub-env now."""

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mnms_env import load_table
+from mnms_env.batched import default_workers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -219,21 +221,27 @@ def test_transfer_from_a_single_source_task(tmp_path) -> None:
     assert "| representation | raw | 100% |" in text and "Total-variation" not in text
 
 
-def test_main_job_reports_both_paths_side_by_side(tmp_path) -> None:
+def test_main_job_reports_every_path_side_by_side(tmp_path) -> None:
     argv = ["--tasks", "wine", "--children", "4", "--repeats", "2", "--device", "cpu"]
     report = main_job.main([*argv, "--out", str(tmp_path)])
-    rates = report["children_per_s"]
-    assert report["speedup"] == pytest.approx(rates["batched"] / rates["sequential"])
-    assert [s["path"] for s in report["samples"]] == ["sequential", "batched"] * 2
+    rates, paths = report["children_per_s"], list(report["workers"])
+    workers = default_workers(torch.device("cpu"), most=8)
+    assert paths == ["sequential", "batched"] + (["workers"] if workers else [])
+    assert (
+        report["workers"]["batched"] == 0 and report["workers"].get("workers", workers) == workers
+    )
+    assert report["default_path"] == paths[-1]
+    assert report["speedup"] == pytest.approx(rates[paths[-1]] / rates["sequential"])
+    assert [s["path"] for s in report["samples"]] == paths * 2
     for sample in report["samples"]:
         assert sample["children"] == 4 and 1 <= sample["trained"] <= 4
         assert 0 < sample["best_val"]["wine"] <= 1 and sample["children_per_s"] > 0
-    for path in ("sequential", "batched"):  # the fastest sample of each path is reported
+    for path in paths:  # the fastest sample of each path is reported
         assert rates[path] == max(
             s["children_per_s"] for s in report["samples"] if s["path"] == path
         )
     replay = report["same_requests_children_per_s"]
-    assert set(replay) == {"sequential", "batched"} and min(replay.values()) > 0
+    assert list(replay) == paths and min(replay.values()) > 0
     assert json.loads((tmp_path / "main-job-cpu.json").read_text()) == json.loads(
         json.dumps(report)
     )

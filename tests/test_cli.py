@@ -153,6 +153,17 @@ def test_search_refuses_envs_that_would_overshoot(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_search_workers_change_no_result_and_need_batched_calls(tmp_path: Path) -> None:
+    args = ["search", "--tasks", "wine", "--children", "8", "--batch-size", "4"]
+    for workers in ("0", "2"):
+        assert main([*args, "--workers", workers, "--out", str(tmp_path / workers)]) == 0
+    summaries = [json.loads((tmp_path / w / "summary.json").read_text()) for w in ("0", "2")]
+    assert summaries[0]["per_task"] == summaries[1]["per_task"]
+    with pytest.raises(SystemExit):
+        main([*args, "--envs", "0", "--workers", "2", "--out", str(tmp_path / "one")])
+    assert not (tmp_path / "one").exists()
+
+
 def test_a_run_from_before_the_vector_env_resumes_on_one_env(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["search", "--tasks", "wine", "--children", "2", "--batch-size", "2", "--envs", "0"]

@@ -70,6 +70,24 @@ def test_precision_reaches_the_default_batched_evaluator() -> None:
     assert list(infos["child"]["device"]) == ["cpu bf16"] * 2
 
 
+def test_workers_train_the_default_evaluator_and_close_ends_them() -> None:
+    envs = make_vec(2, workers=2)
+    envs.reset(seed=0)
+    _, rewards, *_ = run_episode(envs, np.random.default_rng(0))
+    evaluator = envs.unwrapped.evaluator
+    assert evaluator.workers == 2 and evaluator._pool is not None
+    envs.close()
+    assert evaluator._pool is None
+    inline = make_vec(2)  # the same children in this process: the same rewards
+    inline.reset(seed=0)
+    np.testing.assert_allclose(run_episode(inline, np.random.default_rng(0))[1], rewards)
+
+
+def test_workers_without_a_default_evaluator_are_refused() -> None:
+    with pytest.raises(ValueError, match="workers=2 sizes the default BatchedEvaluator"):
+        make_vec(2, workers=2, evaluator=CountingEvaluator())
+
+
 def test_next_step_autoreset() -> None:
     envs = make_vec(2)
     envs.reset(seed=1)
