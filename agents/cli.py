@@ -1,4 +1,5 @@
-"""The `mnms` command: `mnms search` runs the MNMS controller, `mnms tasks` lists the tasks.
+"""The `mnms` command: `mnms search` runs the MNMS controller, `mnms tasks` lists the tasks,
+`mnms run` runs any controller, `mnms tables` builds and lists benchmark tables.
 
 `mnms search` with no arguments reproduces the paper's first multitask pair with offline data
 (`langid-es` with `word-sentiment-en`) on the local device. A run directory holds everything
@@ -32,10 +33,12 @@ import numpy as np
 
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
 from agents.plots import png_figure
+from agents.tables_cli import add_tables_parser, run_tables
 from mnms_env import TaskError, default_space, list_tasks
 from mnms_env.batched import default_workers
 from mnms_env.child import PRECISIONS, check_precision, resolve_device
 from mnms_env.env import BACKENDS
+from mnms_env.table import TableError
 
 PAPER_PAIR = ("langid-es", "word-sentiment-en")
 
@@ -113,15 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "tasks":
         _print_tasks()
         return 0
-    if args.command == "run":
+    if args.command in ("run", "tables"):
         try:
-            return run_baseline(args)
-        except (ValueError, TaskError) as err:
+            return run_baseline(args) if args.command == "run" else run_tables(args)
+        except (ValueError, TaskError, TableError) as err:
             parser.error(str(err))
     try:
         settings, out = _settings(args)
         search(settings, out, device=args.device, workers=args.workers)
-    except (ValueError, TaskError) as err:
+    except (ValueError, TaskError, TableError) as err:
         parser.error(str(err))
     return 0
 
@@ -164,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_precision_argument(add, default=None)
     _add_backend_argument(add, default=None)
     _add_run_parser(commands)
+    add_tables_parser(commands)
     return parser
 
 

@@ -1,23 +1,18 @@
-"""Build benchmark tables: train every config of `benchmark_space()` on tasks, several seeds.
+"""Build the shipped tables and summarise them: `mnms tables build` with the shipped defaults.
 
-    python benchmarks/build_table.py --tasks wine digits --out runs/tables
-    python benchmarks/build_table.py --out mnms_env/data/tables     # the shipped built-ins
+    python benchmarks/build_table.py --out mnms_env/data/tables     # the built-in tasks
+    MNMS_DATA_DIR=../shared/data python benchmarks/build_table.py --datasets \
+        --out mnms_env/data/tables --store runs/tables/build.sqlite   # the 13 named datasets
     python benchmarks/build_table.py --out mnms_env/data/tables --summary-only \
         --summary docs/benchmarks/tables.md                         # what the tables hold
-    MNMS_DATA_DIR=../shared/data python benchmarks/build_table.py --tasks sst2 --out runs/tables
 
-Children are trained with the `BatchedEvaluator` (real training, `--budget` epochs) in chunks of
-compatible children, each chunk recorded in a results store (`OUT/build.sqlite` unless
-`--store`) before the next starts, so an interrupted build resumes where it stopped. When every
-config has every seed, `OUT/<task>.npz` is written (see `mnms_env.table.Table`) and can be used
-with `gym.make("mnms_env:MNMS-v0", task=..., backend="table", table_dir=OUT)`.
+The tables are built by `mnms_env.table_build.build_tables` (see there: batched real training,
+resumable through its results store); this script adds the defaults and the markdown summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,100 +20,15 @@ import numpy as np
 import torch
 from controllers import markdown_table
 
-import mnms_env
-from mnms_env import BatchedEvaluator, ChildRequest, ResultStore, SearchSpace, make_task
-from mnms_env.batched import batch_group
-from mnms_env.child import device_name
-from mnms_env.evaluate import CachedEvaluator
-from mnms_env.table import Table, benchmark_space, enumerate_configs
-
-BUILTIN_TABLE_TASKS = (
-    "wine",
-    "breast-cancer",
-    "digits",
-    "word-sentiment-en",
-    "word-sentiment-da",
-    "langid-es",
-    "langid-de",
-    "langid-fr",
-    "langid-pt",
-    "langid-it",
-    "langid-nl",
-    "langid-sv",
-    "langid-pl",
-)
-
-
-def build_table(
-    task: str,
-    *,
-    space: SearchSpace,
-    seeds: Sequence[int],
-    budget: int,
-    evaluator: BatchedEvaluator,
-    store: ResultStore,
-    chunk: int = 64,
-) -> Table:
-    """Train (or read from `store`) every config of `space` for `task` with every seed."""
-    data = make_task(task)
-    configs = enumerate_configs(space, data.modality)
-    requests = [
-        ChildRequest.for_task(data, c, seed=s, budget=budget) for c in configs for s in seeds
-    ]
-    cache = CachedEvaluator(evaluator, store)
-    order = sorted(range(len(requests)), key=lambda i: batch_group(requests[i]))
-    results = [None] * len(requests)
-    started, trained = time.perf_counter(), 0
-    for start in range(0, len(order), chunk):
-        part = order[start : start + chunk]
-        children = cache.children([requests[i] for i in part])
-        for i, child in zip(part, children, strict=True):
-            results[i] = child.result
-            trained += not child.cached
-        done = min(start + chunk, len(order))
-        print(
-            f"\r{task}: {done}/{len(order)} children ({trained} trained, "
-            f"{time.perf_counter() - started:.0f} s)",
-            end="",
-            flush=True,
-        )
-    print()
-    shape = (len(configs), len(seeds))
-
-    def column(name: str) -> np.ndarray:
-        return np.array([getattr(r, name) for r in results]).reshape(shape)
-
-    return Table(
-        task=task,
-        fingerprint=data.fingerprint,
-        budget=budget,
-        seeds=tuple(seeds),
-        space=space,
-        configs=tuple(configs),
-        val=column("val_accuracy"),
-        test=column("test_accuracy"),
-        seconds=column("seconds"),
-        diverged=column("diverged"),
-        best_epoch=column("best_epoch"),
-        parameters=column("parameters")[:, 0],
-        meta={
-            "device": results[0].device,
-            "device_name": _device_name(evaluator),
-            "package_version": mnms_env.__version__,
-            "torch": torch.__version__,
-            "built": datetime.date.today().isoformat(),
-        },
-    )
-
-
-def _device_name(evaluator: BatchedEvaluator) -> str:
-    name = device_name(evaluator.device)
-    return name if evaluator.device.type == "cuda" else f"{name}, {torch.get_num_threads()} threads"
+from agents.tables_cli import print_progress
+from mnms_env.table import Table, table_file
+from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS, build_tables
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=list(BUILTIN_TABLE_TASKS))
+    parser.add_argument("--tasks", nargs="+", default=None, help="default: the built-in tasks")
+    parser.add_argument("--datasets", action="store_true", help="the 13 named-dataset tasks")
     parser.add_argument("--out", type=Path, default=Path("runs/tables"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget", type=int, default=1, help="epochs per child")
@@ -135,34 +45,34 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         help="train nothing: summarise the tables already in OUT into --summary",
     )
     args = parser.parse_args(argv)
+    tasks = args.tasks or [*BUILTIN_TABLE_TASKS, *(DATASET_TABLE_TASKS if args.datasets else ())]
+    if args.datasets and args.tasks is None:
+        tasks = list(DATASET_TABLE_TASKS)
     if args.summary_only:
         if args.summary is None:
             parser.error("--summary-only needs --summary PATH")
-        written = {task: args.out / f"{task}.npz" for task in args.tasks}
+        written = {task: table_file(args.out, task) for task in tasks}
         write_summary(written, args.summary)
         return written
-    if len(args.seeds) < 1 or len(set(args.seeds)) != len(args.seeds):
-        parser.error(f"--seeds must be distinct, got {args.seeds}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    evaluator = BatchedEvaluator(device=args.device)
-    store = ResultStore(args.store or args.out / "build.sqlite")
-    written = {}
-    for task in args.tasks:
-        table = build_table(
-            task,
-            space=benchmark_space(),
+    try:
+        written = build_tables(
+            tasks,
+            args.out,
             seeds=args.seeds,
             budget=args.budget,
-            evaluator=evaluator,
-            store=store,
+            device=args.device,
+            store=args.store,
             chunk=args.chunk,
+            progress=print_progress,
         )
-        path = args.out / f"{task}.npz"
-        table.save(path)
+    except ValueError as err:
+        parser.error(str(err))
+    for path in written.values():
+        table = Table.load(path)
         best = table.mean_val().max()
         print(f"{path}: {len(table.configs)} configs x {len(table.seeds)} seeds, best {best:.4f}")
-        written[task] = path
     if args.summary is not None:
         write_summary(written, args.summary)
     return written

@@ -19,7 +19,15 @@ from mnms_env.space import ChildConfig, Decision, SearchSpace, default_space
 from mnms_env.stacked_optim import FusedKernel, Optimizer, VectorRule, register_optimizer
 from mnms_env.store import ResultStore
 from mnms_env.table import Table, TableEvaluator, benchmark_space, load_table
-from mnms_env.tasks import Task, TaskError, TaskInfo, list_tasks, make_task, register_task
+from mnms_env.tasks import (
+    Task,
+    TaskCard,
+    TaskError,
+    TaskInfo,
+    list_tasks,
+    make_task,
+    register_task,
+)
 
 __version__ = "0.1.0"
 
@@ -71,6 +79,7 @@ __all__ = [
     "Table",
     "TableEvaluator",
     "Task",
+    "TaskCard",
     "TaskError",
     "TaskInfo",
     "VectorRule",

@@ -17,7 +17,7 @@ from mnms_env.records import Child, ChildRequest, check_budget
 from mnms_env.space import SearchSpace, default_space
 from mnms_env.store import ResultStore
 from mnms_env.table import TableError, TableEvaluator
-from mnms_env.tasks import Task, make_task
+from mnms_env.tasks import Task, TaskCard, make_task
 
 DEFAULT_TASK = "langid-es"
 INVALID_ACTION_MODES = ("raise", "wrap")
@@ -75,8 +75,7 @@ class _MNMSBase(gym.Env):
                 "trains nothing"
             )
         render.check_render_mode(render_mode)
-        self.tasks: tuple[Task, ...] = tuple(make_task(name) for name in names)
-        self.task_names: tuple[str, ...] = tuple(t.name for t in self.tasks)
+        self.task_names: tuple[str, ...] = tuple(names)
         self.budget = check_budget(budget)
         self.backend = backend
         if backend == "table":
@@ -88,8 +87,12 @@ class _MNMSBase(gym.Env):
             self.evaluator, self.space, self.child_seeds = table_backend(
                 self.task_names, self.budget, child_seeds, table_dir
             )
+            tables = [self.evaluator.tables[name] for name in names]
+            self.tasks: tuple[Task | TaskCard, ...] = tuple(t.card for t in tables)
+            self._masks = [t.covers for t in tables]  # the options each table holds
             self.store = None
         else:
+            self.tasks = tuple(make_task(name) for name in names)
             self.space = space if space is not None else default_space()
             self.child_seeds = child_seeds or 1
             self.evaluator = (
@@ -102,20 +105,21 @@ class _MNMSBase(gym.Env):
         self.invalid_action = invalid_action
         self.next_task = next_task
         self.render_mode = render_mode
-        self._masks = {m: self.space.masks(m) for m in {t.modality for t in self.tasks}}
+        if backend == "train":
+            self._masks = [self.space.masks(t.modality) for t in self.tasks]
         self._task_index = 0
         self._child_seed = 0
         self._child: Child | None = None
         """This episode's child once trained (what `render` shows), until the next reset."""
 
     @property
-    def task(self) -> Task:
-        """The task of the current episode."""
+    def task(self) -> Task | TaskCard:
+        """The task of the current episode (on the table backend, its table's card)."""
         return self.tasks[self._task_index]
 
     def task_masks(self) -> np.ndarray:
         """`(decisions, max_options)` boolean masks of the current task."""
-        return self._masks[self.task.modality]
+        return self._masks[self._task_index]
 
     def _pick_task(self, options: dict[str, Any] | None) -> None:
         name = (options or {}).get("task")
@@ -150,7 +154,7 @@ class _MNMSBase(gym.Env):
 
     def _request(self, indices: Sequence[int]) -> ChildRequest:
         """The training request for the child these option indices design."""
-        config = self.space.decode(indices, self.task.modality)
+        config = self.space.decode(indices, self.task.modality, self.task_masks())
         return ChildRequest.for_task(self.task, config, seed=self._child_seed, budget=self.budget)
 
     def _decided(self) -> Sequence[int]:
@@ -172,12 +176,14 @@ class _MNMSBase(gym.Env):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("tasks")  # large arrays; reloaded (memoised) by name
+        if self.backend == "train":
+            state.pop("tasks")  # large arrays; reloaded (memoised) by name
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.tasks = tuple(make_task(name) for name in self.task_names)
+        if self.backend == "train":
+            self.tasks = tuple(make_task(name) for name in self.task_names)
 
 
 def table_backend(

@@ -17,7 +17,7 @@ import numpy as np
 
 from mnms_env.records import ChildResult
 from mnms_env.space import ChildConfig, SearchSpace, canonical_config
-from mnms_env.tasks import Task
+from mnms_env.tasks import Task, TaskCard
 
 RENDER_MODES = ("ansi", "rgb_array")
 FRAME_INCHES, FRAME_DPI = (8.0, 4.5), 100
@@ -56,7 +56,7 @@ def check_render_mode(render_mode: object) -> None:
 
 def draw(
     render_mode: str,
-    task: Task,
+    task: Task | TaskCard,
     space: SearchSpace,
     decided: Sequence[int],
     result: ChildResult | None = None,
@@ -69,7 +69,7 @@ def draw(
     )
     scene = Scene(
         task=task.name,
-        classes=len(task.classes),
+        classes=task.num_classes,
         decisions=decisions,
         pending=space.names[len(decided) :],
         config=canonical_config(dict(decisions), task.modality),

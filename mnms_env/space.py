@@ -239,11 +239,14 @@ class SearchSpace:
         featurizer whose optional package is not installed (`minilm` without the encoder)."""
         return _masks(self, modality).copy()
 
-    def decode(self, indices: Sequence[int], modality: Modality) -> ChildConfig:
-        """The `ChildConfig` chosen by one option index per decision."""
+    def decode(
+        self, indices: Sequence[int], modality: Modality, mask: np.ndarray | None = None
+    ) -> ChildConfig:
+        """The `ChildConfig` chosen by one option index per decision, each valid in `mask`
+        (default `masks(modality)`; a table's coverage, where nothing trains)."""
         if len(indices) != len(self):
             raise SpaceError(f"expected {len(self)} option indices, got {len(indices)}")
-        mask = _masks(self, modality)
+        mask = _masks(self, modality) if mask is None else mask
         values: dict[str, Any] = {}
         for i, (decision, index) in enumerate(zip(self.decisions, indices, strict=True)):
             index = int(index)

@@ -9,12 +9,17 @@ env = gym.make("mnms_env:MNMS-v0", tasks=["langid-es", "word-sentiment-en"], bac
 ```
 
 A table covers every config of `benchmark_space()` (2,400 distinct configs: 2,100 for text tasks,
-300 for tabular ones) for one task, trained by `benchmarks/build_table.py` with the batched
-evaluator for `budget` epochs and several seeds. The env draws one of the table's seeds per
-episode from its `np_random`, so a table reward is as noisy as a real training run, and
-`info["child"]["seconds"]` is the training time the child took when the table was built (its
-share of the batched call). Tables for the built-in tasks ship with the package
-(`mnms_env/data/tables/`); `table_dir=` or `$MNMS_TABLE_DIR` points at others.
+300 for tabular ones) for one task, trained by `mnms tables build` (`mnms_env.table_build`) with
+the batched evaluator for `budget` epochs and several seeds. It is self-contained: its header
+carries its task's `TaskCard` (name, modality, classes, data fingerprint) and the options it
+covers, so a table is searched by its task's name with no data and no `register_task`, and
+the env offers exactly the options the table holds (a table built without the MiniLM encoder
+covers no MiniLM child; one built with it is searchable on a machine without it). The env
+draws one of the table's seeds per episode from its `np_random`, so a table reward is as noisy
+as a real training run, and `info["child"]["seconds"]` is the training time the child took when
+the table was built (its share of the batched call). Tables for the built-in tasks and the named
+datasets ship with the package (`mnms_env/data/tables/`); `table_dir=` or `$MNMS_TABLE_DIR`
+points at others.
 """
 
 from __future__ import annotations
@@ -24,20 +29,22 @@ import json
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import numpy as np
 
 from mnms_env.evaluate import Evaluator
 from mnms_env.records import ChildRequest, ChildResult
-from mnms_env.space import ChildConfig, Decision, SearchSpace, canonical_config
-from mnms_env.tasks import make_task
+from mnms_env.space import ChildConfig, Decision, SearchSpace
+from mnms_env.tasks import TaskCard, data_at_hand, make_task
 from mnms_env.tasks.base import Modality
 
 SHIPPED_TABLES = Path(__file__).parent / "data" / "tables"
-TABLE_VERSION = 1
+TABLE_VERSION = 2
+"""2: the header carries the task's card and the options the table covers."""
 
 
 class TableError(LookupError):
@@ -70,26 +77,35 @@ def benchmark_space() -> SearchSpace:
     )
 
 
-def enumerate_configs(space: SearchSpace, modality: Modality) -> list[ChildConfig]:
-    """Every distinct config `space` can produce for a task of `modality`, in a fixed order
+def enumerate_configs(
+    space: SearchSpace, modality: Modality, mask: np.ndarray | None = None
+) -> list[ChildConfig]:
+    """Every distinct config `space` can produce for a task of `modality` from the options of
+    `mask` (default `space.masks(modality)`: what this machine can train), in a fixed order
     (the product of the valid options, first decision slowest; duplicates from canonicalisation
     kept once)."""
-    masks = space.masks(modality)
-    valid = [np.flatnonzero(row).tolist() for row in masks]
+    mask = space.masks(modality) if mask is None else mask
+    valid = [np.flatnonzero(row).tolist() for row in mask]
     seen: dict[ChildConfig, None] = {}
     for indices in itertools.product(*valid):
-        seen.setdefault(space.decode(indices, modality), None)
+        seen.setdefault(space.decode(indices, modality, mask), None)
     return list(seen)
+
+
+def table_file(directory: str | Path, task: str) -> Path:
+    """Where the table of `task` lives in `directory`: one flat file whatever the name holds
+    (`jsonl:/data/mine` becomes `jsonl%3A%2Fdata%2Fmine.npz`)."""
+    return Path(directory) / f"{quote(task, safe='')}.npz"
 
 
 @dataclass(frozen=True, eq=False)
 class Table:
     """One task's results for every config of a space: `val`, `test`, `seconds`, `diverged` and
     `best_epoch` are `(len(configs), len(seeds))` arrays, row i for `configs[i]`, column j for
-    `seeds[j]`; `parameters` has one entry per config."""
+    `seeds[j]`; `parameters` has one entry per config. `covers` is the `(decisions,
+    max_options)` mask of the options of `space` the configs were drawn from."""
 
-    task: str
-    fingerprint: str
+    card: TaskCard
     budget: int
     seeds: tuple[int, ...]
     space: SearchSpace
@@ -100,11 +116,16 @@ class Table:
     diverged: np.ndarray
     best_epoch: np.ndarray
     parameters: np.ndarray
+    covers: np.ndarray
     meta: dict = field(default_factory=dict)
     """How the table was built: device, package version, date."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_rows", {c: i for i, c in enumerate(self.configs)})
+
+    @property
+    def task(self) -> str:
+        return self.card.name
 
     def row(self, config: ChildConfig) -> int:
         try:
@@ -141,8 +162,7 @@ class Table:
         """Write a compressed `.npz`: arrays, config option indices and a JSON header."""
         header = {
             "version": TABLE_VERSION,
-            "task": self.task,
-            "fingerprint": self.fingerprint,
+            "task": asdict(self.card),
             "budget": self.budget,
             "seeds": list(self.seeds),
             "space": [[d.name, list(d.options)] for d in self.space.decisions],
@@ -161,6 +181,7 @@ class Table:
                 diverged=self.diverged.astype(bool),
                 best_epoch=self.best_epoch.astype(np.int16),
                 parameters=self.parameters.astype(np.int64),
+                covers=self.covers.astype(bool),
             )
 
     @classmethod
@@ -170,25 +191,22 @@ class Table:
             if header["version"] != TABLE_VERSION:
                 raise TableError(
                     f"{path}: table format version {header['version']}, this package reads "
-                    f"version {TABLE_VERSION}; rebuild it with benchmarks/build_table.py"
+                    f"version {TABLE_VERSION}; rebuild it with `mnms tables build` (with the "
+                    "build's results store, nothing is trained again)"
                 )
             space = SearchSpace(tuple(Decision(n, tuple(o)) for n, o in header["space"]))
-            modality = make_task(header["task"]).modality
-            # Not `space.decode`: that masks out options this machine cannot train (MiniLM
-            # without the `encoder` extra), and a table only looks its rows up.
+            card = TaskCard(**header["task"])
+            covers = data["covers"]
+            # Decoded against the table's coverage, not this machine's featurizers: a table
+            # only looks its rows up, so MiniLM rows need no encoder here.
             try:
                 configs = tuple(
-                    canonical_config(
-                        {d.name: d.options[i] for d, i in zip(space.decisions, row, strict=True)},
-                        modality,
-                    )
-                    for row in data["options"].tolist()
+                    space.decode(row, card.modality, covers) for row in data["options"].tolist()
                 )
             except (IndexError, ValueError) as err:
                 raise TableError(f"{path}: an option index does not fit its space ({err})") from err
             return cls(
-                task=header["task"],
-                fingerprint=header["fingerprint"],
+                card=card,
                 budget=header["budget"],
                 seeds=tuple(header["seeds"]),
                 space=space,
@@ -199,6 +217,7 @@ class Table:
                 diverged=data["diverged"],
                 best_epoch=data["best_epoch"],
                 parameters=data["parameters"],
+                covers=covers,
                 meta=header["meta"],
             )
 
@@ -211,30 +230,33 @@ def table_dirs(table_dir: str | Path | None = None) -> list[Path]:
 
 def available_tables(table_dir: str | Path | None = None) -> list[str]:
     """Task names that have a table in `table_dirs(table_dir)`."""
-    return sorted({p.stem for d in table_dirs(table_dir) for p in d.glob("*.npz")})
+    return sorted({unquote(p.stem) for d in table_dirs(table_dir) for p in d.glob("*.npz")})
 
 
 def load_table(task: str, table_dir: str | Path | None = None) -> Table:
-    """The table of `task` (first found in `table_dirs`), checked against the task's data."""
+    """The table of `task` (first found in `table_dirs`). Where the task's data is on this
+    machine, a table built from other data warns; it is never needed."""
     for directory in table_dirs(table_dir):
-        path = directory / f"{task}.npz"
+        path = table_file(directory, task)
         if path.exists():
             return _load_checked(path.resolve())
     raise TableError(
         f"no table for task {task!r} in {[str(d) for d in table_dirs(table_dir)]}; tables: "
-        f"{available_tables(table_dir)}. Build one with "
-        f"`python benchmarks/build_table.py --tasks {task} --out DIR` and pass table_dir=DIR."
+        f"{available_tables(table_dir)}. Build one with `mnms tables build {task} --out DIR` "
+        "and pass table_dir=DIR (or set MNMS_TABLE_DIR=DIR)."
     )
 
 
 @lru_cache(maxsize=64)
 def _load_checked(path: Path) -> Table:
     table = Table.load(path)
+    if not data_at_hand(table.task):  # a table task needs no data (nor the hub's)
+        return table
     fingerprint = make_task(table.task).fingerprint
-    if fingerprint != table.fingerprint:
+    if fingerprint != table.card.fingerprint:
         warnings.warn(
             f"the table {path} was built from different data for {table.task!r} (fingerprint "
-            f"{table.fingerprint}, the task now has {fingerprint}; e.g. another wordfreq "
+            f"{table.card.fingerprint}, the task now has {fingerprint}; e.g. another wordfreq "
             "version); its rewards may not match real training",
             stacklevel=3,
         )

@@ -174,3 +174,18 @@ def test_a_run_from_before_the_vector_env_resumes_on_one_env(tmp_path: Path) -> 
     assert main(["search", "--out", str(out), "--resume", "--children", "4"]) == 0
     assert json.loads((out / "run.json").read_text())["envs"] == 0
     assert json.loads((out / "summary.json").read_text())["children"] == 4
+
+
+def test_tables_build_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tables"
+    assert (
+        main(["tables", "build", "wine", "--out", str(out), "--seeds", "0", "--device", "cpu"]) == 0
+    )
+    table = load_table("wine", table_dir=out)
+    assert table.val.shape == (300, 1) and (out / "build.sqlite").exists()
+    assert main(["tables", "list", "--table-dir", str(out)]) == 0
+    listed = capsys.readouterr().out
+    assert "wine                     tabular    3 classes    300 configs x 1 seeds" in listed
+    assert "langid-es" in listed  # the shipped tables too
+    with pytest.raises(SystemExit):
+        main(["tables", "build", "wine", "--out", str(out), "--seeds", "0", "0"])

@@ -1,6 +1,9 @@
 """The tabular back-end: benchmark space, table files, `backend="table"` and agreement with
 real training."""
 
+import json
+import os
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,18 +16,32 @@ from mnms_env import (
     BatchedEvaluator,
     ChildConfig,
     ChildRequest,
+    Decision,
+    ResultStore,
+    SearchSpace,
     SequentialEvaluator,
     benchmark_space,
     default_space,
     load_table,
+    make_task,
+    register_task,
+    tasks,
 )
 from mnms_env.features import FEATURIZERS
 from mnms_env.space import SpaceError
-from mnms_env.table import SHIPPED_TABLES, Table, TableError, enumerate_configs
+from mnms_env.table import (
+    SHIPPED_TABLES,
+    Table,
+    TableError,
+    available_tables,
+    enumerate_configs,
+    table_file,
+)
+from mnms_env.table_build import build_table, build_tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import build_table  # noqa: E402
+import build_table as build_script  # noqa: E402
 
 
 def test_benchmark_space_enumerates_a_few_thousand_distinct_configs() -> None:
@@ -55,20 +72,119 @@ def test_table_file_round_trip(tmp_path) -> None:
         np.testing.assert_array_equal(getattr(again, name), getattr(table, name))
 
 
-def test_table_env_works_without_the_encoder_extra(monkeypatch) -> None:
-    """A shipped text table holds MiniLM children; without the optional encoder they stay in
-    the table (nothing trains them) and the env only masks them out of the actions."""
+def test_a_table_with_minilm_is_searchable_without_the_encoder(monkeypatch) -> None:
+    """A shipped text table holds MiniLM children; without the optional encoder nothing needs
+    to train them, so the env offers every option the table covers."""
     missing = replace(FEATURIZERS["minilm"], package="a_package_not_installed")
     monkeypatch.setitem(FEATURIZERS, "minilm", missing)  # a new entry: masks made afresh
-    table = Table.load(SHIPPED_TABLES / "langid-es.npz")
-    assert "minilm" in {c.representation for c in table.configs}
     env = gym.make("mnms_env:MNMS-v0", task="langid-es", backend="table")
     _, info = env.reset(seed=0)
-    assert info["action_mask"].tolist() == [True, True, True, False, False]  # no MiniLM
-    terminated = False
+    assert info["action_mask"].tolist() == [True, True, True, True, False]  # MiniLM, not raw
+    _, reward, terminated, _, info = env.step(3)
     while not terminated:
         _, reward, terminated, _, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))
-    assert 0 < reward <= 1
+    assert info["child"]["config"]["representation"] == "minilm" and 0 < reward <= 1
+
+
+TINY_TEXT = SearchSpace(
+    (
+        Decision("representation", ("word-hash", "minilm")),
+        Decision("representation_size", (256,)),
+        Decision("hidden_layers", (0,)),
+        Decision("learning_rate", (0.01,)),
+    )
+)
+
+
+def _tiny_text_task(folder: Path) -> str:
+    """A folder task of a few rows per split: `jsonl:FOLDER`."""
+    folder.mkdir()
+    for split, n in (("train", 24), ("validation", 8), ("test", 8)):
+        rows = [
+            {"text": f"{'good great' if i % 2 else 'bad awful'} {i}", "label": i % 2}
+            for i in range(n)
+        ]
+        (folder / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return f"jsonl:{folder}"
+
+
+def test_a_table_built_without_an_option_covers_only_what_it_trained(tmp_path, monkeypatch):
+    task = _tiny_text_task(tmp_path / "data")
+    store = ResultStore(tmp_path / "build.sqlite")
+    evaluator = BatchedEvaluator(device="cpu")
+    with monkeypatch.context() as patch:  # built where the encoder is missing
+        missing = replace(FEATURIZERS["minilm"], package="a_package_not_installed")
+        patch.setitem(FEATURIZERS, "minilm", missing)
+        table = build_table(
+            task, space=TINY_TEXT, seeds=[0], budget=1, evaluator=evaluator, store=store
+        )
+    assert [c.representation for c in table.configs] == ["word-hash"]
+    assert table.covers[0].tolist() == [True, False]
+    table.save(table_file(tmp_path / "tables", task))
+    # searched where the encoder is installed: MiniLM is masked, not asked of the table
+    again = load_table(task, tmp_path / "tables")
+    assert again.covers[0].tolist() == [True, False]
+    env = gym.make("mnms_env:MNMS-v0", task=task, backend="table", table_dir=tmp_path / "tables")
+    _, info = env.reset(seed=0)
+    assert info["action_mask"].tolist() == [True, False]
+    with pytest.raises(ValueError, match="valid actions are \\[0\\]"):
+        env.step(1)
+
+
+def test_a_file_task_gets_one_flat_table_file(tmp_path) -> None:
+    task = _tiny_text_task(tmp_path / "my data")
+    path = table_file(tmp_path / "tables", task)
+    assert path.parent == tmp_path / "tables" and ":" not in path.name and "/" not in path.name
+    build_tables([task], tmp_path / "tables", seeds=[0], device="cpu", chunk=512)
+    assert path.exists() and available_tables(tmp_path / "tables") == sorted(
+        [task, *available_tables()]
+    )
+    assert load_table(task, tmp_path / "tables").task == task
+
+
+SEARCH_TABLE_TASKS = """
+import sys
+import gymnasium as gym
+from agents.cli import main
+env = gym.make("mnms_env:MNMS-v0", tasks=["my-wine", "sst2"], backend="table")
+assert [(t.modality, t.num_classes) for t in env.unwrapped.tasks] == [("tabular", 3), ("text", 2)]
+argv = ["search", "--backend", "table", "--tasks", "my-wine", "sst2", "--children", "8"]
+sys.exit(main([*argv, "--batch-size", "4", "--out", sys.argv[1]]))
+"""
+
+
+def test_any_table_is_searchable_by_name_from_a_fresh_process_with_no_data(
+    tmp_path, monkeypatch
+) -> None:
+    """A user's registered task and a named dataset, their tables found through MNMS_TABLE_DIR
+    by a process that registers nothing and has no data (and no network: HF_HUB_OFFLINE)."""
+    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
+    register_task(
+        "my-wine",
+        lambda seed: replace(make_task("wine", seed=seed), name="my-wine"),
+        modality="tabular",
+    )
+    space = SearchSpace(
+        (
+            Decision("representation", ("word-hash", "raw")),
+            Decision("representation_size", (256,)),
+            Decision("hidden_layers", (0,)),
+            Decision("learning_rate", (0.01, 0.1)),
+        )
+    )
+    evaluator, store = BatchedEvaluator(device="cpu"), ResultStore(tmp_path / "build.sqlite")
+    for task in ("my-wine", "sst2"):  # sst2 from MNMS_DATA_DIR, as the tests are run
+        table = build_table(
+            task, space=space, seeds=[0], budget=1, evaluator=evaluator, store=store
+        )
+        table.save(table_file(tmp_path / "tables", task))
+    env = {k: v for k, v in os.environ.items() if k != "MNMS_DATA_DIR"}
+    env |= {"MNMS_TABLE_DIR": str(tmp_path / "tables"), "HF_HUB_OFFLINE": "1"}
+    script = [sys.executable, "-c", SEARCH_TABLE_TASKS, str(tmp_path / "run")]
+    done = subprocess.run(script, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["children"] == 8 and set(summary["per_task"]) == {"my-wine", "sst2"}
 
 
 def test_shipped_tables_cover_the_benchmark_space() -> None:
@@ -131,7 +247,7 @@ def test_table_backend_rejects_what_it_cannot_honour(tmp_path) -> None:
         gym.make("mnms_env:MNMS-v0", task="wine", backend="table", budget=3)
     with pytest.raises(TableError, match="seeds 0..2"):
         gym.make("mnms_env:MNMS-v0", task="wine", backend="table", child_seeds=9)
-    with pytest.raises(TableError, match="no table for task 'sst2'.*build_table.py"):
+    with pytest.raises(TableError, match="no table for task 'sst2'.*mnms tables build sst2"):
         gym.make("mnms_env:MNMS-v0", task="sst2", backend="table", table_dir=tmp_path)
     with pytest.raises(ValueError, match="accepted: \\['train', 'table'\\]"):
         gym.make("mnms_env:MNMS-v0", task="wine", backend="lookup")
@@ -159,9 +275,10 @@ def test_table_rewards_match_real_training_within_seed_noise() -> None:
 
 def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) -> None:
     argv = ["--tasks", "wine", "--out", str(tmp_path), "--device", "cpu"]
-    written = build_table.main([*argv, "--summary", str(tmp_path / "tables.md")])
+    written = build_script.main([*argv, "--summary", str(tmp_path / "tables.md")])
     table = load_table("wine", table_dir=tmp_path)
     assert written == {"wine": tmp_path / "wine.npz"} and table.val.shape == (300, 3)
+    assert table.card == make_task("wine").card
     best = table.configs[int(table.mean_val().argmax())].describe()
     assert (
         f"| wine | 300 x 3 | {table.mean_val().max():.4f} | {best} |"
@@ -174,9 +291,9 @@ def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) 
         raise AssertionError("a stored child was trained again")
 
     monkeypatch.setattr(BatchedEvaluator, "stream", refuse)
-    build_table.main(argv)
+    build_script.main(argv)
     summary = tmp_path / "only.md"
-    build_table.main([*argv, "--summary-only", "--summary", str(summary)])
+    build_script.main([*argv, "--summary-only", "--summary", str(summary)])
     assert summary.read_text() == (tmp_path / "tables.md").read_text()
 
 

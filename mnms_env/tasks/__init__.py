@@ -26,6 +26,7 @@ from mnms_env.tasks.base import (
     Modality,
     Split,
     Task,
+    TaskCard,
     TaskError,
     encode_labels,
     stratified_split,
@@ -39,8 +40,10 @@ __all__ = [
     "Modality",
     "Split",
     "Task",
+    "TaskCard",
     "TaskError",
     "TaskInfo",
+    "data_at_hand",
     "encode_labels",
     "list_tasks",
     "make_task",
@@ -72,6 +75,8 @@ class _Entry:
     info: Callable[[], TaskInfo]
     version: Callable[[], object]
     """Identifies the data behind the name now; a change invalidates memoised tasks."""
+    at_hand: Callable[[], bool] = lambda: True
+    """Whether the data is on this machine (a named dataset without a local copy is not)."""
 
 
 def _no_version() -> None:
@@ -189,6 +194,15 @@ def list_tasks() -> list[TaskInfo]:
     return [entry.info() for entry in _REGISTRY.values()]
 
 
+def data_at_hand(name: str) -> bool:
+    """Whether `make_task(name)` can build the task from this machine alone: a registered or
+    file task, or a named dataset with its `MNMS_DATA_DIR` copy (else it would go to the hub)."""
+    try:
+        return _entry(name).at_hand()
+    except TaskError:
+        return False
+
+
 def _entry(name: str) -> _Entry:
     if not isinstance(name, str):
         raise TaskError(f"a task name is a str, got {type(name).__name__} {name!r}")
@@ -254,4 +268,5 @@ for _name, _spec in external.NAMED.items():
         partial(external.load_named, _name, _spec),
         partial(_named_info, _name, _spec),
         partial(_named_version, _spec),
+        lambda spec=_spec: external.local_folder(spec) is not None,
     )

@@ -31,6 +31,17 @@ class Split:
         return len(self.y)
 
 
+@dataclass(frozen=True)
+class TaskCard:
+    """What the env and a results table need of a task without its data: a table carries its
+    task's card, so a table task is searchable where the data is not."""
+
+    name: str
+    modality: Modality
+    num_classes: int
+    fingerprint: str
+
+
 @dataclass(frozen=True, eq=False)
 class Task:
     """A classification task with fixed splits.
@@ -85,6 +96,10 @@ class Task:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def card(self) -> TaskCard:
+        return TaskCard(self.name, self.modality, self.num_classes, self.fingerprint)
 
     def split(self, name: str) -> Split:
         if name not in SPLITS:
