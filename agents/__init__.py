@@ -1,6 +1,15 @@
 """Controllers that search MNMS environments: the MNMS controller and baselines."""
 
 from agents.mnms import MNMS, ChildRecord, Controller, MNMSConfig, UpdateStats
+from agents.portfolio import SourceScores
 from agents.random_search import random_search
 
-__all__ = ["MNMS", "ChildRecord", "Controller", "MNMSConfig", "UpdateStats", "random_search"]
+__all__ = [
+    "MNMS",
+    "ChildRecord",
+    "Controller",
+    "MNMSConfig",
+    "SourceScores",
+    "UpdateStats",
+    "random_search",
+]

@@ -12,6 +12,9 @@ history = run_controller("tpe", tasks=["wine", "digits"], children_per_task=20, 
 history.trained, history.cached    # newly trained children, answered from the store
 history.best("wine").result.val_accuracy
 ```
+
+The transfer baselines (`TRANSFER`, `agents.portfolio`) also take `sources=`: configs ranked on
+source tasks, which must not include a target.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ from typing import Any
 
 import gymnasium as gym
 
+from agents.portfolio import SEARCHES, SourceScores
 from mnms_env import Child
 
+TRANSFER = tuple(SEARCHES)
+"""Transfer baselines: they try configs ranked on source tasks first, so `run_controller` needs
+their `sources=` (and refuses it for every other controller)."""
 CONTROLLERS = (
     "mnms",
     "random",
@@ -38,8 +45,9 @@ CONTROLLERS = (
     "maskable-ppo",
     "recurrent-ppo",
     "ppo-oneshot",
+    *TRANSFER,
 )
-MASKED = ("mnms", "random", "tpe", "maskable-ppo")
+MASKED = ("mnms", "random", "tpe", "maskable-ppo", *TRANSFER)
 """Controllers that only take valid actions; the others run with `invalid_action="wrap"`."""
 
 
@@ -171,6 +179,7 @@ def run_controller(
     env_kwargs: dict[str, Any] | None = None,
     controller_kwargs: dict[str, Any] | None = None,
     pretrained: str | Path | None = None,
+    sources: SourceScores | None = None,
 ) -> History:
     """Run controller `name` (one of `CONTROLLERS`) for exactly `children_per_task` children of
     each task.
@@ -180,6 +189,8 @@ def run_controller(
     `controller_kwargs` go to the controller (`MNMSConfig` fields for `mnms`, the algorithm's
     constructor for the SB3 ones). `pretrained` (mnms only) is a checkpoint to transfer from:
     `MNMS.load(pretrained, env, seed=seed, new_run=True, **controller_kwargs)`, its config kept.
+    `sources` (the `TRANSFER` controllers only, and required by them) ranks configs on source
+    tasks, none of which may be among `tasks`.
     """
     if name not in CONTROLLERS:
         raise ValueError(f"unknown controller {name!r}; accepted: {list(CONTROLLERS)}")
@@ -187,6 +198,7 @@ def run_controller(
     if pretrained is not None and name != "mnms":
         raise ValueError(f"pretrained= is a checkpoint of the mnms controller; got {name!r}")
     tasks = tuple(tasks)
+    check_sources(name, sources, tasks)
     kwargs = dict(env_kwargs or {})
     if "task" in kwargs or "tasks" in kwargs or "budget" in kwargs:
         raise ValueError("pass tasks= and budget= to run_controller, not in env_kwargs")
@@ -208,6 +220,8 @@ def run_controller(
             from agents.tpe import tpe_search
 
             tpe_search(env, children_per_task, seed=seed, tasks=tasks)
+        elif name in TRANSFER:
+            SEARCHES[name](env, children_per_task, sources, seed=seed, tasks=tasks, **extra)
         else:
             from agents.sb3 import sb3_learn
 
@@ -229,6 +243,28 @@ def run_controller(
             f"{history.per_task()}"
         )
     return history
+
+
+def check_sources(name: str, sources: object, tasks: Sequence[str]) -> None:
+    """Sources go to the transfer baselines only, and hold nothing of their target tasks."""
+    if name not in TRANSFER:
+        if sources is not None:
+            raise ValueError(
+                f"sources= is the source data of the transfer baselines {list(TRANSFER)}; "
+                f"{name!r} takes none"
+            )
+        return
+    if not isinstance(sources, SourceScores):
+        raise ValueError(
+            f"{name} tries configs ranked on source tasks first: pass sources="
+            f"SourceScores.from_tables(...) or SourceScores.from_children(...), got {sources!r}"
+        )
+    shared = [task for task in tasks if task in sources.tasks]
+    if shared:
+        raise ValueError(
+            f"target task(s) {shared} are among the source tasks {list(sources.tasks)}; a "
+            "transfer baseline may draw on nothing of its targets"
+        )
 
 
 class RoundRobin:

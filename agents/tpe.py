@@ -13,7 +13,7 @@ history, studies = tpe_search(env, 50, seed=0)  # 50 children of each task
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -26,12 +26,15 @@ def tpe_search(
     *,
     seed: int = 0,
     tasks: Sequence[str] | None = None,
+    first_trials: Mapping[str, Sequence[Sequence[int]]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Design and train `children_per_task` children of each task with one seeded TPE study per
     task.
 
-    `tasks` defaults to the env's `task_names`; episodes go round-robin over them. Returns each
-    episode's `info["child"]` in order and the `optuna.Study` of each task.
+    `tasks` defaults to the env's `task_names`; episodes go round-robin over them.
+    `first_trials` gives a task's first trials (`study.enqueue_trial`), each as one valid option
+    index per decision: a warm start. Returns each episode's `info["child"]` in order and the
+    `optuna.Study` of each task.
     """
     try:
         import optuna
@@ -51,6 +54,11 @@ def tpe_search(
         )
         for name, s in zip(names, seeds, strict=True)
     }
+    for name, trials in (first_trials or {}).items():
+        if name not in studies:
+            raise ValueError(f"first_trials names task {name!r}, not one of {list(names)}")
+        for indices in trials:
+            studies[name].enqueue_trial(dict(zip(base.space.names, indices, strict=True)))
     history = []
     for episode in range(children_per_task * len(names)):
         name = names[episode % len(names)]

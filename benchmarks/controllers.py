@@ -31,7 +31,7 @@ import numpy as np
 from agents.cli import distinct, positive_int
 from agents.metrics import area_under_curve, best_so_far, children_to_reach
 from agents.plots import png_figure
-from agents.runner import CONTROLLERS, History, run_controller
+from agents.runner import CONTROLLERS, TRANSFER, History, run_controller
 from mnms_env import load_table
 from mnms_env.env import BACKENDS
 
@@ -84,12 +84,16 @@ def refuse_other_settings(path: Path, what: str, saved: Any, settings: Any) -> N
 def run_settings(controller: str, seed: int, run: dict[str, Any]) -> dict[str, Any]:
     """What a saved run must have been made with to be reused, as plain JSON values: the
     arguments of `run_controller` but the store's location (which changes no result), and the
-    content hash of a pre-trained checkpoint (which a longer pre-training changes)."""
+    content hashes of a pre-trained checkpoint and of source scores (which a longer pre-training
+    changes)."""
     env = {k: v for k, v in run.get("env_kwargs", {}).items() if k != "store"}
     settings = {"controller": controller, "seed": seed, **run, "env_kwargs": env}
     if run.get("pretrained") is not None:
         digest = hashlib.sha256(Path(run["pretrained"]).read_bytes()).hexdigest()[:16]
         settings["pretrained"] = f"{run['pretrained']} (sha256 {digest})"
+    if run.get("sources") is not None:
+        sources = run["sources"]
+        settings["sources"] = f"{list(sources.tasks)} (sha256 {sources.digest})"
     return json.loads(json.dumps(settings, default=str))
 
 
@@ -131,7 +135,8 @@ def median_children(values: list[int | None]) -> float | None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=CONTROLLERS)
+    searchers = [c for c in CONTROLLERS if c not in TRANSFER]  # no source tasks here
+    parser.add_argument("--controllers", nargs="+", default=searchers, choices=searchers)
     parser.add_argument("--tasks", nargs="+", default=["langid-es", "word-sentiment-en", "digits"])
     parser.add_argument(
         "--children-per-task", type=positive_int, default=100, help="children of each task"

@@ -11,9 +11,12 @@
    distance between the tasks' distributions (`differentiation.{json,md,png}`).
 3. On the target tasks, run the transferred controller (`MNMS.load(pretrained)`: new task
    embeddings, random or the mean of the source tasks', every other weight kept), MNMS from
-   scratch, random search and TPE, each with
-   exactly `--children-per-task` children of each target task and the same seeds (`OUT/runs/`,
-   resumable).
+   scratch, random search, TPE and the field's transfer baselines (`agents.portfolio`: the
+   portfolio of configs ranked on the source tasks, TPE warm-started on its top configs, and
+   the best source config followed by random search), each with exactly `--children-per-task`
+   children of each target task and the same seeds (`OUT/runs/`, resumable). The baselines'
+   source data (`source_scores`) is the source tasks' tables on the table backend, and the
+   pre-training's own children with real training; nothing of a target either way.
 4. Per target task: best-so-far curves (median and quartiles over seeds), AUC, test accuracy of
    the best-validation child and the follow-up paper's headline metric, children needed to reach
    the from-scratch controller's final best value and the speed-up factor (scratch's children to
@@ -50,12 +53,14 @@ from agents.cli import distinct, positive_int
 from agents.metrics import best_so_far, children_to_reach, speedup
 from agents.mnms import MNMS, MNMSConfig
 from agents.plots import png_figure
-from agents.runner import History
-from mnms_env import SearchSpace, benchmark_space
+from agents.portfolio import SourceScores
+from agents.runner import TRANSFER, History
+from mnms_env import SearchSpace, benchmark_space, load_table
 
-CONTROLLERS = ("mnms-transfer", "mnms-transfer-mean", "mnms", "random", "tpe")
+CONTROLLERS = ("mnms-transfer", "mnms-transfer-mean", "mnms", "random", "tpe", *TRANSFER)
 """`mnms-transfer` starts each new task from a random embedding (the paper), `-mean` from the mean
-of the pre-trained tasks' embeddings (`MNMS.load(new_task_init=...)`)."""
+of the pre-trained tasks' embeddings (`MNMS.load(new_task_init=...)`); the `TRANSFER` baselines
+draw on `source_scores`."""
 
 
 def paper_space() -> SearchSpace:
@@ -129,6 +134,18 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
     agent.learn(max(0, total - agent.num_children), checkpoint=path)
     print(f"pre-trained on {list(suite.sources)}: {agent.num_children} children", flush=True)
     return agent, env.unwrapped.space
+
+
+def source_scores(suite: Suite, agent: MNMS, table_dir: Path | None) -> SourceScores:
+    """What the transfer baselines know of the source tasks. On the table backend, the source
+    tasks' tables: every config, averaged over the table's seeds, which is more than the
+    pre-training's children saw (the field's portfolios are built from such full tables). With
+    real training, the pre-training's own children: the same source data MNMS pre-trained on,
+    on the suite's space and budget (a table, where a source has one, covers another space at
+    one epoch, and sst2 has none)."""
+    if suite.backend == "table":
+        return SourceScores.from_tables(load_table(task, table_dir) for task in suite.sources)
+    return SourceScores.from_children((record.child for record in agent.history), suite.sources)
 
 
 def differentiation(
@@ -273,10 +290,14 @@ def main(argv: list[str] | None = None) -> dict:
         "children_per_task": suite.children_per_task,
         "budget": args.budget,
     }
+    baselines = set(args.controllers) & set(TRANSFER)
+    sources = source_scores(suite, agent, args.table_dir) if baselines else None
     runs = {}
     for controller in args.controllers:
         name, extra = controller, {}
-        if controller.startswith("mnms-transfer"):
+        if controller in TRANSFER:
+            extra = {"sources": sources}
+        elif controller.startswith("mnms-transfer"):
             init = "mean" if controller.endswith("-mean") else "random"
             name = "mnms"
             extra = {

@@ -112,7 +112,8 @@ def test_transfer_on_tables_writes_speedups_and_differentiation_and_resumes(
 
 
 def test_transfer_with_real_training(tmp_path) -> None:
-    """The paper suite's path: batched pre-training and real training into one store."""
+    """The paper suite's path: batched pre-training and real training into one store, and the
+    portfolio ranked on the pre-training's children."""
     argv = [
         *("--suite", "paper", "--sources", "word-sentiment-da", "word-sentiment-en"),
         *(
@@ -123,10 +124,13 @@ def test_transfer_with_real_training(tmp_path) -> None:
             "--children-per-task",
             "3",
         ),
-        *("--seeds", "0", "--controllers", "mnms-transfer", "mnms", "--out", str(tmp_path)),
+        *("--seeds", "0", "--controllers", "mnms-transfer", "mnms", "portfolio"),
+        *("--out", str(tmp_path)),
     ]
     summary = transfer.main(argv)
-    assert {r["controller"] for r in summary["rows"]} == {"mnms-transfer", "mnms"}
+    assert {r["controller"] for r in summary["rows"]} == {"mnms-transfer", "mnms", "portfolio"}
+    saved = json.loads((tmp_path / "runs" / "portfolio-seed0.json").read_text())
+    assert saved["settings"]["sources"].startswith("['word-sentiment-da', 'word-sentiment-en']")
     assert (tmp_path / "results.sqlite").exists()
     for r in summary["rows"]:
         assert 0.2 < r["best_val"] <= 1.0
