@@ -38,7 +38,7 @@ from mnms_env import TaskError, default_space, list_tasks
 from mnms_env.batched import default_workers
 from mnms_env.child import PRECISIONS, check_precision, resolve_device
 from mnms_env.env import BACKENDS
-from mnms_env.table import TableError
+from mnms_env.table import TableError, load_table
 
 PAPER_PAIR = ("langid-es", "word-sentiment-en")
 
@@ -189,6 +189,12 @@ def _add_run_parser(commands: Any) -> None:
     add("--store", type=Path, help="results store (default: the per-user store)")
     add("--out", type=Path, required=True, help="history JSON file to write")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
+    add(
+        "--sources",
+        nargs="+",
+        help="transfer baselines (portfolio, tpe-warm, source-best): the source tasks whose "
+        "tables rank the configs (shipped, or in $MNMS_TABLE_DIR)",
+    )
     _add_precision_argument(add, default="fp32")
     _add_backend_argument(add, default="train")
 
@@ -244,6 +250,7 @@ def env_kwargs(
 
 def run_baseline(args: argparse.Namespace) -> int:
     """`mnms run`: one controller, `--children-per-task` of each task; writes the history JSON."""
+    from agents.portfolio import SourceScores
     from agents.runner import run_controller
 
     history = run_controller(
@@ -253,6 +260,9 @@ def run_baseline(args: argparse.Namespace) -> int:
         seed=args.seed,
         budget=args.budget,
         env_kwargs=env_kwargs(args.backend, args.device, args.store, args.precision),
+        sources=None
+        if args.sources is None
+        else SourceScores.from_tables(load_table(task) for task in args.sources),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(history.to_dict(), indent=2))

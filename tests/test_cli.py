@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import agents.cli
 from agents.cli import main
+from agents.portfolio import SourceScores
 from mnms_env import BatchedEvaluator, ChildConfig, Decision, ResultStore, SearchSpace, load_table
 
 TINY_SPACE = SearchSpace(
@@ -120,6 +121,16 @@ def test_search_and_run_on_the_table_backend(tmp_path: Path) -> None:
     assert main([*argv, "--out", str(history)]) == 0
     children = json.loads(history.read_text())["children"]
     assert len(children) == 5 and all(c["seconds"] > 0 for c in children)
+
+    # a transfer baseline ranks configs on the source tasks' tables
+    argv = ["run", "portfolio", "--backend", "table", "--tasks", "langid-de"]
+    argv += ["--children-per-task", "3", "--sources", "langid-es", "langid-fr"]
+    assert main([*argv, "--out", str(history)]) == 0
+    first = json.loads(history.read_text())["children"][0]["config"]
+    sources = SourceScores.from_tables(load_table(t) for t in ("langid-es", "langid-fr"))
+    assert ChildConfig(**first) == sources.configs[0]
+    with pytest.raises(SystemExit):  # without sources it cannot rank
+        main(argv[:-3] + ["--out", str(history)])
 
 
 def test_search_trains_each_update_in_one_batched_call(tmp_path: Path, monkeypatch) -> None:

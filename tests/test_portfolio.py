@@ -16,6 +16,7 @@ from mnms_env import (
     Decision,
     SearchSpace,
     Table,
+    TaskCard,
     benchmark_space,
     load_table,
 )
@@ -43,19 +44,20 @@ def table(task: str, scores: dict[ChildConfig, float]) -> Table:
     mean = np.array(list(scores.values()))[:, None]
     val = mean + np.array([[-0.01, 0.01]])
     zeros = np.zeros((n, 2))
+    space = benchmark_space()
     return Table(
-        task,
-        "hand-made",
-        1,
-        (0, 1),
-        benchmark_space(),
-        tuple(scores),
-        val,
-        zeros,
-        zeros,
-        zeros.astype(bool),
-        zeros.astype(int),
-        np.zeros(n, dtype=int),
+        card=TaskCard(task, "tabular", 2, "hand-made"),
+        budget=1,
+        seeds=(0, 1),
+        space=space,
+        configs=tuple(scores),
+        val=val,
+        test=zeros,
+        seconds=zeros,
+        diverged=zeros.astype(bool),
+        best_epoch=zeros.astype(int),
+        parameters=np.zeros(n, dtype=int),
+        covers=space.masks("tabular"),
     )
 
 
