@@ -1,4 +1,5 @@
-"""Search metrics on a run's `History`: best-so-far curves, their area, children to a target.
+"""Search metrics on a run's `History`: best-so-far curves, their area, children to a target,
+regret against a table and average ranks across problems.
 
 Curves are indexed by the children of one task in the order they were designed, so runs that
 interleave tasks compare per task on the same number of children (the runner gives every task
@@ -7,9 +8,13 @@ the same).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+from scipy.stats import rankdata
 
 from agents.runner import History
+from mnms_env import Table
 
 
 def best_so_far(history: History, task: str) -> np.ndarray:
@@ -36,3 +41,27 @@ def speedup(reference: np.ndarray, curve: np.ndarray) -> float | None:
     needed = children_to_reach(curve, float(reference[-1]))
     reference_needed = children_to_reach(reference, float(reference[-1]))
     return None if needed is None else reference_needed / needed
+
+
+def incumbent_regret(history: History, task: str, table: Table) -> np.ndarray:
+    """Normalised regret after each child of `task`: how far the incumbent (the child with the
+    best validation accuracy so far, the first of equals) is from the table's best config, over
+    the table's range, both in seed-mean validation accuracy. 0 is the best config; a lucky seed
+    of a worse config does not count as finding the best."""
+    quality = table.mean_val()
+    best, worst = float(quality.max()), float(quality.min())
+    children = history.of_task(task)
+    rewards = np.array([c.result.val_accuracy for c in children])
+    incumbent = np.array([int(np.argmax(rewards[: n + 1])) for n in range(len(rewards))])
+    found = quality[[table.row(children[i].request.config) for i in incumbent]]
+    return (best - found) / (best - worst)
+
+
+def average_ranks(regrets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """HPO-B's average rank: per problem (a row: one task and seed) and number of children, the
+    controllers ranked by regret (1 the lowest, ties sharing their mean rank), then averaged
+    over the problems. `regrets[controller]` is `(problems, children)`, rows aligned."""
+    names = list(regrets)
+    stacked = np.stack([regrets[n] for n in names])  # (controllers, problems, children)
+    ranks = rankdata(stacked, axis=0)
+    return {name: ranks[i].mean(axis=0) for i, name in enumerate(names)}

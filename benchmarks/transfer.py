@@ -34,6 +34,7 @@ import argparse
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -146,6 +147,47 @@ def source_scores(suite: Suite, agent: MNMS, table_dir: Path | None) -> SourceSc
     if suite.backend == "table":
         return SourceScores.from_tables(load_table(task, table_dir) for task in suite.sources)
     return SourceScores.from_children((record.child for record in agent.history), suite.sources)
+
+
+def run_suite(
+    suite: Suite,
+    out: Path,
+    controllers: Sequence[str],
+    budget: int = 1,
+    table_dir: Path | None = None,
+) -> tuple[MNMS, SearchSpace, dict[str, list[History]]]:
+    """Pre-train on the suite's sources, then run every controller on its targets with every
+    seed (each run saved in `OUT/runs/` and reused): the pre-trained agent, its space, and the
+    runs by controller."""
+    kwargs = env_kwargs(suite, out, table_dir)
+    agent, space = pretrain(suite, out, kwargs, budget)
+    run = {"tasks": suite.targets, "children_per_task": suite.children_per_task, "budget": budget}
+    baselines = set(controllers) & set(TRANSFER)
+    sources = source_scores(suite, agent, table_dir) if baselines else None
+    runs = {}
+    for controller in controllers:
+        name, extra = controller, {}
+        if controller in TRANSFER:
+            extra = {"sources": sources}
+        elif controller.startswith("mnms-transfer"):
+            init = "mean" if controller.endswith("-mean") else "random"
+            name = "mnms"
+            extra = {
+                "pretrained": out / "pretrained.pt",
+                "controller_kwargs": {"new_task_init": init},
+            }
+        runs[controller] = [
+            run_or_load(
+                out / "runs" / f"{controller}-seed{seed}.json",
+                name,
+                seed,
+                env_kwargs=kwargs,
+                **run,
+                **extra,
+            )
+            for seed in suite.seeds
+        ]
+    return agent, space, runs
 
 
 def differentiation(
@@ -277,44 +319,11 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--controllers must include mnms: speed-ups are relative to it")
     out = args.out or Path(f"runs/transfer-{args.suite}")
     out.mkdir(parents=True, exist_ok=True)
-    kwargs = env_kwargs(suite, out, args.table_dir)
-
-    agent, space = pretrain(suite, out, kwargs, args.budget)
+    agent, space, runs = run_suite(suite, out, args.controllers, args.budget, args.table_dir)
     diff = differentiation(agent, space, suite.sources)
     (out / "differentiation.json").write_text(json.dumps(diff, indent=1))
     (out / "differentiation.md").write_text(_differentiation_markdown(diff))
     _plot_differentiation(diff, out / "differentiation.png")
-
-    run = {
-        "tasks": suite.targets,
-        "children_per_task": suite.children_per_task,
-        "budget": args.budget,
-    }
-    baselines = set(args.controllers) & set(TRANSFER)
-    sources = source_scores(suite, agent, args.table_dir) if baselines else None
-    runs = {}
-    for controller in args.controllers:
-        name, extra = controller, {}
-        if controller in TRANSFER:
-            extra = {"sources": sources}
-        elif controller.startswith("mnms-transfer"):
-            init = "mean" if controller.endswith("-mean") else "random"
-            name = "mnms"
-            extra = {
-                "pretrained": out / "pretrained.pt",
-                "controller_kwargs": {"new_task_init": init},
-            }
-        runs[controller] = [
-            run_or_load(
-                out / "runs" / f"{controller}-seed{seed}.json",
-                name,
-                seed,
-                env_kwargs=kwargs,
-                **run,
-                **extra,
-            )
-            for seed in suite.seeds
-        ]
     rows = summarise(runs, suite.targets)
     summary = {"suite": args.suite, "config": asdict(suite), "rows": rows}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

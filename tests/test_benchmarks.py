@@ -20,6 +20,7 @@ import mnms_vs_random  # noqa: E402
 import reference  # noqa: E402
 import throughput  # noqa: E402
 import transfer  # noqa: E402
+import transfer_bench  # noqa: E402
 
 from agents.mnms import MNMS  # noqa: E402
 from agents.runner import History  # noqa: E402
@@ -250,3 +251,36 @@ def test_main_job_reports_every_path_side_by_side(tmp_path) -> None:
         json.dumps(report)
     )
     assert (tmp_path / "main-job-cpu.png").exists()
+
+
+def test_folds_hold_text_tasks_and_every_task_once() -> None:
+    tasks = ["wine", "digits", "breast-cancer", "langid-es", "langid-de", "langid-fr"]
+    split = transfer_bench.folds(tasks, 3, seed=0)
+    assert sorted(t for fold in split for t in fold) == sorted(tasks)
+    assert all({"langid-es", "langid-de", "langid-fr"} & set(fold) for fold in split)
+    assert transfer_bench.folds(tasks, 3, seed=0) == split != transfer_bench.folds(tasks, 3, 1)
+    with pytest.raises(ValueError, match="need at least 4 text tasks"):
+        transfer_bench.folds(tasks, 4, seed=0)
+
+
+def test_transfer_bench_holds_out_every_task_and_resumes(tmp_path) -> None:
+    tasks = ["wine", "langid-es", "langid-de", "word-sentiment-en"]
+    argv = ["--tasks", *tasks, "--folds", "2", "--seeds", "0", "1", "--children-per-task", "6"]
+    argv += ["--pretrain-children-per-task", "8", "--out", str(tmp_path)]
+    argv += ["--controllers", "mnms-transfer", "mnms", "portfolio"]
+    summary = transfer_bench.main(argv)
+    assert sorted(t for fold in summary["folds"] for t in fold) == sorted(tasks)
+    for k, fold in enumerate(summary["folds"]):  # pre-trained on the other fold only
+        marker = json.loads((tmp_path / f"fold-{k}" / "pretrained.json").read_text())
+        assert sorted(marker["sources"]) == sorted(set(tasks) - set(fold))
+    rows = summary["rows"]
+    assert len(rows) == 4 * 3 and {r["task"] for r in rows} == set(tasks)
+    overall = summary["overall"]
+    assert overall["mnms"]["no_harm"] == 1.0 and set(overall["mnms"]["rank"]) == {5}
+    ranks = [overall[c]["rank"][5] for c in overall]
+    assert sum(ranks) == pytest.approx(1 + 2 + 3)  # three controllers ranked on every problem
+    assert all(0 <= o["regret_mean"][5] <= 1 for o in overall.values())
+    assert (tmp_path / "regret.png").exists() and (tmp_path / "rank.png").exists()
+    assert "| mnms | 1.00x |" in (tmp_path / "summary.md").read_text()
+    again = transfer_bench.main(argv)  # every run reused: the same numbers
+    assert again["overall"] == summary["overall"] and again["rows"] == summary["rows"]
