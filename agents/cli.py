@@ -9,7 +9,8 @@ needed to inspect or resume it:
 |-------------------|----------------------------------------------------------------------|
 | `run.json`        | the run's settings (a resume reuses them)                            |
 | `results.sqlite`  | every trained child (the results store; not on the table backend)   |
-| `checkpoint.pt`   | the whole agent, saved after every update                            |
+| `checkpoint.pt`   | the agent, saved after every update (no history: its size is bounded) |
+| `checkpoint.history.jsonl` | every child sampled, one JSON line each, appended per update  |
 | `tensorboard/`    | scalars: `charts/...` per task, `losses/...` per update              |
 | `summary.json`    | per task: best child (config, val/test accuracy), reward, decisions  |
 | `progress.png`    | best-so-far and running-mean reward per task                         |

@@ -34,11 +34,10 @@ from pathlib import Path
 import torch
 
 from agents.cli import PAPER_PAIR, SearchSettings, positive_int, search
-from agents.mnms.checkpoint import read_checkpoint
+from agents.mnms import read_history
 from agents.plots import png_figure
 from mnms_env import (
     BatchedEvaluator,
-    Child,
     ChildRequest,
     SequentialEvaluator,
     default_space,
@@ -104,11 +103,11 @@ def update_requests(checkpoint: Path) -> list[list[ChildRequest]]:
     store saw them)."""
     updates: dict[int, list[ChildRequest]] = defaultdict(list)
     seen: set[ChildRequest] = set()
-    for record in read_checkpoint(checkpoint)["history"]:
-        request = Child.from_info(record["child"]).request
+    for record in read_history(checkpoint):
+        request = record.child.request
         if request not in seen:
             seen.add(request)
-            updates[record["update"]].append(request)
+            updates[record.update].append(request)
     return [updates[u] for u in sorted(updates)]
 
 

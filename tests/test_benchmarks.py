@@ -284,3 +284,22 @@ def test_transfer_bench_holds_out_every_task_and_resumes(tmp_path) -> None:
     assert "| mnms | 1.00x |" in (tmp_path / "summary.md").read_text()
     again = transfer_bench.main(argv)  # every run reused: the same numbers
     assert again["overall"] == summary["overall"] and again["rows"] == summary["rows"]
+
+
+def test_checkpoint_cost_reports_both_layouts(tmp_path) -> None:
+    import checkpoint_cost
+
+    argv = ["--tasks", "wine", "--children", "8", "24", "--window", "1", "--out", str(tmp_path)]
+    report = checkpoint_cost.main(argv)
+    rows = {(r["children"], r["layout"]): r for r in report["rows"]}
+    assert list(rows) == [(n, layout) for n in (8, 24) for layout in checkpoint_cost.LAYOUTS]
+    inside = {n: rows[n, "history inside"]["checkpoint_bytes"] for n in (8, 24)}
+    beside = {n: rows[n, "history file"]["checkpoint_bytes"] for n in (8, 24)}
+    assert inside[24] - beside[24] > inside[8] - beside[8] > 0  # the history, inside or not
+    for n in (8, 24):  # the history file gets only the update's own children
+        row = rows[n, "history file"]
+        assert 0 < row["history_bytes_appended"] < row["checkpoint_bytes"] / 10
+        assert row["bytes_written_per_update"] == beside[n] + row["history_bytes_appended"]
+    assert json.loads((tmp_path / "checkpoint_cost.json").read_text()) == json.loads(
+        json.dumps(report)
+    )

@@ -21,7 +21,14 @@ TINY_SPACE = SearchSpace(
         Decision("learning_rate", (1e-2, 3e-2)),
     )
 )
-RUN_FILES = ("run.json", "results.sqlite", "checkpoint.pt", "summary.json", "progress.png")
+RUN_FILES = (
+    "run.json",
+    "results.sqlite",
+    "checkpoint.pt",
+    "checkpoint.history.jsonl",
+    "summary.json",
+    "progress.png",
+)
 
 
 @pytest.fixture(autouse=True)

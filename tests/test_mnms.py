@@ -24,12 +24,15 @@ from tabular_evaluator import SMALL_SPACE, OptimumEvaluator
 
 import mnms_env  # noqa: F401  (registers the envs)
 from agents.mnms import (
+    CHECKPOINT_FORMAT,
     MNMS,
     MNMSConfig,
     masked_logits,
     normalised_advantages,
+    read_history,
     updated_baselines,
 )
+from agents.mnms.checkpoint import read_checkpoint
 from mnms_env import ResultStore, make_task
 
 TESTS = Path(__file__).resolve().parent
@@ -217,20 +220,111 @@ def test_save_load_resumes_exactly(tmp_path: Path) -> None:
     assert restored.learn(16).history[16:] == continued
 
 
-def test_a_checkpoint_from_before_fingerprints_resumes(tmp_path: Path) -> None:
-    """Checkpoints written before requests carried their task's fingerprint lack it in their
-    history; a resume fills it in from the task's data."""
+def history_inside(path: Path, old: Path, *, fingerprints: bool = True) -> None:
+    """Rewrite the checkpoint at `path` as `old` in format 1, the history inside the checkpoint
+    (optionally from before requests carried their task's fingerprint)."""
+    state = torch.load(path, weights_only=True)
+    history = [r.to_dict() for r in read_history(path)]
+    for record in history if not fingerprints else ():
+        del record["child"]["fingerprint"]
+    del state["history_file"], state["history_mark"]
+    torch.save({**state, "format": 1, "history": history}, old)
+
+
+def test_a_checkpoint_with_the_history_inside_resumes_in_the_new_layout(tmp_path: Path) -> None:
+    """Checkpoints of format 1 hold their history (written before requests carried their task's
+    fingerprint, they lack it; a resume fills it in from the task's data). They resume exactly,
+    and the next save writes the history file."""
     agent = MNMS(make_env(list(DISTINCT), DISTINCT), MNMSConfig(batch_size=4), seed=2).learn(8)
     agent.save(tmp_path / "agent.pt")
-    state = torch.load(tmp_path / "agent.pt", weights_only=True)
-    for record in state["history"]:
-        del record["child"]["fingerprint"]
-    torch.save(state, tmp_path / "old.pt")
+    history_inside(tmp_path / "agent.pt", tmp_path / "old.pt", fingerprints=False)
+    assert not (tmp_path / "old.history.jsonl").exists()
     restored = MNMS.load(tmp_path / "old.pt", make_env(list(DISTINCT), DISTINCT))
-    assert restored.history == agent.history
+    assert restored.history == agent.history == read_history(tmp_path / "old.pt")
     assert {r.child.request.fingerprint for r in restored.history} == {
         make_task(task).fingerprint for task in {r.task for r in agent.history}
     }
+    restored.learn(8, checkpoint=tmp_path / "old.pt")
+    assert restored.history == agent.learn(8).history
+    assert read_checkpoint(tmp_path / "old.pt")["format"] == CHECKPOINT_FORMAT == 2
+    assert read_history(tmp_path / "old.pt") == agent.history
+    lines = (tmp_path / "old.history.jsonl").read_text().splitlines()
+    assert len(lines) == 16
+
+
+class Crash(Exception):
+    """Stands for the process dying."""
+
+
+def test_a_crash_between_the_history_append_and_the_checkpoint_replace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history file is appended to, then the checkpoint replaced. A crash between the two
+    (or during the append: a torn last line) leaves records the checkpoint does not vouch for:
+    they are ignored on reading, cut off by the next save, and the resumed run samples exactly
+    the children an uninterrupted one does, each once in the file."""
+    path, history = tmp_path / "agent.pt", tmp_path / "agent.history.jsonl"
+    config = MNMSConfig(batch_size=4)
+    MNMS(make_env(list(DISTINCT), DISTINCT), config, seed=3).learn(8, checkpoint=path)
+    written = history.read_bytes()
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", crash)
+        with pytest.raises(Crash):
+            MNMS.load(path, make_env(list(DISTINCT), DISTINCT)).learn(4, checkpoint=path)
+    with open(history, "ab") as file:
+        file.write(b'{"update":3,"ta')  # and a later append torn by the crash
+    assert history.read_bytes().startswith(written) and history.read_bytes().count(b"\n") == 12
+
+    assert len(read_history(path)) == 8
+    resumed = MNMS.load(path, make_env(list(DISTINCT), DISTINCT))
+    assert resumed.num_children == len(resumed.history) == 8
+    resumed.learn(8, checkpoint=path)
+    uninterrupted = MNMS(make_env(list(DISTINCT), DISTINCT), config, seed=3).learn(16)
+    assert resumed.history == uninterrupted.history == read_history(path)
+    assert len(history.read_text().splitlines()) == 16
+
+
+def test_a_checkpoint_costs_the_same_however_long_the_run(tmp_path: Path) -> None:
+    """Once the replay bank is full, every save writes a checkpoint of the same size and appends
+    only its update's children to the history file."""
+    path, history = tmp_path / "agent.pt", tmp_path / "agent.history.jsonl"
+    sizes, lines = [], []
+
+    def measure(agent: MNMS, stats: Any) -> None:
+        sizes.append(path.stat().st_size)
+        lines.append(len(history.read_text().splitlines()))
+
+    config = MNMSConfig(batch_size=4, replay_capacity=8)
+    env = make_env(list(DISTINCT), DISTINCT)
+    MNMS(env, config, seed=1).learn(40, checkpoint=path, callback=measure)
+    assert lines == list(range(4, 44, 4))
+    assert max(sizes[2:]) - min(sizes[2:]) < 64, sizes  # small ints pickle shorter
+
+
+def test_the_history_file_belongs_to_its_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint whose history file is missing or another's is refused by name on resume (a
+    new run does not read it); an agent whose checkpoint another writer replaced writes its
+    history whole."""
+    path, history = tmp_path / "agent.pt", tmp_path / "agent.history.jsonl"
+    env = make_env(list(DISTINCT), DISTINCT)
+    first = MNMS(env, MNMSConfig(batch_size=4), seed=1).learn(8, checkpoint=path)
+    MNMS(make_env(list(DISTINCT), DISTINCT), MNMSConfig(batch_size=4), seed=2).learn(
+        4, checkpoint=path
+    )
+    first.learn(4, checkpoint=path)  # appending at its mark would keep the other's 4 records
+    assert read_history(path) == first.history
+    history.write_text(history.read_text().replace('"update":0', '"update":9', 1))
+    with pytest.raises(ValueError, match="agent.history.jsonl is not its checkpoint's history"):
+        MNMS.load(path, make_env(list(DISTINCT), DISTINCT))
+    history.unlink()
+    with pytest.raises(ValueError, match="agent.history.jsonl: no such history file; its "):
+        read_history(path)
+    transferred = MNMS.load(path, make_env(["langid-es"], DISTINCT), new_run=True)
+    assert transferred.history == [] and transferred.num_children == 0
 
 
 def test_transfer_keeps_known_weights_and_adds_new_tasks(tmp_path: Path) -> None:

@@ -21,11 +21,12 @@ agent = MNMS.load("mnms.pt", gym.make("MNMS-v0", task="langid-de"))  # transfer
 
 One module per job: `config` (`MNMSConfig`), `policy` (the network and its masking), `rule`
 (advantages and baselines), `records`, `replay` (the replay bank), `agent` (`MNMS`),
-`checkpoint` (saving, loading and transfer) and `envs` (env plumbing).
+`checkpoint` (saving, loading and transfer), `history` (the append-only history file beside a
+checkpoint) and `envs` (env plumbing).
 """
 
 from agents.mnms.agent import MNMS
-from agents.mnms.checkpoint import CHECKPOINT_FORMAT, NEW_TASK_INITS
+from agents.mnms.checkpoint import CHECKPOINT_FORMAT, NEW_TASK_INITS, read_history
 from agents.mnms.config import MNMSConfig
 from agents.mnms.envs import unbatch_info
 from agents.mnms.policy import MASKED, Controller, State, masked_logits, one_thread
@@ -47,6 +48,7 @@ __all__ = [
     "masked_logits",
     "normalised_advantages",
     "one_thread",
+    "read_history",
     "seeded_baselines",
     "unbatch_info",
     "updated_baselines",

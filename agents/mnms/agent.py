@@ -17,6 +17,7 @@ from torch import nn
 
 from agents.mnms.checkpoint import (
     NEW_TASK_INITS,
+    SavedCheckpoint,
     read_checkpoint,
     restore_policy,
     restore_state,
@@ -93,6 +94,9 @@ class MNMS:
         self.history: list[ChildRecord] = []
         self.num_children = 0
         self.num_updates = 0
+        self.last_checkpoint: SavedCheckpoint | None = None
+        """The checkpoint this agent last wrote or resumed from: a save to it appends only the
+        new children to its history file."""
 
     # ---------------------------------------------------------------------------- learning
 
@@ -339,7 +343,10 @@ class MNMS:
         return torch.optim.Adam([embedding], lr=self.config.learning_rate)
 
     def save(self, path: str | Path) -> None:
-        """Write the whole agent state to `path` atomically (a crash never leaves half a file)."""
+        """Write the whole agent state to `path` atomically (a crash never leaves half a file),
+        its history to the history file beside it (`checkpoint.pt`: `checkpoint.history.jsonl`).
+        Saving again to the same path appends the new children there, so a save costs the same
+        however long the run."""
         write_checkpoint(self, path)
 
     @classmethod
@@ -357,19 +364,20 @@ class MNMS:
     ) -> MNMS:
         """An agent restored from `path` onto `env`.
 
-        Same task list as the checkpoint (and `new_run=False`): an exact resume (weights,
-        optimizer, baselines, replay, RNG, counters and history). Otherwise a new run from the
-        checkpoint's policy, a transfer when `env` has new tasks: each task the checkpoint knows
-        keeps its embedding and baseline, each new task gets a fresh random embedding, every
-        other weight and the RNG are kept; the optimizer, counters and history start anew and
-        replayed children of tasks absent from `env` are dropped. `freeze=True` (transfer only)
-        trains just the new tasks' embeddings. `seed` replaces the checkpoint's sampling RNG and
-        env seeds with fresh ones (e.g. to repeat a transfer); None keeps them. `tasks` names the
-        env's tasks as in `MNMS(...)`. `new_task_init` sets where a new task's embedding starts:
-        `"random"` (the paper's choice, drawn from a stream of its own for each seed and task
-        name; it may land in one source task's mode of the policy) or `"mean"`, the mean of the
-        checkpoint's task embeddings. `overrides` replaces fields of the checkpoint's
-        `MNMSConfig` (e.g. `batch_size` or `replay`; the network's sizes must stay).
+        Same task list as the checkpoint (and `new_run=False`): an exact resume (weights, optimizer,
+        baselines, replay, RNG, counters and history, the last from the history file beside it).
+        Otherwise a new run from the checkpoint's policy, a transfer when `env` has new tasks: each
+        task the checkpoint knows keeps its embedding and baseline, each new task gets a fresh
+        random embedding, every other weight and the RNG are kept; the optimizer, counters and
+        history start anew (the history file is not read) and replayed children of tasks absent from
+        `env` are dropped. `freeze=True` (transfer only) trains just the new tasks' embeddings.
+        `seed` replaces the checkpoint's sampling RNG and env seeds with fresh ones (e.g. to repeat
+        a transfer); None keeps them. `tasks` names the env's tasks as in `MNMS(...)`.
+        `new_task_init` sets where a new task's embedding starts: `"random"` (the paper's choice,
+        drawn from a stream of its own for each seed and task name; it may land in one source task's
+        mode of the policy) or `"mean"`, the mean of the checkpoint's task embeddings. `overrides`
+        replaces fields of the checkpoint's `MNMSConfig` (e.g. `batch_size` or `replay`; the
+        network's sizes must stay).
         """
         if new_task_init not in NEW_TASK_INITS:
             raise ValueError(f"new_task_init={new_task_init!r}; accepted: {list(NEW_TASK_INITS)}")
@@ -380,5 +388,5 @@ class MNMS:
         restore_policy(
             agent, state, path, new_task_init=new_task_init, freeze=freeze, resume=resume
         )
-        restore_state(agent, state, resume=resume, keep_rng=seed is None)
+        restore_state(agent, state, path, resume=resume, keep_rng=seed is None)
         return agent

@@ -1,15 +1,18 @@
-"""Checkpoints: the whole agent written to one file, and read back onto an env, as an exact resume
-or as a new run (a transfer when the env has new tasks). `MNMS.save` and `MNMS.load` call these.
+"""Checkpoints: the agent written to one file plus its history file, and read back onto an env,
+as an exact resume or as a new run (a transfer when the env has new tasks). `MNMS.save` and
+`MNMS.load` call these.
 
 A checkpoint is a dict of tensors and plain values, so it loads with `weights_only=True`; task
-embeddings, baselines, replay and masks are keyed by task name, not by index.
+embeddings, baselines, replay and masks are keyed by task name, not by index. Its size does not
+grow with the run: the history (every child sampled) is appended to a JSON Lines file beside it
+(`history`), so an update writes only its own children there.
 """
 
 from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,22 +20,60 @@ import numpy as np
 import torch
 
 from agents.mnms.config import MNMSConfig
+from agents.mnms.history import (
+    HistoryMark,
+    append_records,
+    history_path,
+    read_records,
+    write_records,
+)
 from agents.mnms.records import ChildRecord
 from mnms_env import make_task
 
 if TYPE_CHECKING:
     from agents.mnms.agent import MNMS
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+HISTORY_INSIDE = 1
+"""The format before the history file: the whole history inside the checkpoint (still read)."""
 NEW_TASK_INITS = ("random", "mean")
 
 
-def write_checkpoint(agent: MNMS, path: str | Path) -> None:
-    """Write `agent`'s whole state to `path` through a `.partial` file renamed into place, so a
-    crash never leaves half a file."""
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """A checkpoint file as an agent wrote it or resumed from it, and the part of its history
+    file it vouches for: the agent's next save to that file appends to the history there instead
+    of rewriting it."""
+
+    identity: tuple[int, ...]
+    """The checkpoint file's device, inode, size and modification time: if another writer has
+    replaced the file since, they differ, and the history is written anew."""
+    history_file: Path
+    history: HistoryMark
+
+    @classmethod
+    def of(cls, path: Path, history_file: Path, history: HistoryMark) -> SavedCheckpoint:
+        return cls(_identity(path), history_file.resolve(), history)
+
+    def appends_to(self, path: Path, records: int) -> bool:
+        """Whether a save of an agent with `records` history records to `path` may append: the
+        file there is still this one, its history file is the one vouched for and is there, and
+        the agent's history has not shrunk."""
+        history_file = history_path(path)
+        return (
+            _identity(path) == self.identity
+            and history_file.resolve() == self.history_file
+            and history_file.exists()
+            and self.history.records <= records
+        )
+
+
+def checkpoint_state(agent: MNMS) -> dict[str, Any]:
+    """Everything of `agent` a checkpoint holds but the history: its size does not grow with
+    the run (the replay bank is bounded by `replay_capacity`)."""
     weights = agent.policy.state_dict()
     table = weights.pop("task_embedding.weight")
-    state = {
+    return {
         "format": CHECKPOINT_FORMAT,
         "config": asdict(agent.config),
         "seed": agent.seed,
@@ -50,27 +91,71 @@ def write_checkpoint(agent: MNMS, path: str | Path) -> None:
         "numpy_rng": agent.rng.bit_generator.state,
         "num_children": agent.num_children,
         "num_updates": agent.num_updates,
-        "history": [r.to_dict() for r in agent.history],
     }
+
+
+def write_checkpoint(agent: MNMS, path: str | Path) -> None:
+    """Write `agent`'s state to `path` and its history to the history file beside it.
+
+    The history file gets only the records it lacks when `path` is the checkpoint the agent
+    last wrote or resumed from (else it is written whole), and is on disk before the checkpoint
+    is replaced, through a `.partial` file renamed into place: a crash never leaves half a
+    checkpoint, nor one whose history is missing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    history_file, saved = history_path(path), agent.last_checkpoint
+    if saved is not None and saved.appends_to(path, len(agent.history)):
+        mark = append_records(history_file, saved.history, agent.history[saved.history.records :])
+    else:
+        mark = write_records(history_file, agent.history)
+    state = {
+        **checkpoint_state(agent),
+        "history_file": history_file.name,
+        "history_mark": asdict(mark),
+    }
     partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
+    with open(partial, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(partial, path)
+    agent.last_checkpoint = SavedCheckpoint.of(path, history_file, mark)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint at `path`; a file that is not an MNMS checkpoint of this format is refused."""
+    """The checkpoint at `path` (its history, from the file beside it: `read_history`); a file
+    that is not an MNMS checkpoint of a format this version reads is refused."""
     try:
         state = torch.load(path, weights_only=True)
     except Exception as err:  # torch raises many kinds for a file that is not a checkpoint
         raise ValueError(f"{path}: not an MNMS checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+    found = state.get("format") if isinstance(state, dict) else type(state).__name__
+    if found not in (HISTORY_INSIDE, CHECKPOINT_FORMAT):
         raise ValueError(
-            f"{path}: checkpoint format {found!r}, this version reads {CHECKPOINT_FORMAT}"
+            f"{path}: checkpoint format {found!r}, this version reads {HISTORY_INSIDE} and "
+            f"{CHECKPOINT_FORMAT}"
         )
     return state
+
+
+def read_history(path: str | Path) -> list[ChildRecord]:
+    """Every child the run checkpointed at `path` sampled, in order (what `MNMS.load` resumes
+    with as `agent.history`)."""
+    return _history(read_checkpoint(path), Path(path))
+
+
+def _history(state: dict[str, Any], path: Path) -> list[ChildRecord]:
+    """The history of checkpoint `state` read from `path`: from its history file, or from
+    inside a checkpoint of the format before it."""
+    if state["format"] == HISTORY_INSIDE:
+        return [ChildRecord.from_dict(_with_fingerprint(r)) for r in state["history"]]
+    return read_records(_history_file(state, path), HistoryMark(**state["history_mark"]))
+
+
+def _history_file(state: dict[str, Any], path: Path) -> Path:
+    """The history file of checkpoint `state`, found beside the checkpoint file `path`."""
+    return path.with_name(state["history_file"])
 
 
 def restore_policy(
@@ -120,12 +205,16 @@ def restore_policy(
         agent.trained_tasks = tuple(state["trained_tasks"])
 
 
-def restore_state(agent: MNMS, state: dict[str, Any], *, resume: bool, keep_rng: bool) -> None:
+def restore_state(
+    agent: MNMS, state: dict[str, Any], path: str | Path, *, resume: bool, keep_rng: bool
+) -> None:
     """Restore the rest of the agent from the checkpoint, for the tasks of `agent`'s env only.
 
     Always: baselines, replayed children and last-seen masks of those tasks, and with
     `keep_rng` the sampling RNG. On an exact resume also the optimizer (at `agent.config`'s
-    learning rate), the counters and the history; otherwise these start anew.
+    learning rate), the counters and the history (read from the history file, which the
+    agent's next save to `path` appends to); otherwise these start anew, and the history file is
+    not read.
     """
     agent.optimizer = agent._make_optimizer()
     agent.baselines = {k: v for k, v in state["baselines"].items() if k in agent.task_names}
@@ -142,7 +231,11 @@ def restore_state(agent: MNMS, state: dict[str, Any], *, resume: bool, keep_rng:
             group["lr"] = agent.config.learning_rate
         agent.num_children = state["num_children"]
         agent.num_updates = state["num_updates"]
-        agent.history = [ChildRecord.from_dict(_with_fingerprint(r)) for r in state["history"]]
+        path = Path(path)
+        agent.history = _history(state, path)
+        if state["format"] == CHECKPOINT_FORMAT:  # a checkpoint of the format before is rewritten
+            mark = HistoryMark(**state["history_mark"])
+            agent.last_checkpoint = SavedCheckpoint.of(path, _history_file(state, path), mark)
 
 
 def _with_fingerprint(record: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +245,15 @@ def _with_fingerprint(record: dict[str, Any]) -> dict[str, Any]:
     if child is None or "fingerprint" in child:
         return record
     return {**record, "child": {**child, "fingerprint": make_task(child["task"]).fingerprint}}
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    """What tells one file at `path` from another written there later (empty if there is none)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return ()
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _new_task_embedding(name: str, seed: int, config: MNMSConfig) -> torch.Tensor:
