@@ -160,10 +160,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     add(
         "--workers",
-        type=int,
+        type=non_negative_int,
         help="CPU processes that train the batched calls (default: one per core, at most "
-        "--envs, and none on one core or a GPU); 0: train in this process. Results do not "
-        "depend on it, so a resume may change it",
+        "--envs, and none on one core or a GPU); 0: train in this process. Results agree up "
+        "to float rounding (a worker uses one thread), and a resume may change it",
     )
     _add_precision_argument(add, default=None)
     _add_backend_argument(add, default=None)
@@ -198,6 +198,17 @@ def _add_run_parser(commands: Any) -> None:
     )
     _add_precision_argument(add, default="fp32")
     _add_backend_argument(add, default="train")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0, or an error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int >= 0")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -335,9 +346,13 @@ def search(
     kwargs = env_kwargs(settings.backend, device, store, settings.precision)
     kwargs |= {"tasks": settings.tasks, "budget": settings.budget}
     if batched:
-        if workers is None:
-            workers = default_workers(resolve_device(device), most=settings.envs)
-        kwargs["workers"] = workers
+        where = resolve_device(device)
+        if workers and where.type != "cpu":
+            raise ValueError(
+                f"--workers {workers} trains in CPU processes, but the children train on "
+                f"{where}; leave --workers out (or pass --workers 0)"
+            )
+        kwargs["workers"] = default_workers(where, settings.envs) if workers is None else workers
     if settings.envs == 0:
         env = gym.make("MNMS-v0", **kwargs)
     else:  # one sub-env per child of an update: its children train in one batched call

@@ -53,8 +53,10 @@ class SourceScores:
     Per source task a config's score is its mean validation accuracy (over a table's seeds, or
     over the children trained with it), min-max normalised over that task's configs, so a task
     whose accuracies span 0.90-0.92 counts as much as one spanning 0.50-0.90. A config's score
-    is the mean over the sources that hold it. Ties go to the config whose canonical JSON
-    (`ChildConfig.to_json`) sorts first, so the same results always give the same order.
+    is the mean over the sources that hold it (tables covering different options, say one built
+    without MiniLM, rank the others' MiniLM configs on those alone). Ties go to the config whose
+    canonical JSON (`ChildConfig.to_json`) sorts first, so the same results always give the
+    same order.
     """
 
     tasks: tuple[str, ...]
@@ -99,11 +101,13 @@ class SourceScores:
         text = "|".join([*self.tasks, *(f"{c.to_json()}={s!r}" for c, s in pairs)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def producible(self, space: SearchSpace, modality: Modality) -> list[ChildConfig]:
-        """The ranked configs `space` can produce for a task of `modality`, best first: the
-        others (another modality's featurizer, an option the space lacks, a masked one) are left
-        out."""
-        return [config for config in self.configs if _produces(space, modality, config)]
+    def producible(
+        self, space: SearchSpace, modality: Modality, mask: np.ndarray
+    ) -> list[ChildConfig]:
+        """The ranked configs `space` can produce for a task of `modality` whose episodes choose
+        within `mask` (the env's `masks_of(task)`), best first: the others (another modality's
+        featurizer, an option the space lacks, a masked one) are left out."""
+        return [c for c in self.configs if _produces(space, modality, mask, c)]
 
 
 def _ranked(means: Sequence[tuple[str, Mapping[ChildConfig, float]]]) -> SourceScores:
@@ -134,37 +138,46 @@ def _ranked(means: Sequence[tuple[str, Mapping[ChildConfig, float]]]) -> SourceS
     )
 
 
-def _produces(space: SearchSpace, modality: Modality, config: ChildConfig) -> bool:
+def _produces(
+    space: SearchSpace, modality: Modality, mask: np.ndarray, config: ChildConfig
+) -> bool:
     try:
-        return space.decode(space.encode(config), modality) == config
+        return space.decode(space.encode(config), modality, mask) == config
     except SpaceError:
         return False
 
 
 def portfolio_order(
-    sources: SourceScores, space: SearchSpace, modality: Modality, rng: np.random.Generator
+    sources: SourceScores,
+    space: SearchSpace,
+    modality: Modality,
+    mask: np.ndarray,
+    rng: np.random.Generator,
 ) -> Iterator[ChildConfig]:
-    """The portfolio on a task of `modality`: `sources.producible(space, modality)`, then the
-    space's other configs for it in a random order from `rng` (enumerated only if the ranked
+    """The portfolio on a task of `modality` choosing within `mask`: `sources.producible`,
+    then the task's other configs in a random order from `rng` (enumerated only if the ranked
     ones run out: the benchmark space's 2,100 text configs in 0.1 s, the default space's 2.3
     million text option tuples in about a minute)."""
-    ranked = sources.producible(space, modality)
+    ranked = sources.producible(space, modality, mask)
     yield from ranked
     tried = set(ranked)
-    rest = [config for config in enumerate_configs(space, modality) if config not in tried]
+    rest = [c for c in enumerate_configs(space, modality, mask) if c not in tried]
     yield from (rest[i] for i in rng.permutation(len(rest)))
 
 
 def _source_best_order(
-    sources: SourceScores, space: SearchSpace, modality: Modality, rng: np.random.Generator
+    sources: SourceScores,
+    space: SearchSpace,
+    modality: Modality,
+    mask: np.ndarray,
+    rng: np.random.Generator,
 ) -> Iterator[ChildConfig]:
     """The portfolio's first config, then masked uniform draws, each other than the first."""
-    first = next(portfolio_order(sources, space, modality, rng))
+    first = next(portfolio_order(sources, space, modality, mask, rng))
     yield first
-    masks = space.masks(modality)  # the env's action masks of every step of such a task
     while True:
         for _ in range(REDRAWS):
-            config = space.decode([masked_uniform(row, rng) for row in masks], modality)
+            config = space.decode([masked_uniform(row, rng) for row in mask], modality, mask)
             if config != first:
                 break
         else:
@@ -175,7 +188,9 @@ def _source_best_order(
         yield config
 
 
-Order = Callable[[SourceScores, SearchSpace, Modality, np.random.Generator], Iterator[ChildConfig]]
+Order = Callable[
+    [SourceScores, SearchSpace, Modality, np.ndarray, np.random.Generator], Iterator[ChildConfig]
+]
 
 
 def _search(
@@ -193,7 +208,7 @@ def _search(
     modality = {task.name: task.modality for task in base.tasks}
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names))]
     plans = {
-        name: order(sources, base.space, modality[name], rng)
+        name: order(sources, base.space, modality[name], base.masks_of(name), rng)
         for name, rng in zip(names, rngs, strict=True)
     }
     history = []
@@ -261,7 +276,8 @@ def tpe_warm_search(
         name: [
             base.space.encode(config)
             for config in itertools.islice(
-                sources.producible(base.space, modality[name]), min(top, children_per_task)
+                sources.producible(base.space, modality[name], base.masks_of(name)),
+                min(top, children_per_task),
             )
         ]
         for name in names

@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         help="train nothing: summarise the tables already in OUT into --summary",
     )
     args = parser.parse_args(argv)
-    tasks = args.tasks or [*BUILTIN_TABLE_TASKS, *(DATASET_TABLE_TASKS if args.datasets else ())]
-    if args.datasets and args.tasks is None:
-        tasks = list(DATASET_TABLE_TASKS)
+    if args.tasks and args.datasets:
+        parser.error("pass --tasks or --datasets, not both")
+    tasks = args.tasks or list(DATASET_TABLE_TASKS if args.datasets else BUILTIN_TABLE_TASKS)
     if args.summary_only:
         if args.summary is None:
             parser.error("--summary-only needs --summary PATH")

@@ -35,7 +35,7 @@ import gymnasium as gym
 import torch
 
 from agents.cli import PAPER_PAIR, distinct, positive_int
-from agents.mnms import MNMS
+from agents.mnms import MNMS, MNMSConfig
 from agents.mnms.checkpoint import HISTORY_INSIDE, checkpoint_state
 from agents.mnms.history import history_path
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     env = gym.make_vec(  # one sub-env per child of an update, as `mnms search` samples them
         "mnms_env:MNMS-v0",
-        num_envs=math.gcd(8, *args.children),
+        num_envs=math.gcd(MNMSConfig.batch_size, *args.children),
         vectorization_mode="vector_entry_point",
         backend="table",
         tasks=args.tasks,

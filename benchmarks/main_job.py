@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from collections import defaultdict
@@ -79,10 +80,11 @@ def warm_features(tasks: tuple[str, ...]) -> None:
                 featurize(task, rep, size)
 
 
-def paths(device: torch.device) -> dict[str, tuple[int | None, int]]:
+def paths(device: torch.device, children: int) -> dict[str, tuple[int | None, int]]:
     """`(SearchSettings.envs, workers)` of each path: one env; the default vector env training in
-    this process; and in `default_workers` processes, where there are any."""
-    workers = default_workers(device, most=SearchSettings.batch_size)
+    this process; and in `default_workers` processes, where there are any (as `mnms search`
+    sizes them for `children`)."""
+    workers = default_workers(device, most=math.gcd(SearchSettings.batch_size, children))
     return {"sequential": (0, 0), "batched": (None, 0)} | (
         {"workers": (None, workers)} if workers else {}
     )
@@ -92,7 +94,7 @@ def run_search(
     path: str, settings: SearchSettings, out: Path, device: str | None, workers: int
 ) -> Sample:
     start = time.perf_counter()
-    summary = search(settings, out, device=device, workers=workers if settings.envs != 0 else None)
+    summary = search(settings, out, device=device, workers=workers)
     seconds = time.perf_counter() - start
     best = {t: info["best"]["val_accuracy"] for t, info in summary["per_task"].items()}
     return Sample(path, seconds, summary["children"], summary["trained"], best)
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    runs = paths(device)
+    runs = paths(device, args.children)
     settings = {"tasks": tuple(args.tasks), "children": args.children, "seed": args.seed}
     warm_features(settings["tasks"])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@
     python benchmarks/transfer_bench.py --folds 3 --seeds 0 1 --children-per-task 25 \\
         --pretrain-children-per-task 50 --tasks wine digits langid-es langid-de --out runs/tb
 
-The tasks (default: the 26 shipped tables, `BUILTIN_TABLE_TASKS` and `DATASET_TABLE_TASKS`) are
+The tasks (default: every task of `BUILTIN_TABLE_TASKS` and `DATASET_TABLE_TASKS` with a table
+in the table directories: the 13 built-in ones and the dataset tasks built so far) are
 dealt into K folds by a seeded shuffle, text and tabular tasks dealt separately so every fold
 holds text tasks (`folds`). For each fold, `transfer.run_suite` pre-trains one MNMS controller
 on the other folds' tasks together (`OUT/fold-<k>/pretrained.pt`) and then searches every
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from controllers import markdown_table
-from transfer import CONTROLLERS, Suite, run_suite, summarise
+from transfer import CONTROLLERS, Suite, differentiation, run_suite, summarise
 
 from agents.cli import distinct, positive_int
 from agents.metrics import average_ranks, best_so_far, incumbent_regret
@@ -46,9 +47,10 @@ from agents.mnms import MNMS
 from agents.plots import png_figure
 from agents.runner import History
 from mnms_env import SearchSpace, load_table
+from mnms_env.table import TableError, available_tables
 from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS
 
-CHECKPOINTS = (5, 10, 25, 100)
+REPORTED_AT = (5, 10, 25, 100)
 """Children after which regret and rank are reported."""
 
 
@@ -78,7 +80,9 @@ def preferred_configs(
 ) -> dict[str, dict]:
     """Per source task, the policy's most sampled config (decisions that mean nothing to a
     child, such as the width of one without hidden layers, collapsed), its share of `samples`
-    sampled children, and the share of each option of every decision."""
+    sampled children, and the share of each option of every decision
+    (`transfer.differentiation`)."""
+    histograms = differentiation(agent, space, tasks, samples)["histograms"]
     result = {}
     for task in tasks:
         table = load_table(task, table_dir)
@@ -88,10 +92,7 @@ def preferred_configs(
         result[task] = {
             "preferred": preferred.describe(),
             "preferred_share": count / samples,
-            "options": {
-                d.name: {str(o): float(np.mean(chosen[:, i] == j)) for j, o in enumerate(d.options)}
-                for i, d in enumerate(space.decisions)
-            },
+            "options": histograms[task],
         }
     return result
 
@@ -110,7 +111,7 @@ def aggregate(
         c: np.array([best_so_far(h, t)[-1] for t in runs for h in runs[t][c]]) for c in controllers
     }
     ranks = average_ranks(regrets)
-    points = [n for n in CHECKPOINTS if n <= children]
+    points = [n for n in REPORTED_AT if n <= children]
     return {
         c: {
             "regret_mean": {n: float(regrets[c][:, n - 1].mean()) for n in points},
@@ -127,7 +128,7 @@ def aggregate(
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--tasks", nargs="+", default=[*BUILTIN_TABLE_TASKS, *DATASET_TABLE_TASKS])
+    add("--tasks", nargs="+", help="default: every shipped task's table there is")
     add("--folds", type=int, default=5, help="K: each task is held out in one of K folds")
     add("--fold-seed", type=int, default=0, help="seed of the fold split")
     add("--pretrain-children-per-task", type=positive_int, default=500)
@@ -138,12 +139,15 @@ def main(argv: list[str] | None = None) -> dict:
     add("--out", type=Path, default=Path("runs/transfer-bench"))
     args = parser.parse_args(argv)
     distinct(parser, "--seeds", args.seeds)
+    if args.tasks is None:
+        found = set(available_tables(args.table_dir))
+        args.tasks = [t for t in (*BUILTIN_TABLE_TASKS, *DATASET_TABLE_TASKS) if t in found]
     distinct(parser, "--tasks", args.tasks)
     if "mnms" not in args.controllers:
         parser.error("--controllers must include mnms: speed-ups and no harm are relative to it")
     try:
         split = folds(args.tasks, args.folds, args.fold_seed, args.table_dir)
-    except ValueError as err:
+    except (ValueError, TableError) as err:
         parser.error(str(err))
     args.out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, list[History]]] = {}
@@ -168,9 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
         differentiation[k] = {"distinct_preferred": distinct_configs, "tasks": preferred}
     tables = {t: load_table(t, args.table_dir) for t in runs}
     overall = aggregate(runs, tables, args.children_per_task)
+    alone = {t: aggregate({t: runs[t]}, tables, args.children_per_task) for t in runs}
     for row in rows:  # the same measures on each task alone (ranks over its seeds)
-        alone = aggregate({row["task"]: runs[row["task"]]}, tables, args.children_per_task)
-        row |= {k: alone[row["controller"]][k] for k in ("regret_mean", "rank", "no_harm")}
+        measures = alone[row["task"]][row["controller"]]
+        row |= {k: measures[k] for k in ("regret_mean", "rank", "no_harm")}
     for c in args.controllers:
         speedups = [s for r in rows if r["controller"] == c for s in r["speedup_per_seed"]]
         overall[c]["speedup_median"] = float(np.median(speedups))

@@ -201,9 +201,14 @@ class BatchedEvaluator(Evaluator):
         try:
             for future in as_completed(futures):
                 yield from zip(futures[future], future.result(), strict=True)
-        except BrokenProcessPool:
-            self._pool = None  # a worker died (killed, out of memory): the next call starts anew
-            raise
+        except BrokenProcessPool as err:
+            self._pool = None  # the next call starts anew
+            raise BrokenProcessPool(
+                "a training worker died: killed, out of memory, or it could not start because "
+                "the script that made this evaluator searches when imported (spawned workers "
+                "import it: keep that code under `if __name__ == '__main__':`), or pass "
+                "workers=0 to train in this process"
+            ) from err
         finally:
             for future in futures:
                 future.cancel()

@@ -121,6 +121,11 @@ class _MNMSBase(gym.Env):
         """`(decisions, max_options)` boolean masks of the current task."""
         return self._masks[self._task_index]
 
+    def masks_of(self, task: str) -> np.ndarray:
+        """The masks of `task`'s episodes: what a controller that plans ahead may choose (on
+        the table backend, the options its table covers)."""
+        return self._masks[self.task_names.index(task)]
+
     def _pick_task(self, options: dict[str, Any] | None) -> None:
         name = (options or {}).get("task")
         if name is None and self.next_task is not None:

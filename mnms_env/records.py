@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, get_type_hints
 
 from mnms_env.space import ChildConfig
-from mnms_env.tasks import Task, make_task
+from mnms_env.tasks import Task, TaskCard, make_task
 
 
 def check_budget(budget: object) -> int:
@@ -51,9 +51,10 @@ class ChildRequest:
 
     @classmethod
     def for_task(
-        cls, task: Task | str, config: ChildConfig, *, seed: int = 0, budget: int = 1
+        cls, task: Task | TaskCard | str, config: ChildConfig, *, seed: int = 0, budget: int = 1
     ) -> ChildRequest:
-        """The request to train `config` on `task`: a `Task`, or a name for `make_task`."""
+        """The request to train `config` on `task`: a `Task` or its card, or a name for
+        `make_task`."""
         task = make_task(task) if isinstance(task, str) else task
         return cls(task.name, config, seed, budget, fingerprint=task.fingerprint)
 

@@ -17,9 +17,9 @@ the env offers exactly the options the table holds (a table built without the Mi
 covers no MiniLM child; one built with it is searchable on a machine without it). The env
 draws one of the table's seeds per episode from its `np_random`, so a table reward is as noisy
 as a real training run, and `info["child"]["seconds"]` is the training time the child took when
-the table was built (its share of the batched call). Tables for the built-in tasks and the named
-datasets ship with the package (`mnms_env/data/tables/`); `table_dir=` or `$MNMS_TABLE_DIR`
-points at others.
+the table was built (its share of the batched call). Tables for the built-in tasks and (so far
+some of) the named datasets ship with the package (`mnms_env/data/tables/`); `table_dir=` or
+`$MNMS_TABLE_DIR` points at others.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -169,8 +170,10 @@ class Table:
             "meta": self.meta,
         }
         options = np.array([self.space.encode(c) for c in self.configs], dtype=np.int8)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")  # a killed write leaves no half table
+        with open(partial, "wb") as f:
             np.savez_compressed(
                 f,
                 header=np.array(json.dumps(header)),
@@ -183,43 +186,52 @@ class Table:
                 parameters=self.parameters.astype(np.int64),
                 covers=self.covers.astype(bool),
             )
+        os.replace(partial, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Table:
-        with np.load(path) as data:
-            header = json.loads(str(data["header"]))
-            if header["version"] != TABLE_VERSION:
-                raise TableError(
-                    f"{path}: table format version {header['version']}, this package reads "
-                    f"version {TABLE_VERSION}; rebuild it with `mnms tables build` (with the "
-                    "build's results store, nothing is trained again)"
-                )
+        """The table in `path`; a file that is not a table of this format raises `TableError`
+        naming it."""
+        try:
+            with np.load(path) as data:
+                header = json.loads(str(data["header"]))
+                if header.get("version") != TABLE_VERSION:
+                    raise TableError(
+                        f"{path}: table format version {header.get('version')}, this package "
+                        f"reads version {TABLE_VERSION}; rebuild it with `mnms tables build` "
+                        "(with the build's results store, nothing is trained again)"
+                    )
+                arrays = {name: data[name] for name in ARRAYS}
+        except TableError:
+            raise
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            raise TableError(
+                f"{path} is not a readable table ({type(err).__name__}: {err})"
+            ) from err
+        try:
             space = SearchSpace(tuple(Decision(n, tuple(o)) for n, o in header["space"]))
             card = TaskCard(**header["task"])
-            covers = data["covers"]
             # Decoded against the table's coverage, not this machine's featurizers: a table
             # only looks its rows up, so MiniLM rows need no encoder here.
-            try:
-                configs = tuple(
-                    space.decode(row, card.modality, covers) for row in data["options"].tolist()
-                )
-            except (IndexError, ValueError) as err:
-                raise TableError(f"{path}: an option index does not fit its space ({err})") from err
+            configs = tuple(
+                space.decode(row, card.modality, arrays["covers"])
+                for row in arrays.pop("options").tolist()
+            )
             return cls(
                 card=card,
                 budget=header["budget"],
                 seeds=tuple(header["seeds"]),
                 space=space,
                 configs=configs,
-                val=data["val"],
-                test=data["test"],
-                seconds=data["seconds"],
-                diverged=data["diverged"],
-                best_epoch=data["best_epoch"],
-                parameters=data["parameters"],
-                covers=covers,
                 meta=header["meta"],
+                **arrays,
             )
+        except (IndexError, KeyError, TypeError, ValueError) as err:
+            raise TableError(f"{path}: the header or an option index does not fit ({err})") from err
+
+
+ARRAYS = ("options", "val", "test", "seconds", "diverged", "best_epoch", "parameters", "covers")
+"""The arrays of a table file beside its JSON header."""
 
 
 def table_dirs(table_dir: str | Path | None = None) -> list[Path]:

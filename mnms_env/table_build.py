@@ -57,7 +57,8 @@ DATASET_TABLE_TASKS = (
     "tweet-emotion",
     "tweet-irony",
 )
-"""The shipped tables: the built-in tasks, and the named datasets (built from `MNMS_DATA_DIR`)."""
+"""The tasks whose tables ship: the built-in ones, and the named datasets (built from
+`MNMS_DATA_DIR`; `mnms tables list` shows which are built so far)."""
 
 Progress = Callable[[str, int, int, int, float], None]
 """`(task, children done, of all, trained so far, seconds)` after each chunk."""

@@ -177,8 +177,9 @@ def test_search_workers_change_no_result_and_need_batched_calls(tmp_path: Path) 
         assert main([*args, "--workers", workers, "--out", str(tmp_path / workers)]) == 0
     summaries = [json.loads((tmp_path / w / "summary.json").read_text()) for w in ("0", "2")]
     assert summaries[0]["per_task"] == summaries[1]["per_task"]
-    with pytest.raises(SystemExit):
-        main([*args, "--envs", "0", "--workers", "2", "--out", str(tmp_path / "one")])
+    for refused in (["--envs", "0", "--workers", "2"], ["--workers", "-1"]):
+        with pytest.raises(SystemExit):
+            main([*args, *refused, "--out", str(tmp_path / "one")])
     assert not (tmp_path / "one").exists()
 
 

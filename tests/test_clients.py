@@ -325,3 +325,30 @@ def test_batched_workers_train_as_this_process_does() -> None:
     every child's result equals the in-process one, and a pickled copy of the evaluator starts
     workers of its own."""
     assert run_scenario(WORKERS_SCENARIO) == "children 6 groups 4"
+
+
+UNGUARDED_SCRIPT = """
+from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest
+config = ChildConfig(representation="raw", representation_size=0)
+BatchedEvaluator(device="cpu", workers=1).evaluate([ChildRequest.for_task("wine", config)])
+"""
+
+
+def test_workers_of_a_script_that_trains_when_imported_fail_at_once_naming_the_fix(
+    tmp_path,
+) -> None:
+    """Spawned workers import the script that started them; one that trains at import time
+    cannot start a worker. The parent must not hang, and its error says what to change."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SCENARIO_SECONDS,
+    )
+    assert done.returncode != 0
+    assert "keep that code under `if __name__ == '__main__':`" in done.stderr, done.stderr[-2000:]

@@ -33,6 +33,7 @@ from mnms_env.table import (
     SHIPPED_TABLES,
     Table,
     TableError,
+    _load_checked,
     available_tables,
     enumerate_configs,
     table_file,
@@ -312,6 +313,7 @@ def test_benchmark_space_is_a_subset_of_the_default_space() -> None:
 
 
 def test_a_shipped_dataset_table_is_searched_without_its_data(monkeypatch) -> None:
+    _load_checked.cache_clear()  # loaded afresh, with no data at hand
     monkeypatch.delenv("MNMS_DATA_DIR", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is never asked either
     env = gym.make("mnms_env:MNMS-v0", task="sentiment-es", backend="table")
@@ -321,3 +323,12 @@ def test_a_shipped_dataset_table_is_searched_without_its_data(monkeypatch) -> No
         _, reward, terminated, _, info = env.step(int(np.flatnonzero(info["action_mask"])[-1]))
     assert info["child"]["device"] == "table" and 0 < reward <= 1
     assert env.unwrapped.task.num_classes == 3
+
+
+def test_a_file_that_is_not_a_table_is_refused_by_name(tmp_path) -> None:
+    (tmp_path / "broken.npz").write_bytes(b"half a table")
+    with pytest.raises(TableError, match="broken.npz is not a readable table"):
+        load_table("broken", tmp_path)
+    table = load_table("wine")
+    table.save(tmp_path / "wine.npz")
+    assert not list(tmp_path.glob("*.partial"))  # written aside, then moved into place

@@ -57,13 +57,15 @@ class SavedCheckpoint:
 
     def appends_to(self, path: Path, records: int) -> bool:
         """Whether a save of an agent with `records` history records to `path` may append: the
-        file there is still this one, its history file is the one vouched for and is there, and
-        the agent's history has not shrunk."""
+        file there is still this one, its history file is the one vouched for and holds at least
+        what the checkpoint vouches for (cutting back a shorter one would pad it with zeros),
+        and the agent's history has not shrunk."""
         history_file = history_path(path)
         return (
             _identity(path) == self.identity
             and history_file.resolve() == self.history_file
             and history_file.exists()
+            and history_file.stat().st_size >= self.history.size
             and self.history.records <= records
         )
 
