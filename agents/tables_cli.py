@@ -43,19 +43,8 @@ def add_tables_parser(commands: Any) -> None:
 
 def run_tables(args: argparse.Namespace) -> int:
     if args.tables_command == "build":
-        written = build_tables(
-            args.tasks,
-            args.out,
-            seeds=args.seeds,
-            budget=args.budget,
-            device=args.device,
-            store=args.store,
-            chunk=args.chunk,
-            progress=print_progress,
-        )
-        for task, path in written.items():
-            best = load_table(task, args.out).mean_val().max()
-            print(f"{task}: {path} (best seed-mean validation accuracy {best:.4f})")
+        options = ("seeds", "budget", "device", "store", "chunk")
+        build(args.tasks, args.out, **{name: getattr(args, name) for name in options})
         return 0
     print("looked for in: " + ", ".join(str(d) for d in table_dirs(args.table_dir)))
     for task in available_tables(args.table_dir):
@@ -66,6 +55,17 @@ def run_tables(args: argparse.Namespace) -> int:
             f"{len(table.configs):>5} configs x {len(table.seeds)} seeds  budget {table.budget}"
         )
     return 0
+
+
+def build(tasks: list[str], out: Path, **options: Any) -> dict[str, Path]:
+    """`build_tables` with a progress line per task and each table's best config reported."""
+    written = build_tables(tasks, out, progress=print_progress, **options)
+    for task, path in written.items():
+        table = load_table(task, out)
+        best = int(table.mean_val().argmax())
+        print(f"{path}: {len(table.configs)} configs x {len(table.seeds)} seeds, best "
+              f"{table.mean_val()[best]:.4f} ({table.configs[best].describe()})")  # fmt: skip
+    return written
 
 
 def print_progress(task: str, done: int, total: int, trained: int, seconds: float) -> None:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from controllers import markdown_table
 
-from agents.tables_cli import print_progress
+from agents.tables_cli import build
 from mnms_env.table import Table, table_file
-from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS, build_tables
+from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
@@ -56,23 +56,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         return written
     if args.threads:
         torch.set_num_threads(args.threads)
+    options = {"seeds": args.seeds, "budget": args.budget, "device": args.device}
     try:
-        written = build_tables(
-            tasks,
-            args.out,
-            seeds=args.seeds,
-            budget=args.budget,
-            device=args.device,
-            store=args.store,
-            chunk=args.chunk,
-            progress=print_progress,
-        )
+        written = build(tasks, args.out, store=args.store, chunk=args.chunk, **options)
     except ValueError as err:
         parser.error(str(err))
-    for path in written.values():
-        table = Table.load(path)
-        best = table.mean_val().max()
-        print(f"{path}: {len(table.configs)} configs x {len(table.seeds)} seeds, best {best:.4f}")
     if args.summary is not None:
         write_summary(written, args.summary)
     return written
