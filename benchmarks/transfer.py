@@ -59,10 +59,19 @@ from agents.portfolio import SourceScores
 from agents.runner import TRANSFER, History
 from mnms_env import SearchSpace, benchmark_space, load_table
 
-CONTROLLERS = ("mnms-transfer", "mnms-transfer-mean", "mnms", "random", "tpe", *TRANSFER)
+CONTROLLERS = (
+    "mnms-transfer",
+    "mnms-transfer-mean",
+    "mnms-transfer-mean-cold",
+    "mnms",
+    "random",
+    "tpe",
+    *TRANSFER,
+)
 """`mnms-transfer` starts each new task from a random embedding (the paper), `-mean` from the mean
-of the pre-trained tasks' embeddings (`MNMS.load(new_task_init=...)`); the `TRANSFER` baselines
-draw on `source_scores`."""
+of the pre-trained tasks' embeddings (`MNMS.load(new_task_init=...)`), `-cold` samples at
+`COLD_TEMPERATURE` (exploit first); the `TRANSFER` baselines draw on `source_scores`."""
+COLD_TEMPERATURE = 0.25
 
 
 def paper_space() -> SearchSpace:
@@ -171,12 +180,11 @@ def run_suite(
         if controller in TRANSFER:
             extra = {"sources": sources}
         elif controller.startswith("mnms-transfer"):
-            init = "mean" if controller.endswith("-mean") else "random"
-            name = "mnms"
-            extra = {
-                "pretrained": out / "pretrained.pt",
-                "controller_kwargs": {"new_task_init": init},
-            }
+            name, variant = "mnms", controller.removeprefix("mnms-transfer")
+            options: dict = {"new_task_init": "mean" if "-mean" in variant else "random"}
+            if variant.endswith("-cold"):
+                options["overrides"] = {"temperature": COLD_TEMPERATURE}
+            extra = {"pretrained": out / "pretrained.pt", "controller_kwargs": options}
         runs[controller] = [
             run_or_load(
                 out / "runs" / f"{controller}-seed{seed}.json",

@@ -117,6 +117,20 @@ def test_masked_options_have_probability_zero() -> None:
         masked_logits(logits, torch.tensor([[True, False, False], [False, False, False]]))
 
 
+def test_a_lower_temperature_samples_the_preferred_options_more_often() -> None:
+    env = make_env(["langid-es", "langid-de"], DISTINCT)
+    shares = []
+    for temperature in (1.0, 0.25):  # the same seed: the same weights, only the softmax differs
+        agent = MNMS(env, MNMSConfig(temperature=temperature), seed=0)
+        agent.task_masks["langid-es"] = env.unwrapped.masks_of("langid-es")  # as if it sampled
+        chosen = agent.sample_decisions("langid-es", 400)
+        mode = agent.sample_decisions("langid-es", deterministic=True)[0]
+        shares.append(float(np.mean((chosen == mode).all(axis=1))))
+    assert shares[1] > 2 * shares[0]
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        MNMSConfig(temperature=0)
+
+
 def test_controller_samples_only_valid_options() -> None:
     # `raw` is the only representation of the tabular task and is invalid for the text task
     optima = {"langid-es": DISTINCT["langid-es"], "digits": {"hidden_layers": 1}}

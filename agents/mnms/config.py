@@ -53,6 +53,10 @@ class MNMSConfig:
     task_init_std: float = 1.0
     """Standard deviation of a task embedding's random initialisation (also for tasks added at
     transfer time)."""
+    temperature: float = 1.0
+    """Softmax temperature of every decision. Below 1 the policy samples its preferred options
+    more often: an exploit-first start for a transferred controller (`MNMS.load(...,
+    overrides={"temperature": 0.5})`). Sampling and learning both use the tempered policy."""
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy numbers are accepted and stored as Python ones
@@ -73,6 +77,7 @@ class MNMSConfig:
             "baseline_floor",
             "max_grad_norm",
             "task_init_std",
+            "temperature",
         )
         for name in positive:
             if not getattr(self, name) > 0:

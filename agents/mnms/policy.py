@@ -65,6 +65,7 @@ class Controller(nn.Module):
         width = config.decision_embedding + config.task_embedding
         self.cell = nn.LSTMCell(width, config.hidden_size)
         self.heads = nn.ModuleList(nn.Linear(config.hidden_size + width, n) for n in self.sizes)
+        self.temperature = config.temperature
 
     def initial_state(self, batch: int) -> State:
         zeros = torch.zeros(batch, self.cell.hidden_size)
@@ -87,12 +88,12 @@ class Controller(nn.Module):
     def logits(
         self, features: torch.Tensor, steps: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """`(batch, num_actions)` masked logits; row b is scored by the head of decision
-        `steps[b]`, and options past that decision's size are masked too."""
+        """`(batch, num_actions)` masked logits at the config's temperature; row b is scored by
+        the head of decision `steps[b]`, and options past that decision's size are masked too."""
         out = torch.full((len(steps), self.num_actions), MASKED)
         for step in steps.unique().tolist():
             rows = steps == step
-            out[rows, : self.sizes[step]] = self.heads[step](features[rows])
+            out[rows, : self.sizes[step]] = self.heads[step](features[rows]) / self.temperature
         in_range = torch.arange(self.num_actions) < torch.as_tensor(self.sizes)[steps, None]
         return masked_logits(out, mask & in_range)
 
