@@ -84,13 +84,13 @@ def refuse_other_settings(path: Path, what: str, saved: Any, settings: Any) -> N
 def run_settings(controller: str, seed: int, run: dict[str, Any]) -> dict[str, Any]:
     """What a saved run must have been made with to be reused, as plain JSON values: the
     arguments of `run_controller` but the store's location (which changes no result), and the
-    content hashes of a pre-trained checkpoint and of source scores (which a longer pre-training
-    changes)."""
+    content hashes of a pre-trained checkpoint (named by its file name only, so that a moved
+    benchmark directory is reused) and of source scores (which a longer pre-training changes)."""
     env = {k: v for k, v in run.get("env_kwargs", {}).items() if k != "store"}
     settings = {"controller": controller, "seed": seed, **run, "env_kwargs": env}
     if run.get("pretrained") is not None:
         digest = hashlib.sha256(Path(run["pretrained"]).read_bytes()).hexdigest()[:16]
-        settings["pretrained"] = f"{run['pretrained']} (sha256 {digest})"
+        settings["pretrained"] = f"{Path(run['pretrained']).name} (sha256 {digest})"
     if run.get("sources") is not None:
         sources = run["sources"]
         settings["sources"] = f"{list(sources.tasks)} (sha256 {sources.digest})"
