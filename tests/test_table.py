@@ -248,8 +248,9 @@ def test_table_backend_rejects_what_it_cannot_honour(tmp_path) -> None:
         gym.make("mnms_env:MNMS-v0", task="wine", backend="table", budget=3)
     with pytest.raises(TableError, match="seeds 0..2"):
         gym.make("mnms_env:MNMS-v0", task="wine", backend="table", child_seeds=9)
-    with pytest.raises(TableError, match="no table for task 'sst2'.*mnms tables build sst2"):
-        gym.make("mnms_env:MNMS-v0", task="sst2", backend="table", table_dir=tmp_path)
+    untabled = _tiny_text_task(tmp_path / "data")  # a task no table was built for
+    with pytest.raises(TableError, match=f"no table for task '{untabled}'.*mnms tables build"):
+        gym.make("mnms_env:MNMS-v0", task=untabled, backend="table", table_dir=tmp_path)
     with pytest.raises(ValueError, match="accepted: \\['train', 'table'\\]"):
         gym.make("mnms_env:MNMS-v0", task="wine", backend="lookup")
     with pytest.raises(TableError, match="not in the table"):
