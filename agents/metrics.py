@@ -51,9 +51,13 @@ def incumbent_regret(history: History, task: str, table: Table) -> np.ndarray:
     quality = table.mean_val()
     best, worst = float(quality.max()), float(quality.min())
     children = history.of_task(task)
-    rewards = np.array([c.result.val_accuracy for c in children])
-    incumbent = np.array([int(np.argmax(rewards[: n + 1])) for n in range(len(rewards))])
-    found = quality[[table.row(children[i].request.config) for i in incumbent]]
+    rows = [table.row(c.request.config) for c in children]
+    found, best_reward, incumbent = [], -np.inf, 0
+    for i, child in enumerate(children):
+        if child.result.val_accuracy > best_reward:  # strictly: the first of equals stays
+            best_reward, incumbent = child.result.val_accuracy, i
+        found.append(quality[rows[incumbent]])
+    found = np.asarray(found)
     return (best - found) / (best - worst)
 
 

@@ -94,6 +94,7 @@ class _MNMSBase(gym.Env):
         else:
             self.tasks = tuple(make_task(name) for name in names)
             self.space = space if space is not None else default_space()
+            self._masks = [self.space.masks(t.modality) for t in self.tasks]
             self.child_seeds = child_seeds or 1
             self.evaluator = (
                 evaluator
@@ -105,8 +106,6 @@ class _MNMSBase(gym.Env):
         self.invalid_action = invalid_action
         self.next_task = next_task
         self.render_mode = render_mode
-        if backend == "train":
-            self._masks = [self.space.masks(t.modality) for t in self.tasks]
         self._task_index = 0
         self._child_seed = 0
         self._child: Child | None = None

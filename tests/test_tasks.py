@@ -399,6 +399,15 @@ def test_a_registered_copy_of_a_named_folder_gives_its_splits() -> None:
 _TWO = '{"text": "a", "label": 0}\n{"text": "b", "label": 1}\n'
 
 
+def _bad_folder(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A folder `bad` holding `files` (name to text)."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for file_name, text in files.items():
+        (folder / file_name).write_text(text, encoding="utf-8")
+    return folder
+
+
 @pytest.mark.parametrize(
     ("files", "match"),
     [
@@ -431,10 +440,7 @@ _TWO = '{"text": "a", "label": 0}\n{"text": "b", "label": 1}\n'
 def test_a_bad_folder_is_refused_naming_it(
     tmp_path: Path, files: dict[str, str], match: str
 ) -> None:
-    folder = tmp_path / "bad"
-    folder.mkdir()
-    for file_name, text in files.items():
-        (folder / file_name).write_text(text, encoding="utf-8")
+    folder = _bad_folder(tmp_path, files)
     with pytest.raises(TaskError, match=match) as caught:
         register_task("bad", folder)
         make_task("bad")
@@ -454,10 +460,7 @@ def test_a_bad_folder_is_refused_naming_it(
 def test_a_bad_folder_named_by_prefix_gets_the_same_errors(
     tmp_path: Path, prefix: str, files: dict[str, str], match: str
 ) -> None:
-    folder = tmp_path / "bad"
-    folder.mkdir()
-    for file_name, text in files.items():
-        (folder / file_name).write_text(text, encoding="utf-8")
+    folder = _bad_folder(tmp_path, files)
     with pytest.raises(TaskError, match=match) as caught:
         make_task(prefix + str(folder))
     assert str(folder) in str(caught.value)
