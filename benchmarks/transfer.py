@@ -26,7 +26,9 @@
 Suites: `offline` reads the shipped tables of built-in tasks (minutes on a CPU); `paper`
 pre-trains on `sst2` + `langid-es` and transfers to `imdb` + `sentiment-es` (the Spanish stand-in
 for CorpusCine) with real training, on the benchmark space without the MiniLM encoder (encoding
-imdb's 50,000 reviews on a CPU would take longer than the search).
+imdb's 50,000 reviews on a CPU would take longer than the search); `paper-tables` pre-trains on
+the tables of every other task instead, then searches the same targets with real training over
+the tables' space.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ from agents.plots import png_figure
 from agents.portfolio import SourceScores
 from agents.runner import TRANSFER, History
 from mnms_env import SearchSpace, benchmark_space, load_table
+from mnms_env.table import available_tables
+from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS
 
 CONTROLLERS = (
     "mnms-transfer",
@@ -92,6 +96,13 @@ class Suite:
     children_per_task: int
     """Children of each target task for each controller and seed."""
     seeds: tuple[int, ...]
+    pretrain_backend: str | None = None
+    """Where the pre-training's rewards come from (None: `backend`): `"table"` pre-trains on the
+    sources' tables, over their space, and the targets are then searched with `backend`."""
+
+    @property
+    def pretrain_on(self) -> str:
+        return self.pretrain_backend or self.backend
 
 
 SUITES = {
@@ -111,13 +122,35 @@ SUITES = {
         children_per_task=50,
         seeds=(0, 1, 2, 3, 4),
     ),
+    "paper-tables": Suite(
+        sources=(),  # every task with a table but the targets
+        targets=("imdb", "sentiment-es"),
+        backend="train",
+        pretrain_backend="table",
+        pretrain_children_per_task=500,
+        children_per_task=50,
+        seeds=(0, 1, 2, 3, 4),
+    ),
 }
+"""`paper-tables` is `paper` with the controller pre-trained on the tables of every other task
+instead of on two tasks with real training; its targets are then trained for real, over the
+tables' space (`benchmark_space()`, MiniLM included)."""
 
 
-def env_kwargs(suite: Suite, out: Path, table_dir: Path | None) -> dict:
-    if suite.backend == "table":
+def table_tasks(leave_out: Sequence[str], table_dir: Path | None) -> tuple[str, ...]:
+    """Every task with a shipped (or `table_dir`) table, in the shipped order, but `leave_out`."""
+    found = set(available_tables(table_dir)) - set(leave_out)
+    return tuple(t for t in (*BUILTIN_TABLE_TASKS, *DATASET_TABLE_TASKS) if t in found)
+
+
+def env_kwargs(
+    suite: Suite, out: Path, table_dir: Path | None, *, pretraining: bool = False
+) -> dict:
+    """The env's keywords for the pre-training or the target runs."""
+    if (suite.pretrain_on if pretraining else suite.backend) == "table":
         return {"backend": "table", "table_dir": table_dir}
-    return {"space": paper_space(), "store": out / "results.sqlite"}
+    space = benchmark_space() if suite.pretrain_on == "table" else paper_space()
+    return {"space": space, "store": out / "results.sqlite"}
 
 
 def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, SearchSpace]:
@@ -126,7 +159,7 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
     path, marker = out / "pretrained.pt", out / "pretrained.json"
     total = suite.pretrain_children_per_task * len(suite.sources)
     envs = math.gcd(MNMSConfig.batch_size, total)
-    settings = {"sources": list(suite.sources), "backend": suite.backend, "budget": budget}
+    settings = {"sources": list(suite.sources), "backend": suite.pretrain_on, "budget": budget}
     settings["envs"] = envs  # sub-envs sample the children: another number, another controller
     if path.exists():  # a checkpoint pre-trained otherwise would be resumed or transferred
         saved = json.loads(marker.read_text()) if marker.exists() else None
@@ -152,9 +185,8 @@ def source_scores(suite: Suite, agent: MNMS, table_dir: Path | None) -> SourceSc
     tasks' tables: every config, averaged over the table's seeds, which is more than the
     pre-training's children saw (the field's portfolios are built from such full tables). With
     real training, the pre-training's own children: the same source data MNMS pre-trained on,
-    on the suite's space and budget (a table, where a source has one, covers another space at
-    one epoch, and sst2 has none)."""
-    if suite.backend == "table":
+    on the suite's space and budget (a source's table covers another space: MiniLM's)."""
+    if suite.pretrain_on == "table":
         return SourceScores.from_tables(load_table(task, table_dir) for task in suite.sources)
     return SourceScores.from_children((record.child for record in agent.history), suite.sources)
 
@@ -170,7 +202,7 @@ def run_suite(
     seed (each run saved in `OUT/runs/` and reused): the pre-trained agent, its space, and the
     runs by controller."""
     kwargs = env_kwargs(suite, out, table_dir)
-    agent, space = pretrain(suite, out, kwargs, budget)
+    agent, space = pretrain(suite, out, env_kwargs(suite, out, table_dir, pretraining=True), budget)
     run = {"tasks": suite.targets, "children_per_task": suite.children_per_task, "budget": budget}
     baselines = set(controllers) & set(TRANSFER)
     sources = source_scores(suite, agent, table_dir) if baselines else None
@@ -315,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
     distinct(parser, "--seeds", args.seeds)
     base = SUITES[args.suite]
     suite = Suite(
-        sources=tuple(args.sources or base.sources),
+        sources=tuple(args.sources or base.sources or table_tasks(base.targets, args.table_dir)),
         targets=tuple(args.targets or base.targets),
         backend=base.backend,
         pretrain_children_per_task=(
@@ -323,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         children_per_task=args.children_per_task or base.children_per_task,
         seeds=tuple(args.seeds if args.seeds is not None else base.seeds),
+        pretrain_backend=base.pretrain_backend,
     )
     if "mnms" not in args.controllers:
         parser.error("--controllers must include mnms: speed-ups are relative to it")

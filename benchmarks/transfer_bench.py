@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from controllers import markdown_table
-from transfer import CONTROLLERS, Suite, differentiation, run_suite, summarise
+from transfer import CONTROLLERS, Suite, differentiation, run_suite, summarise, table_tasks
 
 from agents.cli import distinct, positive_int
 from agents.metrics import average_ranks, best_so_far, incumbent_regret
@@ -47,8 +47,7 @@ from agents.mnms import MNMS
 from agents.plots import png_figure
 from agents.runner import History
 from mnms_env import SearchSpace, load_table
-from mnms_env.table import TableError, available_tables
-from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS
+from mnms_env.table import TableError
 
 REPORTED_AT = (5, 10, 25, 100)
 """Children after which regret and rank are reported."""
@@ -140,8 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     distinct(parser, "--seeds", args.seeds)
     if args.tasks is None:
-        found = set(available_tables(args.table_dir))
-        args.tasks = [t for t in (*BUILTIN_TABLE_TASKS, *DATASET_TABLE_TASKS) if t in found]
+        args.tasks = list(table_tasks((), args.table_dir))
     distinct(parser, "--tasks", args.tasks)
     if "mnms" not in args.controllers:
         parser.error("--controllers must include mnms: speed-ups and no harm are relative to it")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnms_env import load_table
+from mnms_env import ResultStore, load_table
 from mnms_env.batched import default_workers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -135,6 +135,25 @@ def test_transfer_with_real_training(tmp_path) -> None:
     assert (tmp_path / "results.sqlite").exists()
     for r in summary["rows"]:
         assert 0.2 < r["best_val"] <= 1.0
+
+
+def test_transfer_pretrained_on_tables_then_real_training(tmp_path) -> None:
+    """The paper-tables suite: the controller and the portfolio learn from the sources' tables
+    (nothing of them enters the store), then the target trains for real over the tables' space;
+    by default the sources are every task with a table but the targets."""
+    argv = [
+        *("--suite", "paper-tables", "--sources", "langid-es", "langid-fr"),
+        *("--targets", "word-sentiment-da", "--pretrain-children-per-task", "8"),
+        *("--children-per-task", "3", "--seeds", "0"),
+        *("--controllers", "mnms-transfer", "mnms", "portfolio", "--out", str(tmp_path)),
+    ]
+    summary = transfer.main(argv)
+    assert {r["controller"] for r in summary["rows"]} == {"mnms-transfer", "mnms", "portfolio"}
+    stored = {row["task"] for row in ResultStore(tmp_path / "results.sqlite").rows()}
+    assert stored == {"word-sentiment-da"}
+    assert json.loads((tmp_path / "pretrained.json").read_text())["backend"] == "table"
+    sources = transfer.table_tasks(["sentiment-es"], None)
+    assert "langid-es" in sources and "sst2" in sources and "sentiment-es" not in sources
 
 
 def test_reference_reports_the_test_accuracy_of_the_best_validation_child(tmp_path) -> None:
