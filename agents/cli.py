@@ -2,8 +2,9 @@
 `mnms run` runs any controller, `mnms tables` builds and lists benchmark tables.
 
 `mnms search` with no arguments reproduces the paper's first multitask pair with offline data
-(`langid-es` with `word-sentiment-en`) on the local device. A run directory holds everything
-needed to inspect or resume it:
+(`langid-es` with `word-sentiment-en`) on the local device; `--ray [ADDRESS]` (search and run)
+trains the children on a Ray cluster instead (`mnms_env.RayEvaluator`). A run directory holds
+everything needed to inspect or resume it:
 
 | file              | what                                                                 |
 |-------------------|----------------------------------------------------------------------|
@@ -35,7 +36,7 @@ import numpy as np
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
 from agents.plots import png_figure
 from agents.tables_cli import add_tables_parser, run_tables
-from mnms_env import TaskError, default_space, list_tasks
+from mnms_env import Evaluator, RayEvaluator, TaskError, default_space, list_tasks
 from mnms_env.batched import default_workers
 from mnms_env.child import PRECISIONS, check_precision, resolve_device
 from mnms_env.env import BACKENDS
@@ -120,12 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "tables"):
         try:
             return run_baseline(args) if args.command == "run" else run_tables(args)
-        except (ValueError, TaskError, TableError) as err:
+        except (ValueError, TaskError, TableError, ConnectionError) as err:
             parser.error(str(err))
     try:
         settings, out = _settings(args)
-        search(settings, out, device=args.device, workers=args.workers)
-    except (ValueError, TaskError, TableError) as err:
+        evaluator = ray_evaluator(args, settings.backend, settings.precision)
+        try:
+            search(settings, out, device=args.device, workers=args.workers, evaluator=evaluator)
+        finally:
+            if evaluator is not None:
+                evaluator.close()
+    except (ValueError, TaskError, TableError, ConnectionError) as err:
         parser.error(str(err))
     return 0
 
@@ -167,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_precision_argument(add, default=None)
     _add_backend_argument(add, default=None)
+    _add_ray_arguments(add)
     _add_run_parser(commands)
     add_tables_parser(commands)
     return parser
@@ -198,6 +205,57 @@ def _add_run_parser(commands: Any) -> None:
     )
     _add_precision_argument(add, default="fp32")
     _add_backend_argument(add, default="train")
+    _add_ray_arguments(add)
+
+
+def _add_ray_arguments(add: Any) -> None:
+    add(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="train the children as Ray tasks: on the cluster at ADDRESS (HOST:PORT, or auto: "
+        "the one `ray start` started on this machine); without ADDRESS at $RAY_ADDRESS, else "
+        "on a new local cluster",
+    )
+    add(
+        "--gpus-per-child",
+        type=non_negative_float,
+        help="with --ray: GPUs each child reserves (default 0: train on the workers' CPUs; "
+        "0.25: four children share a GPU)",
+    )
+
+
+def ray_evaluator(args: argparse.Namespace, backend: str, precision: str) -> Evaluator | None:
+    """The `RayEvaluator` that `--ray` asks for (None without it), refusing the options that
+    say how to train children elsewhere."""
+    if args.ray is None:
+        if args.gpus_per_child is not None:
+            raise ValueError(
+                f"--gpus-per-child {args.gpus_per_child:g} sizes the Ray tasks; pass --ray too"
+            )
+        return None
+    flag = f"--ray {args.ray}".strip()
+    if backend == "table":
+        raise ValueError(
+            f"{flag} trains children on a Ray cluster, but --backend table looks them up and "
+            "trains none; leave one of them out"
+        )
+    if getattr(args, "workers", None) is not None:
+        raise ValueError(
+            f"{flag} trains on the cluster's workers, but --workers {args.workers} sizes this "
+            "machine's worker processes; leave --workers out"
+        )
+    if args.device is not None:
+        raise ValueError(
+            f"{flag} trains on the cluster's workers, on their GPUs with --gpus-per-child > 0, "
+            f"else on their CPUs; leave --device {args.device} out"
+        )
+    evaluator = RayEvaluator(
+        address=args.ray or None, num_gpus=args.gpus_per_child or 0, precision=precision
+    )
+    evaluator.connect()  # before the run starts: a wrong address leaves no run behind
+    return evaluator
 
 
 def non_negative_int(text: str) -> int:
@@ -208,6 +266,17 @@ def non_negative_int(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not an int >= 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0, or an error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
     return value
 
 
@@ -249,15 +318,25 @@ def _add_precision_argument(add: Any, default: str | None) -> None:
 
 
 def env_kwargs(
-    backend: str, device: str | None, store: Path | None, precision: str = "fp32"
+    backend: str,
+    device: str | None,
+    store: Path | None,
+    precision: str = "fp32",
+    evaluator: Evaluator | None = None,
 ) -> dict[str, Any]:
-    """`gym.make` keywords for a backend: the tables, or real training on the default space.
-    Training options given with the table backend reach the env, which refuses them by name."""
+    """`gym.make` keywords for a backend: the tables, or real training on the default space
+    (by `evaluator`, else by the env's own on `device` at `precision`). Training options given
+    with the table backend reach the env, which refuses them by name."""
     if backend == "table":
         given = {"device": device, "store": store, "precision": precision}
         return {"backend": "table"} | {k: v for k, v in given.items() if v not in (None, "fp32")}
     store_kwargs = {"store": store} if store else {}
-    return {"space": default_space(), "device": device, "precision": precision, **store_kwargs}
+    trainer = (
+        {"evaluator": evaluator}
+        if evaluator is not None
+        else {"device": device, "precision": precision}
+    )
+    return {"space": default_space(), **trainer, **store_kwargs}
 
 
 def run_baseline(args: argparse.Namespace) -> int:
@@ -265,17 +344,22 @@ def run_baseline(args: argparse.Namespace) -> int:
     from agents.portfolio import SourceScores
     from agents.runner import run_controller
 
-    history = run_controller(
-        args.name,
-        tasks=args.tasks,
-        children_per_task=args.children_per_task,
-        seed=args.seed,
-        budget=args.budget,
-        env_kwargs=env_kwargs(args.backend, args.device, args.store, args.precision),
-        sources=None
-        if args.sources is None
-        else SourceScores.from_tables(load_table(task) for task in args.sources),
-    )
+    evaluator = ray_evaluator(args, args.backend, args.precision)
+    try:
+        history = run_controller(
+            args.name,
+            tasks=args.tasks,
+            children_per_task=args.children_per_task,
+            seed=args.seed,
+            budget=args.budget,
+            env_kwargs=env_kwargs(args.backend, args.device, args.store, args.precision, evaluator),
+            sources=None
+            if args.sources is None
+            else SourceScores.from_tables(load_table(task) for task in args.sources),
+        )
+    finally:
+        if evaluator is not None:
+            evaluator.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(history.to_dict(), indent=2))
     print(
@@ -326,13 +410,25 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
 
 
 def search(
-    settings: SearchSettings, out: Path, *, device: str | None = None, workers: int | None = None
+    settings: SearchSettings,
+    out: Path,
+    *,
+    device: str | None = None,
+    workers: int | None = None,
+    evaluator: Evaluator | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a search in `out` and write its files; returns the summary. `workers`:
-    CPU processes of the vector env's `BatchedEvaluator` (None: `default_workers`)."""
+    CPU processes of the vector env's `BatchedEvaluator` (None: `default_workers`).
+    `evaluator` trains the children instead of the env's own, and stays open for the caller
+    to close."""
     from torch.utils.tensorboard import SummaryWriter  # slow import; only `search` needs it
     from tqdm import tqdm
 
+    if evaluator is not None and (device, workers) != (None, None):
+        raise ValueError(
+            f"device={device!r} and workers={workers!r} configure the env's own evaluator; "
+            "with evaluator= leave them None"
+        )
     if settings.envs is None:
         settings = replace(settings, envs=math.gcd(settings.batch_size, settings.children))
     batched = settings.envs > 0 and settings.backend == "train"
@@ -343,9 +439,9 @@ def search(
         )
     out.mkdir(parents=True, exist_ok=True)
     store = out / "results.sqlite" if settings.backend == "train" else None
-    kwargs = env_kwargs(settings.backend, device, store, settings.precision)
+    kwargs = env_kwargs(settings.backend, device, store, settings.precision, evaluator)
     kwargs |= {"tasks": settings.tasks, "budget": settings.budget}
-    if batched:
+    if batched and evaluator is None:
         where = resolve_device(device)
         if workers and where.type != "cpu":
             raise ValueError(

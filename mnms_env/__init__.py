@@ -14,6 +14,7 @@ from mnms_env.activations import register_activation
 from mnms_env.batched import BatchedEvaluator
 from mnms_env.evaluate import CachedEvaluator, Evaluator, SequentialEvaluator
 from mnms_env.features import Featurizer, featurize, register_featurizer
+from mnms_env.ray_evaluator import RayEvaluator
 from mnms_env.records import Child, ChildRequest, ChildResult
 from mnms_env.space import ChildConfig, Decision, SearchSpace, default_space
 from mnms_env.stacked_optim import FusedKernel, Optimizer, VectorRule, register_optimizer
@@ -73,6 +74,7 @@ __all__ = [
     "Featurizer",
     "FusedKernel",
     "Optimizer",
+    "RayEvaluator",
     "ResultStore",
     "SearchSpace",
     "SequentialEvaluator",

@@ -1,5 +1,6 @@
 """One contract, every evaluator: what the envs, the cache and the agents rely on of any
-`Evaluator`. A new evaluator gets a subclass of `EvaluatorContract` here."""
+`Evaluator`. A new evaluator gets a subclass of `EvaluatorContract` here (the Ray evaluator's is
+in `tests/test_ray.py`, beside the cluster it needs)."""
 
 from __future__ import annotations
 
