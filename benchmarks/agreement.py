@@ -3,14 +3,16 @@
     python benchmarks/agreement.py --out docs/benchmarks            # 200 configs on the CPU
     python benchmarks/agreement.py --device cuda --per-task 20
 
-Draws random default-space configs (MiniLM left out, to keep it fast) on two tasks, trains each
-once with the float32 `SequentialEvaluator` (the reference) and once with the `BatchedEvaluator`
-at each of `--precisions`, with the same seeds, and reports per precision the mean |difference|
-in validation accuracy, the signed mean difference with its standard error, and the largest
-single difference with its config. The test suite requires a mean |difference| of at most 1.5
-points and a signed mean within +-0.5 points on 60 configs; a few chaotic children (dropout
-masks come from a different generator in the batched evaluator) can move the signed mean of a
-small sample on their own, which is why this script measures hundreds. Writes JSON and markdown.
+Draws random default-space MLP configs (MiniLM left out, to keep it fast; CNN children are not
+stacked but trained alone with `train_child`, so they agree exactly, which the tests check) on
+two tasks, trains each once with the float32 `SequentialEvaluator` (the reference) and once
+with the `BatchedEvaluator` at each of `--precisions`, with the same seeds, and reports per
+precision the mean |difference| in validation accuracy, the signed mean difference with its
+standard error, and the largest single difference with its config. The test suite requires a
+mean |difference| of at most 1.5 points and a signed mean within +-0.5 points on 60 configs; a
+few chaotic children (dropout masks come from a different generator in the batched evaluator)
+can move the signed mean of a small sample on their own, which is why this script measures
+hundreds. Writes JSON and markdown.
 """
 
 from __future__ import annotations
@@ -26,10 +28,18 @@ import torch
 from controllers import markdown_table
 
 from agents.random_search import masked_uniform
-from mnms_env import BatchedEvaluator, ChildRequest, SequentialEvaluator, default_space
+from mnms_env import (
+    BatchedEvaluator,
+    ChildRequest,
+    SearchSpace,
+    SequentialEvaluator,
+    default_space,
+)
 from mnms_env.child import PRECISIONS, device_name, resolve_device
+from mnms_env.features import FEATURIZERS
 from mnms_env.records import ChildResult
-from mnms_env.tasks import make_task
+from mnms_env.space import CNN_FIELDS
+from mnms_env.tasks import Task, make_task
 
 TASKS = ("digits", "word-sentiment-da")
 
@@ -47,20 +57,34 @@ class Agreement:
     worst_config: str
 
 
+def stacked_space() -> SearchSpace:
+    """The default space's MLP children, the ones the batched evaluator stacks: no `tokens`,
+    and none of the CNN's decisions (which mean nothing to an MLP)."""
+    space = default_space()
+    mlp = SearchSpace(tuple(d for d in space.decisions if d.name not in CNN_FIELDS))
+    options = mlp.decisions[mlp.names.index("representation")].options
+    return mlp.with_options("representation", [o for o in options if not FEATURIZERS[o].sequence])
+
+
 def random_requests(
-    tasks: list[str], per_task: int, seed: int, budget: int = 2
+    tasks: list[str | Task],
+    per_task: int,
+    seed: int,
+    budget: int = 2,
+    space: SearchSpace | None = None,
 ) -> list[ChildRequest]:
-    """`per_task` uniformly drawn default-space configs per task, without MiniLM; child i of a
-    task gets seed i."""
-    space, rng = default_space(), np.random.default_rng(seed)
+    """`per_task` uniformly drawn configs of `space` (default `stacked_space()`) per task (a
+    name or a `Task`), without MiniLM; child i of a task gets seed i."""
+    space, rng = space or stacked_space(), np.random.default_rng(seed)
     representation = space.names.index("representation")
-    minilm = space.decisions[representation].options.index("minilm")
+    options = space.decisions[representation].options
     requests = []
     for task in tasks:
-        data = make_task(task)
+        data = make_task(task) if isinstance(task, str) else task
         modality = data.modality
         masks = space.masks(modality)
-        masks[representation, minilm] = False
+        if "minilm" in options:
+            masks[representation, options.index("minilm")] = False
         for i in range(per_task):
             idx = [masked_uniform(row, rng) for row in masks]
             config = space.decode(idx, modality)

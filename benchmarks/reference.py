@@ -3,10 +3,12 @@
     MNMS_DATA_DIR=../shared/data python benchmarks/reference.py --out runs/reference
 
 One multitask MNMS search over `sst2`, `mr`, `subj`, `trec`, `cr` and `mpqa` together (the
-default space, real training, `--children` per task, `--budget` epochs each; resumable through
-its results store and per-run JSON). For each task the reported accuracy is the test accuracy of
-the child with the best validation accuracy: the test split never guides the search. Writes
-`reference.json` and `reference.md`.
+default space, real training, `--children-per-task`, `--budget` epochs each; resumable through
+its results store and per-run JSON). The default space holds MLPs over each text featurizer and
+text CNNs over `tokens` (GloVe embeddings with the `glove` extra): `--representations tokens`
+searches CNNs only, `--representations word-hash char-hash embedding-bag minilm` MLPs only. For
+each task the reported accuracy is the test accuracy of the child with the best validation
+accuracy: the test split never guides the search. Writes `reference.json` and `reference.md`.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "test_accuracy": 100 * best.result.test_accuracy,
                 "val_accuracy": 100 * best.result.val_accuracy,
                 "config": best.request.config.to_json(),
+                "architecture": "cnn" if best.request.config.is_cnn else "mlp",
                 "kim_2014": KIM_2014[task],
                 "protocol": OUR_PROTOCOL.get(task, "seeded stratified 80/10/10 split"),
                 "kim_protocol": KIM_PROTOCOL[task],

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mnms_env.activations import ACTIVATIONS
+from mnms_env.cnn import TextCNN
 from mnms_env.features import FeatureMatrix, Features
 from mnms_env.records import ChildResult
 from mnms_env.space import ChildConfig
@@ -137,14 +138,29 @@ class Activation(nn.Module):
 
 
 class ChildNet(nn.Module):
-    """An MLP over features; with bag features its first layer is a sparse `EmbeddingBag`."""
+    """An MLP over features; with bag features its first layer is a sparse `EmbeddingBag`. Over
+    token sequences (`vocabulary`: the word of each id) it is the text CNN of `mnms_env.cnn`,
+    whose pooled features go through dropout and then the same layers as an MLP's input."""
 
-    def __init__(self, config: ChildConfig, in_dim: int, num_classes: int, bag: bool) -> None:
+    def __init__(
+        self,
+        config: ChildConfig,
+        in_dim: int,
+        num_classes: int,
+        bag: bool,
+        vocabulary: np.ndarray | None = None,
+    ) -> None:
         super().__init__()
         dims = [in_dim] + [config.width] * config.hidden_layers + [num_classes]
-        self.first = (
-            nn.EmbeddingBag(in_dim, dims[1], mode="sum") if bag else nn.Linear(in_dim, dims[1])
-        )
+        if vocabulary is not None:
+            cnn = TextCNN(config, vocabulary)
+            self.first = nn.Sequential(
+                cnn, nn.Dropout(config.dropout), nn.Linear(cnn.out_dim, dims[1])
+            )
+        elif bag:
+            self.first = nn.EmbeddingBag(in_dim, dims[1], mode="sum")
+        else:
+            self.first = nn.Linear(in_dim, dims[1])
         if bag:  # EmbeddingBag initialises N(0, 1); use the Linear layer's scale instead
             bound = 1.0 / math.sqrt(in_dim)
             nn.init.uniform_(self.first.weight, -bound, bound)
@@ -250,7 +266,8 @@ def train_child(
     `labels` are the train, validation and test labels. The seed fixes the initial weights, the
     data order and dropout, so a CPU run is repeatable. A non-finite loss stops training; the
     child is reported with its best measured accuracy so far and `diverged=True`. `precision`
-    is `"fp32"` or `"bf16"` (see `compute_precision`).
+    is `"fp32"` or `"bf16"` (see `compute_precision`). Token features train a text CNN
+    (`ChildNet`); embeddings that do not train (`glove-static`) count among its `parameters`.
     """
     dev = resolve_device(device)
     check_precision(precision)
@@ -258,8 +275,10 @@ def train_child(
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = ChildNet(config, features.dim, num_classes, features.is_bag).to(dev)
-        optimizer = make_optimizer(config, model.parameters())
+        model = ChildNet(
+            config, features.dim, num_classes, features.is_bag, features.vocabulary
+        ).to(dev)
+        optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
         targets = torch.from_numpy(y_train).to(dev)
         best = (-1.0, 0.0, 0)  # (val, test, epoch)
         diverged = False

@@ -14,7 +14,7 @@ from mnms_env import render
 from mnms_env.child import check_precision
 from mnms_env.evaluate import CachedEvaluator, Evaluator, SequentialEvaluator
 from mnms_env.records import Child, ChildRequest, check_budget
-from mnms_env.space import SearchSpace, default_space
+from mnms_env.space import SearchSpace, default_space, missing_package
 from mnms_env.store import ResultStore
 from mnms_env.table import TableError, TableEvaluator
 from mnms_env.tasks import Task, TaskCard, make_task
@@ -153,7 +153,7 @@ class _MNMSBase(gym.Env):
         raise ValueError(
             f"action {action} is invalid for decision {decision.name!r} (step {step}) on task "
             f"{self.task.name!r}: valid actions are {valid.tolist()} "
-            f"(options {[decision.options[i] for i in valid]})"
+            f"(options {[decision.options[i] for i in valid]})" + missing_package(decision, action)
         )
 
     def _request(self, indices: Sequence[int]) -> ChildRequest:
@@ -239,11 +239,13 @@ class MNMSEnv(_MNMSBase):
     """## Description
 
     Multitask Neural Model Search (Wong and Gesmundo, 2017) as an episodic environment. One
-    episode designs one child network for one task, one decision per step (representation, its
-    size, depth, width, activation, dropout, optimizer, learning rate, batch size, L2 in the
-    default space). After the last decision the child is really trained on the task's training
-    split and its validation accuracy is the reward. The observation says which task the child
-    is for, so one agent can learn task-specific designs.
+    episode designs one child network for one task, one decision per step (in the default space:
+    representation, its size, the text CNN's embedding initialisation, embedding width, filter
+    widths and filters, depth, width, activation, dropout, optimizer, learning rate, batch size,
+    L2; the `tokens` representation makes a text CNN, every other an MLP). After the last
+    decision the child is really trained on the task's training split and its validation
+    accuracy is the reward. The observation says which task the child is for, so one agent can
+    learn task-specific designs.
 
     ## Action Space
 

@@ -98,6 +98,23 @@ def task_features(task: Task, representation: str, size: int) -> Features:
     return _FEATURES[key]
 
 
+def train_request(
+    request: ChildRequest, task: Task, device: torch.device, precision: str
+) -> ChildResult:
+    """`train_child` on what `request` asks of `task`: the reference training of one child."""
+    config = request.config
+    return train_child(
+        config,
+        task_features(task, config.representation, config.representation_size),
+        (task.train.y, task.validation.y, task.test.y),
+        task.num_classes,
+        budget=request.budget,
+        seed=request.seed,
+        device=device,
+        precision=precision,
+    )
+
+
 class SequentialEvaluator(Evaluator):
     """The reference: trains each child alone with `train_child`, one after another.
     `precision="bf16"` runs matrix products in bfloat16 (see `child.compute_precision`)."""
@@ -116,22 +133,7 @@ class SequentialEvaluator(Evaluator):
     def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
         for i, request in enumerate(requests):
             task = task_of(self.tasks, request)
-            config = request.config
-            features = task_features(task, config.representation, config.representation_size)
-            labels = (task.train.y, task.validation.y, task.test.y)
-            yield (
-                i,
-                train_child(
-                    config,
-                    features,
-                    labels,
-                    task.num_classes,
-                    budget=request.budget,
-                    seed=request.seed,
-                    device=self.device,
-                    precision=self.precision,
-                ),
-            )
+            yield i, train_request(request, task, self.device, self.precision)
 
 
 class CachedEvaluator(Evaluator):

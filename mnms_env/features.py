@@ -12,10 +12,15 @@ a size, the optional package it needs, and the function that computes the matric
 | `embedding-bag` | bag   | the `size` most frequent training words, mean pooled (fastText-like)|
 | `minilm`        | dense | the pretrained all-MiniLM-L6-v2 sentence embedding (384 dims)       |
 | `raw`           | dense | tabular features standardised with the training split's statistics  |
+| `tokens`        | seq.  | the first `MAX_TOKENS` words, ids of the `size - 2` most frequent    |
 
 A *bag* matrix is sparse CSR `(n, width)`; the child's first layer is then a trainable
 `EmbeddingBag`, i.e. a sparse linear layer, so `embedding-bag` is a learned word embedding and the
 hashed n-grams are a learned linear map of their counts. A *dense* matrix is float32 `(n, d)`.
+A *sequence* matrix is int32 token ids `(n, length)`, padded with 0 at the end, plus the word of
+each id (`Features.vocabulary`); it is read by a text CNN (`mnms_env.cnn`) instead of an MLP, so
+choosing `tokens` is choosing the convolutional architecture.
+
 Adding a featurizer is one `register_featurizer` call: a block at the end of this module, or the
 same call in your own code at run time.
 
@@ -26,7 +31,6 @@ computed once per (task fingerprint, representation, size, `FEATURES_VERSION`) a
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from collections.abc import Callable
@@ -41,6 +45,7 @@ from sklearn.preprocessing import normalize
 
 from mnms_env import registries
 from mnms_env.paths import cache_dir
+from mnms_env.registries import MissingExtraError
 from mnms_env.tasks.base import MODALITIES, SPLITS, Modality, Task
 
 FEATURES_VERSION = 1
@@ -51,23 +56,27 @@ Splits = dict[str, FeatureMatrix]
 """One matrix per split name (`train`, `validation`, `test`)."""
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency a chosen option needs is not installed."""
-
-
 @dataclass(frozen=True, eq=False)
 class Features:
-    """A task's featurized splits. `dim` is the bag size or the dense width."""
+    """A task's featurized splits. `dim` is the bag size, the dense width, or the number of token
+    ids of a sequence."""
 
     representation: str
     dim: int
     train: FeatureMatrix
     validation: FeatureMatrix
     test: FeatureMatrix
+    vocabulary: np.ndarray | None = None
+    """Sequences only: the word of each token id, `(dim,)` str (`""` for padding and unused
+    ids), which pretrained word vectors are looked up by."""
 
     @property
     def is_bag(self) -> bool:
         return sp.issparse(self.train)
+
+    @property
+    def is_sequence(self) -> bool:
+        return isinstance(self.train, np.ndarray) and np.issubdtype(self.train.dtype, np.integer)
 
     def split(self, name: str) -> FeatureMatrix:
         return getattr(self, name)
@@ -86,18 +95,26 @@ class Featurizer:
     without one the size is 0 and the width is whatever `compute` returns."""
     compute: Callable[[Task, int], Splits]
     """`(task, size) -> {split: matrix}`: float32, one row per example of the split and one width
-    for all three (`size` when sized); fit on the training split only."""
+    for all three (`size` when sized); fit on the training split only. A sequence featurizer
+    gives int32 ids in `[0, size)` instead, and `"vocabulary"`: the word of each id."""
     package: str | None = None
     """The module of an optional dependency it needs; while missing, the option is masked out."""
     install: str | None = None
     """How to install `package`, named when it is missing (default: `pip install <package>`)."""
+    sequence: bool = False
+    """True: token id sequences, the input of the text CNN (`bag` False and `sized` True)."""
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"Featurizer.modality={self.modality!r}; accepted: {MODALITIES}")
-        for name in ("bag", "sized"):
+        for name in ("bag", "sized", "sequence"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Featurizer.{name} is a bool, got {getattr(self, name)!r}")
+        if self.sequence and (self.bag or not self.sized):
+            raise ValueError(
+                "a sequence Featurizer has bag=False and sized=True (its size is the number of "
+                f"token ids), got bag={self.bag}, sized={self.sized}"
+            )
         if not callable(self.compute):
             raise ValueError(f"Featurizer.compute must be callable, got {self.compute!r}")
         if self.package is not None and not (isinstance(self.package, str) and self.package):
@@ -105,13 +122,12 @@ class Featurizer:
 
     def available(self) -> bool:
         """Whether its optional package, if any, is installed."""
-        return self.package is None or importlib.util.find_spec(self.package) is not None
+        return registries.installed(self.package)
 
     def missing(self, representation: str) -> MissingExtraError:
         """The error for computing it without its package."""
-        install = self.install or f"pip install {self.package}"
-        return MissingExtraError(
-            f"representation {representation!r} needs the package {self.package!r}: {install}"
+        return registries.missing_extra(
+            "representation", representation, str(self.package), self.install
         )
 
 
@@ -152,7 +168,12 @@ def _compute(task: Task, representation: str, featurizer: Featurizer, size: int)
     if not featurizer.available():
         raise featurizer.missing(representation)
     mats = featurizer.compute(task, size)
+    sequence = featurizer.sequence and isinstance(mats, dict)
+    vocabulary = mats.pop("vocabulary", None) if sequence else None
     _check_splits(task, representation, featurizer, size, mats)
+    if featurizer.sequence:
+        _check_sequences(representation, size, mats, vocabulary)
+        return Features(representation, size, **mats, vocabulary=vocabulary)
     return Features(representation, mats["train"].shape[1], **mats)
 
 
@@ -164,7 +185,10 @@ def _check_splits(
         got = sorted(mats) if isinstance(mats, dict) else type(mats).__name__
         raise ValueError(f"representation {representation!r} must give splits {SPLITS}; got {got}")
     kind = "a CSR matrix" if featurizer.bag else "a 2-D numpy array"
+    dtype = np.int32 if featurizer.sequence else np.float32
     width = size if featurizer.sized else mats["train"].shape[-1]
+    if featurizer.sequence:  # any length, the same in every split
+        width = getattr(mats["train"], "shape", (0, 0))[-1]
     for name in SPLITS:
         mat, rows = mats[name], len(task.split(name))
         right_kind = (
@@ -172,12 +196,31 @@ def _check_splits(
             if featurizer.bag
             else isinstance(mat, np.ndarray) and mat.ndim == 2
         )
-        if not right_kind or mat.dtype != np.float32 or mat.shape != (rows, width):
+        if not right_kind or mat.dtype != dtype or mat.shape != (rows, width):
             raise ValueError(
-                f"representation {representation!r}: split {name!r} must be {kind} of float32, "
-                f"shape {(rows, width)}; got {type(mat).__name__} "
+                f"representation {representation!r}: split {name!r} must be {kind} of "
+                f"{np.dtype(dtype).name}, shape {(rows, width)}; got {type(mat).__name__} "
                 f"{getattr(mat, 'dtype', '')} {getattr(mat, 'shape', '')}"
             )
+
+
+def _check_sequences(
+    representation: str, size: int, mats: Splits, vocabulary: np.ndarray | None
+) -> None:
+    """Refuse token ids outside `[0, size)` and a vocabulary that does not name every id."""
+    for name in SPLITS:
+        mat = mats[name]
+        if mat.size and not 0 <= mat.min() <= mat.max() < size:
+            raise ValueError(
+                f"representation {representation!r}: split {name!r} has token ids "
+                f"{mat.min()}..{mat.max()}, outside [0, {size})"
+            )
+    if not isinstance(vocabulary, np.ndarray) or vocabulary.shape != (size,):
+        raise ValueError(
+            f"representation {representation!r} must give 'vocabulary', a numpy array of the "
+            f"word of each of its {size} token ids; got {type(vocabulary).__name__} "
+            f"{getattr(vocabulary, 'shape', '')}"
+        )
 
 
 def _cache_path(task: Task, representation: str, size: int) -> Path:
@@ -206,6 +249,8 @@ def _save(path: Path, features: Features) -> None:
             }
         else:
             arrays[name] = mat
+    if features.vocabulary is not None:
+        arrays["vocabulary"] = features.vocabulary
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
         np.savez(tmp, **arrays)
     os.replace(tmp.name, path)
@@ -222,7 +267,8 @@ def _load(path: Path, representation: str) -> Features:
                     (data[f"{name}_data"], data[f"{name}_indices"], data[f"{name}_indptr"]),
                     shape=tuple(data[f"{name}_shape"]),
                 )
-        return Features(representation, int(data["dim"]), **mats)
+        vocabulary = data["vocabulary"] if "vocabulary" in data else None
+        return Features(representation, int(data["dim"]), **mats, vocabulary=vocabulary)
 
 
 # The built-in featurizers, one block each.
@@ -314,3 +360,43 @@ def _raw(task: Task, size: int) -> Splits:
 
 
 register_featurizer("raw", Featurizer("tabular", bag=False, sized=False, compute=_raw))
+
+
+MAX_TOKENS = 64
+"""Words of a text that `tokens` keeps: every sentence of sst2, mr, trec and mpqa whole, and
+more than 99.7% of those of subj and cr (their longest have 113 and 100 words). Longer documents
+are cut to their first 64 words (an imdb review averages 243): the CNN is a sentence model, and
+the hashed n-gram MLPs read whole reviews. Steps trim each batch to its longest text, so short
+texts cost no more for the cap."""
+PAD, UNKNOWN = 0, 1
+"""The token ids `tokens` reserves: padding after the text's end, and any word outside the
+vocabulary; the words get ids 2 and up."""
+
+
+def _tokens(task: Task, size: int) -> Splits:
+    """The `size - 2` most frequent training words (lowercased, `WORD_PATTERN`, as
+    `embedding-bag` counts them), each text as their ids, cut at `MAX_TOKENS`."""
+    if size < 3:
+        raise ValueError(f"representation 'tokens' needs a size >= 3 (2 ids reserved), got {size}")
+    vocab = CountVectorizer(max_features=size - 2, token_pattern=WORD_PATTERN)
+    vocab.fit(task.train.x)
+    words = vocab.get_feature_names_out()
+    ids = {word: i + 2 for i, word in enumerate(words)}
+    analyze = vocab.build_analyzer()
+    mats: Splits = {}
+    for name in SPLITS:
+        texts = task.split(name).x
+        mat = np.full((len(texts), MAX_TOKENS), PAD, dtype=np.int32)
+        for row, text in enumerate(texts):
+            tokens = [ids.get(word, UNKNOWN) for word in analyze(text)[:MAX_TOKENS]]
+            mat[row, : len(tokens)] = tokens
+        mats[name] = mat
+    vocabulary = np.full(size, "", dtype=object)
+    vocabulary[2 : 2 + len(words)] = words
+    mats["vocabulary"] = vocabulary.astype(str)
+    return mats
+
+
+register_featurizer(
+    "tokens", Featurizer("text", bag=False, sized=True, compute=_tokens, sequence=True)
+)

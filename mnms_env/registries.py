@@ -1,14 +1,17 @@
 """What the registries of the search space share: how a name is added and how one is looked up.
 
 Each axis of the search space has one registry, a dict from name to entry in the module that owns
-the idea: `activations.ACTIVATIONS`, `stacked_optim.OPTIMIZERS` and `features.FEATURIZERS`.
-Validation (`ChildConfig`, `Decision`, masks) and both trainers read them, so a registered name
-is usable everywhere at once.
+the idea: `activations.ACTIVATIONS`, `stacked_optim.OPTIMIZERS`, `features.FEATURIZERS` and
+`cnn.EMBEDDING_INITS`. Validation (`ChildConfig`, `Decision`, masks) and both trainers read them,
+so a registered name is usable everywhere at once. An entry that needs an optional package says
+so the same way in every registry (`installed`, `missing_extra`): masked while it is missing, and
+named with its install command when chosen anyway.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from collections.abc import Mapping
 from typing import TypeVar
@@ -44,3 +47,20 @@ def known(
     close = difflib.get_close_matches(name, list(registry), n=1) if isinstance(name, str) else []
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise error(f"{kind}={name!r} is not registered; registered: {list(registry)}.{hint}")
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency a chosen option needs is not installed."""
+
+
+def installed(package: str | None) -> bool:
+    """Whether the optional `package` (a module name; None: nothing needed) can be imported."""
+    return package is None or importlib.util.find_spec(package) is not None
+
+
+def missing_extra(kind: str, name: str, package: str, install: str | None) -> MissingExtraError:
+    """The error for using option `name` of `kind` while its `package` is missing; `install`
+    says how to get it (default: `pip install <package>`)."""
+    return MissingExtraError(
+        f"{kind} {name!r} needs the package {package!r}: {install or f'pip install {package}'}"
+    )

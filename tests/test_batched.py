@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator, batched
+from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator, batched, default_space
 from mnms_env.batched import BatchedEvaluator, batch_group
 from mnms_env.child import make_optimizer
 from mnms_env.stacked_optim import (
@@ -53,6 +53,41 @@ def test_bf16_batched_matches_the_fp32_reference(reference) -> None:
     batched = BatchedEvaluator(device="cpu", precision="bf16").evaluate(requests)
     assert_agree(requests, sequential, batched)
     assert {b.device for b in batched} == {"cpu bf16"}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_cnn_children_train_in_the_batched_evaluator_exactly_as_alone(phrases, workers) -> None:
+    """Random default-space CNN children among MLP children: the batched evaluator (in this
+    process, or in worker processes) trains each CNN alone with `train_child`, so it reports
+    exactly what the sequential reference does, and stacks the MLPs as before."""
+    cnns = random_requests(
+        [phrases],
+        per_task=6,
+        seed=0,
+        budget=2,
+        space=default_space().with_options("representation", ["tokens"]),
+    )
+    mlp = ChildRequest.for_task(phrases, ChildConfig(representation="char-hash"), budget=2)
+    requests = [cnns[0], mlp, *cnns[1:]]
+    assert all(r.config.is_cnn for r in cnns) and not mlp.config.is_cnn
+    tasks = {"phrases": phrases}.__getitem__
+    sequential = SequentialEvaluator(device="cpu", tasks=tasks).evaluate(requests)
+    assert len({s.val_accuracy for s in sequential}) > 2  # children that learned, and differ
+    evaluator = BatchedEvaluator(device="cpu", workers=workers, tasks=tasks)
+    try:
+        together = evaluator.evaluate(requests)
+    finally:
+        evaluator.close()
+    for request, s, b in zip(requests, sequential, together, strict=True):
+        if request.config.is_cnn:
+            assert (s.val_accuracy, s.test_accuracy, s.best_epoch) == (
+                b.val_accuracy,
+                b.test_accuracy,
+                b.best_epoch,
+            ), request.config.describe()
+        else:
+            assert b.val_accuracy == pytest.approx(s.val_accuracy, abs=1 / 24)
+        assert (s.parameters, s.diverged, b.device) == (b.parameters, b.diverged, "cpu")
 
 
 @pytest.mark.parametrize("evaluator", [SequentialEvaluator, BatchedEvaluator])

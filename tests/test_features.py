@@ -1,4 +1,5 @@
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -71,3 +72,60 @@ def test_pretrained_encoder_gives_384_dim_unit_vectors() -> None:
     feats = featurize(TINY, "minilm")
     assert feats.train.shape == (len(TINY.train), 384)
     np.testing.assert_allclose(np.linalg.norm(feats.train, axis=1), 1.0, rtol=1e-4)
+
+
+def test_tokens_are_word_ids_of_the_training_vocabulary_and_cached() -> None:
+    """Lowercase words in order, ids 2.. for the `size - 2` most frequent training words, 1 for
+    any other, 0 after the text's end; the vocabulary names every id and survives the cache."""
+    task = task_from_arrays(
+        "tokens-tiny",
+        "text",
+        np.array(["Good movie, GOOD!", "bad movie", "good plot", "bad acting"] * 5, dtype=object),
+        [1, 0, 1, 0] * 5,
+        seed=0,
+    )
+    feats = featurize(task, "tokens", 5)  # ids 2, 3, 4: the three most frequent words
+    assert feats.is_sequence and not feats.is_bag and feats.dim == 5
+    assert feats.train.dtype == np.int32 and feats.train.shape == (len(task.train), 64)
+    vocabulary = feats.vocabulary.tolist()
+    assert vocabulary[:2] == ["", ""] and sorted(vocabulary[2:]) == ["bad", "good", "movie"]
+    row = feats.train[list(task.train.x).index("Good movie, GOOD!")]
+    good, movie = vocabulary.index("good"), vocabulary.index("movie")
+    assert row[:3].tolist() == [good, movie, good] and not row[3:].any()
+    plot = feats.train[list(task.train.x).index("good plot")]
+    assert plot[:2].tolist() == [good, features.UNKNOWN]
+    again = featurize(task, "tokens", 5)  # from the disk cache
+    assert (again.train == feats.train).all() and again.vocabulary.tolist() == vocabulary
+
+
+def _ids(task, size: int, high: int = 3, kind=np.int32, vocabulary: bool = True) -> dict:
+    """Token ids `high` everywhere, of dtype `kind`, with or without a vocabulary of 4 words."""
+    mats = {s: np.full((len(task.split(s)), 4), high, dtype=kind) for s in features.SPLITS}
+    return mats | ({"vocabulary": np.array(["", "", "a", "b"])} if vocabulary else {})
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "message"),
+    [
+        ("ids-ok", {}, None),
+        ("ids-high", {"high": 9}, r"token ids 9..9, outside \[0, 4\)"),
+        ("ids-unnamed", {"vocabulary": False}, r"must give 'vocabulary'.*its 4 token ids"),
+        ("ids-float", {"kind": np.float32}, r"'train' must be a 2-D numpy array of int32"),
+    ],
+)
+def test_a_sequence_featurizer_is_checked_before_a_cnn_reads_it(
+    monkeypatch, name: str, settings: dict, message: str | None
+) -> None:
+    compute = partial(_ids, **settings)
+    featurizer = features.Featurizer("text", bag=False, sized=True, compute=compute, sequence=True)
+    monkeypatch.setitem(features.FEATURIZERS, name, featurizer)
+    if message is None:
+        assert featurize(TINY, name, 4).is_sequence
+        return
+    with pytest.raises(ValueError, match=message):
+        featurize(TINY, name, 4)
+
+
+def test_a_sequence_featurizer_has_a_size_and_no_bag() -> None:
+    with pytest.raises(ValueError, match="a sequence Featurizer has bag=False and sized=True"):
+        features.Featurizer("text", bag=True, sized=True, compute=_ids, sequence=True)

@@ -11,6 +11,10 @@ def test_default_space_has_the_papers_decisions() -> None:
     assert space.names == (
         "representation",
         "representation_size",
+        "embedding_init",
+        "embedding_dim",
+        "filter_widths",
+        "filters",
         "hidden_layers",
         "width",
         "activation",
@@ -20,10 +24,11 @@ def test_default_space_has_the_papers_decisions() -> None:
         "batch_size",
         "l2",
     )
-    assert {"adam", "sgd", "adagrad", "rmsprop"} <= set(space.decisions[6].options)
-    lrs = space.decisions[7].options
+    options = {d.name: d.options for d in space.decisions}
+    assert {"adam", "sgd", "adagrad", "rmsprop"} <= set(options["optimizer"])
+    lrs = options["learning_rate"]
     assert min(lrs) == 1e-4 and max(lrs) == 1e-1
-    assert space.decisions[2].options == (0, 1, 2, 3)
+    assert options["hidden_layers"] == (0, 1, 2, 3)
 
 
 def test_text_featurizers_are_masked_on_tabular_tasks() -> None:
@@ -57,14 +62,14 @@ def test_decode_and_encode_round_trip() -> None:
 
 def test_dense_representation_drops_its_size() -> None:
     space = default_space()
-    a = space.decode([4, 0, 1, 1, 0, 0, 0, 2, 2, 0], "tabular")
-    b = space.decode([4, 2, 1, 1, 0, 0, 0, 2, 2, 0], "tabular")
+    a = space.decode([4, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 2, 2, 0], "tabular")
+    b = space.decode([4, 2, 0, 0, 0, 0, 1, 1, 0, 0, 0, 2, 2, 0], "tabular")
     assert a == b and a.representation_size == 0
 
 
 def test_decode_rejects_masked_option_with_valid_range() -> None:
     with pytest.raises(SpaceError, match=r"'representation'.*valid indices: \[4\]"):
-        default_space().decode([0] * 10, "tabular")
+        default_space().decode([0] * 14, "tabular")
 
 
 def test_unknown_decision_suggests_the_nearest() -> None:
@@ -149,6 +154,10 @@ def test_describe_names_what_matters_for_training() -> None:
     )
     linear = ChildConfig(representation="minilm", representation_size=0, hidden_layers=0)
     assert linear.describe() == "minilm, linear, adam lr 0.001, batch 64"
+    cnn = ChildConfig(representation="tokens", hidden_layers=0, dropout=0.5, filter_widths=(3,))
+    assert cnn.describe() == (
+        "tokens 4096, cnn 100x3 relu on random 128d dropout 0.5, linear, adam lr 0.001, batch 64"
+    )
 
 
 def test_with_options_replaces_one_decision_and_names_a_missing_one() -> None:
@@ -158,3 +167,50 @@ def test_with_options_replaces_one_decision_and_names_a_missing_one() -> None:
     assert narrowed.decisions[1:] == space.decisions[1:]
     with pytest.raises(SpaceError, match="no decision 'widht'"):
         space.with_options("widht", [32])
+
+
+MLP_JSON = (
+    '{"activation": "tanh", "batch_size": 32, "dropout": 0.3, "hidden_layers": 2, "l2": 0.0001, '
+    '"learning_rate": 0.01, "optimizer": "sgd", "representation": "char-hash", '
+    '"representation_size": 1024, "width": 64}'
+)
+"""An MLP config's JSON and store key as written before CNN children existed."""
+MLP_KEY = "f244a3af8bb6c6dcf5f448d840e311e83eab4d25c272b63ee7b675fddbd73815"
+
+
+def test_an_mlp_config_keeps_its_json_and_store_key() -> None:
+    """Every stored result and shipped table is keyed by these: the CNN's settings stay out of
+    an MLP's JSON, old JSON reads back as the same MLP, and an MLP decoded from the default
+    space (whatever its CNN decisions) is that config."""
+    from mnms_env import ChildRequest
+    from mnms_env.store import ResultStore
+
+    mlp = ChildConfig(
+        representation="char-hash",
+        representation_size=1024,
+        hidden_layers=2,
+        width=64,
+        activation="tanh",
+        dropout=0.3,
+        optimizer="sgd",
+        learning_rate=0.01,
+        batch_size=32,
+        l2=1e-4,
+    )
+    assert mlp.to_json() == MLP_JSON and ChildConfig.from_json(MLP_JSON) == mlp
+    request = ChildRequest("langid-es", mlp, 3, 2, fingerprint="0123abcd")
+    assert ResultStore.key(request) == MLP_KEY
+    space = default_space()
+    chosen = space.encode(mlp)
+    for cnn_choice in ([0, 0, 0, 0], [2, 2, 1, 2]):  # embedding_init .. filters: irrelevant here
+        chosen[2:6] = cnn_choice
+        assert space.decode(chosen, "text").to_json() == MLP_JSON
+
+
+def test_filter_widths_read_from_json_lists_are_tuples() -> None:
+    """A CNN config survives JSON (a table header, `info["child"]`), which has no tuples."""
+    cnn = ChildConfig(representation="tokens", hidden_layers=0, filter_widths=[2, 3], filters=8)
+    assert cnn.filter_widths == (2, 3) and ChildConfig.from_json(cnn.to_json()) == cnn
+    assert Decision("filter_widths", ([3], [3, 4, 5])).options == ((3,), (3, 4, 5))
+    with pytest.raises(SpaceError, match=r"filter_widths=\(5, 3\) is not an increasing tuple"):
+        ChildConfig(filter_widths=(5, 3))
