@@ -1,6 +1,6 @@
 """Controllers that search MNMS environments: the MNMS controller and baselines."""
 
-from agents.mnms import MNMS, ChildRecord, Controller, MNMSConfig, UpdateStats
+from agents.mnms import MNMS, ChildRecord, Controller, MNMSAskTell, MNMSConfig, UpdateStats
 from agents.portfolio import SourceScores
 from agents.random_search import random_search
 
@@ -8,6 +8,7 @@ __all__ = [
     "MNMS",
     "ChildRecord",
     "Controller",
+    "MNMSAskTell",
     "MNMSConfig",
     "SourceScores",
     "UpdateStats",

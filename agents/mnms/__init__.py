@@ -12,6 +12,8 @@ input skip connection of Transfer Neural AutoML (Wong et al., NeurIPS 2018):
   advantage plus an off-policy replay bank shared by all tasks, with PPO-style clipped
   importance ratios. `save`/`load` carry the whole state (task embeddings keyed by task name),
   so a search resumes after a crash and a controller transfers to new tasks.
+- `MNMSAskTell`: the same agent as an ask/tell search over anyone's categorical space, for
+  objectives outside any env (the Ray Tune and Optuna integrations in `agents.integrations`).
 
 ```python
 env = gym.make("MNMS-v0", tasks=["langid-es", "word-sentiment-en"])
@@ -22,10 +24,11 @@ agent = MNMS.load("mnms.pt", gym.make("MNMS-v0", task="langid-de"))  # transfer
 One module per job: `config` (`MNMSConfig`), `policy` (the network and its masking), `rule`
 (advantages and baselines), `records`, `replay` (the replay bank), `agent` (`MNMS`),
 `checkpoint` (saving, loading and transfer), `history` (the append-only history file beside a
-checkpoint) and `envs` (env plumbing).
+checkpoint), `envs` (env plumbing) and `ask_tell` (`MNMSAskTell`).
 """
 
 from agents.mnms.agent import MNMS
+from agents.mnms.ask_tell import MNMSAskTell
 from agents.mnms.checkpoint import CHECKPOINT_FORMAT, NEW_TASK_INITS, read_history
 from agents.mnms.config import MNMSConfig
 from agents.mnms.envs import unbatch_info
@@ -41,6 +44,7 @@ __all__ = [
     "NEW_TASK_INITS",
     "ChildRecord",
     "Controller",
+    "MNMSAskTell",
     "MNMSConfig",
     "ReplayBank",
     "State",

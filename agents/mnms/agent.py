@@ -1,9 +1,10 @@
 """`MNMS`: the agent. It samples children through the Gymnasium API, learns from them (the whole
-update on one screen in `_update`), and saves and loads itself through `checkpoint`."""
+update on one screen in `update`), and saves and loads itself through `checkpoint`."""
 
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -116,7 +117,7 @@ class MNMS:
         target = self.num_children + children
         while self.num_children < target:
             episodes = self._collect(min(self.config.batch_size, target - self.num_children))
-            stats = self._update(episodes)
+            stats = self.update(episodes)
             if checkpoint is not None:
                 self.save(checkpoint)
             if callback is not None:
@@ -124,8 +125,11 @@ class MNMS:
         return self
 
     @_on_one_thread
-    def _update(self, fresh: list[Episode]) -> UpdateStats:
-        """One update on the fresh children plus replayed ones (MNMS; PPO clipping)."""
+    def update(self, fresh: list[Episode]) -> UpdateStats:
+        """One update on the fresh children plus replayed ones (MNMS; PPO clipping). `learn`
+        calls it on the children of the env; `MNMSAskTell` on children it sampled with
+        `sample_episodes` and someone else's objective rewarded (a fresh child sampled before
+        an earlier update is off-policy, which the clipped importance ratio corrects)."""
         cfg = self.config
         replayed = self.replay.sample(cfg.replay_batch, self.rng) if cfg.replay else []
         batch = fresh + replayed
@@ -221,6 +225,19 @@ class MNMS:
     def sample_decisions(self, task: str, n: int = 1, *, deterministic: bool = False) -> np.ndarray:
         """`(n, decisions)` option indices sampled from the policy for `task`, outside the env,
         under the masks last seen for that task. `deterministic=True`: the greedy child."""
+        return self._sample(task, n, deterministic)[0]
+
+    def sample_episodes(self, task: str, n: int = 1) -> list[Episode]:
+        """`n` children sampled as `sample_decisions` does, each with the masks and behaviour
+        log-probabilities `update` needs; their reward is NaN until the caller sets it."""
+        chosen, logp = self._sample(task, n, deterministic=False)
+        masks = self.task_masks[task]
+        return [
+            Episode(task, a, masks.copy(), p, math.nan) for a, p in zip(chosen, logp, strict=True)
+        ]
+
+    def _sample(self, task: str, n: int, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
+        """`(n, decisions)` option indices and their float32 log-probabilities."""
         if task not in self.task_masks:
             raise ValueError(
                 f"no masks seen yet for task {task!r}; sample_decisions needs one of "
@@ -229,6 +246,7 @@ class MNMS:
         index = self.task_names.index(task)
         masks = np.broadcast_to(self.task_masks[task], (n, *self.task_masks[task].shape))
         chosen = np.zeros((n, len(self.sizes)), dtype=np.int64)
+        logp = np.zeros((n, len(self.sizes)), dtype=np.float32)
         state = self.policy.initial_state(n)
         for step in range(len(self.sizes)):
             observation = {
@@ -236,11 +254,10 @@ class MNMS:
                 "step": np.full(n, step),
                 "decisions": chosen + 1,
             }
-            actions, _, state = self.act(
+            chosen[:, step], logp[:, step], state = self.act(
                 observation, masks[:, step], state, deterministic=deterministic
             )
-            chosen[:, step] = actions
-        return chosen
+        return chosen, logp
 
     def _collect(self, n: int) -> list[Episode]:
         """Step the env until at least `n` children finish. Gymnasium's NEXT_STEP autoreset: the

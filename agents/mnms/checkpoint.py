@@ -96,8 +96,10 @@ def checkpoint_state(agent: MNMS) -> dict[str, Any]:
     }
 
 
-def write_checkpoint(agent: MNMS, path: str | Path) -> None:
-    """Write `agent`'s state to `path` and its history to the history file beside it.
+def write_checkpoint(agent: MNMS, path: str | Path, *, extra: dict[str, Any] | None = None) -> None:
+    """Write `agent`'s state to `path` and its history to the history file beside it. `extra`
+    (tensors and plain values) is kept under the key `"extra"`, for what a caller holds beside
+    the agent (`MNMSAskTell`: its outstanding asks); `MNMS.load` ignores it.
 
     The history file gets only the records it lacks when `path` is the checkpoint the agent
     last wrote or resumed from (else it is written whole), and is on disk before the checkpoint
@@ -115,6 +117,7 @@ def write_checkpoint(agent: MNMS, path: str | Path) -> None:
         **checkpoint_state(agent),
         "history_file": history_file.name,
         "history_mark": asdict(mark),
+        **({} if extra is None else {"extra": extra}),
     }
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as file:

@@ -31,8 +31,8 @@ class MNMSConfig:
     baseline_decay: float = 0.9
     """Decay of the per-task baseline b(t), an exponential moving average of task t's rewards."""
     baseline_floor: float = 0.01
-    """Lower bound on b(t) in A' = (R - b(t)) / b(t), so a task whose children all score ~0 does
-    not divide by ~0."""
+    """Lower bound on |b(t)| in A' = (R - b(t)) / |b(t)|, so a task whose children all score ~0
+    does not divide by ~0."""
     entropy_coef: float = 0.01
     """Weight of the entropy bonus (summed over decisions) that keeps the policy exploring."""
     max_grad_norm: float = 1.0

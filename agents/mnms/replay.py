@@ -34,23 +34,35 @@ class ReplayBank:
         return [self.episodes[i] for i in picks]
 
     def state_dict(self) -> dict[str, Any]:
-        if not self.episodes:
-            return {"tasks": []}
-        return {
-            "tasks": [e.task for e in self.episodes],
-            "actions": torch.as_tensor(np.stack([e.actions for e in self.episodes])),
-            "masks": torch.as_tensor(np.stack([e.masks for e in self.episodes])),
-            "logp": torch.as_tensor(np.stack([e.logp for e in self.episodes])),
-            "rewards": torch.as_tensor([e.reward for e in self.episodes], dtype=torch.float64),
-        }
+        return episodes_state(self.episodes)
 
     def load_state_dict(self, state: dict[str, Any], keep: Callable[[str], bool]) -> None:
         """Restore the entries whose task `keep` accepts (a transferred agent drops the tasks
         its new env lacks)."""
-        self.episodes = []
-        for i, task in enumerate(state["tasks"]):
-            if keep(task):
-                actions, masks, logp = (state[k][i].numpy() for k in ("actions", "masks", "logp"))
-                self.episodes.append(
-                    Episode(task, actions, masks, logp, float(state["rewards"][i]))
-                )
+        self.episodes = episodes_from_state(state, keep)
+
+
+def episodes_state(episodes: Sequence[Episode]) -> dict[str, Any]:
+    """`episodes` as tensors and plain values, the checkpoint form (`weights_only` loads it);
+    their children are left out."""
+    if not episodes:
+        return {"tasks": []}
+    return {
+        "tasks": [e.task for e in episodes],
+        "actions": torch.as_tensor(np.stack([e.actions for e in episodes])),
+        "masks": torch.as_tensor(np.stack([e.masks for e in episodes])),
+        "logp": torch.as_tensor(np.stack([e.logp for e in episodes])),
+        "rewards": torch.as_tensor([e.reward for e in episodes], dtype=torch.float64),
+    }
+
+
+def episodes_from_state(
+    state: dict[str, Any], keep: Callable[[str], bool] = lambda task: True
+) -> list[Episode]:
+    """The episodes of `episodes_state`'s form whose task `keep` accepts, in order."""
+    out = []
+    for i, task in enumerate(state["tasks"]):
+        if keep(task):
+            actions, masks, logp = (state[k][i].numpy() for k in ("actions", "masks", "logp"))
+            out.append(Episode(task, actions, masks, logp, float(state["rewards"][i])))
+    return out

@@ -1,5 +1,5 @@
 """The learning rule's per-task pieces, apart so each has its own tests: the normalised advantage
-A'(a, t) and the baselines b(t) it divides by (`MNMS._update` puts the whole rule together)."""
+A'(a, t) and the baselines b(t) it divides by (`MNMS.update` puts the whole rule together)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import torch
 def normalised_advantages(
     rewards: torch.Tensor, baselines: torch.Tensor, floor: float
 ) -> torch.Tensor:
-    """MNMS's per-task normalised advantage A'(a, t) = (R(a, t) - b(t)) / b(t): tasks with
+    """MNMS's per-task normalised advantage A'(a, t) = (R(a, t) - b(t)) / |b(t)|: tasks with
     different reward scales give gradients of similar size. `baselines` holds b(t) of each
-    child's task; it is floored at `floor` so it never divides by ~0."""
-    return (rewards - baselines) / baselines.clamp_min(floor)
+    child's task; its size is floored at `floor` so it never divides by ~0. (The paper's
+    rewards are accuracies, b(t) > 0; the size keeps the scale for a negative objective too,
+    such as a loss negated to be maximised.)"""
+    return (rewards - baselines) / baselines.abs().clamp_min(floor)
 
 
 def seeded_baselines(

@@ -1,0 +1,168 @@
+"""`MNMSSampler`: the MNMS controller as an Optuna sampler, for any objective.
+
+```python
+def objective(trial: optuna.Trial) -> float:
+    lr = trial.suggest_categorical("lr", [1e-3, 1e-2, 1e-1])
+    layers = trial.suggest_categorical("layers", [1, 2, 3])
+    return train_and_validate(lr, layers)
+
+study = optuna.create_study(direction="maximize", sampler=MNMSSampler(task="my-net", seed=0))
+study.optimize(objective, n_trials=64)
+```
+
+MNMS searches categorical parameters (`trial.suggest_categorical`): given as `space=`, or else
+those of the study's first finished trial, which the independent sampler chose (as Optuna's
+CMA-ES sampler learns its space). Each trial's config is asked once from `MNMSAskTell`, in
+`sample_relative`, and told in `after_trial`: the value (negated when the study minimises), or
+None for a pruned or failed trial, or one whose parameters were fixed to other values
+(`enqueue_trial`). Float and integer parameters, and any the space lacks, are left to the
+independent sampler (random by default); to search a range with MNMS, list a grid of its values.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from agents.mnms.ask_tell import MNMSAskTell, Space
+from agents.mnms.config import MNMSConfig
+
+try:
+    from optuna import Study
+    from optuna.distributions import BaseDistribution, CategoricalDistribution
+    from optuna.samplers import BaseSampler, RandomSampler
+    from optuna.study import StudyDirection
+    from optuna.trial import FrozenTrial, TrialState
+except ImportError as err:  # pragma: no cover - the baselines extra
+    raise ImportError("MNMSSampler needs optuna: pip install 'mnms-env[baselines]'") from err
+
+
+class MNMSSampler(BaseSampler):
+    """An Optuna sampler that asks each trial's categorical parameters from an MNMS controller
+    and learns from the trial's value (single-objective studies).
+
+    `task` names the task embedding the controller learns for this objective. `checkpoint`
+    (a file of `mnms search`, `MNMS.save` or `MNMSAskTell.save`, on a space of the same option
+    counts) starts the controller from a pre-trained policy: a transfer, the new task's
+    embedding starting as `new_task_init` says. `config` and `seed` as for `MNMSAskTell`;
+    `independent_sampler` (default `RandomSampler(seed)`) samples every other parameter.
+    Thread-safe, for `study.optimize(..., n_jobs=k)`.
+    """
+
+    def __init__(
+        self,
+        space: Space | None = None,
+        *,
+        task: str = "default",
+        config: MNMSConfig | None = None,
+        seed: int = 0,
+        checkpoint: str | Path | None = None,
+        new_task_init: Literal["random", "mean"] = "random",
+        independent_sampler: BaseSampler | None = None,
+    ) -> None:
+        self._start: dict[str, Any] = {
+            "tasks": task,
+            "config": config,
+            "seed": seed,
+            "checkpoint": checkpoint,
+            "new_task_init": new_task_init,
+        }
+        self.controller = None if space is None else MNMSAskTell(space, **self._start)
+        self._independent = independent_sampler or RandomSampler(seed=seed)
+        self._asked: dict[int, tuple[int, dict[str, Any]]] = {}
+        """Ticket and config of each running trial the controller sampled, by trial id."""
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if len(study.directions) != 1:
+            raise ValueError(
+                f"MNMSSampler handles single-objective studies; this one has "
+                f"{len(study.directions)} directions"
+            )
+        with self._lock:
+            if self.controller is None:
+                declared = _declared(study)
+                if declared is None:
+                    return {}
+                self.controller = MNMSAskTell(declared, **self._start)
+            space = self.controller.space
+        return {name: CategoricalDistribution(options) for name, options in space.items()}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        with self._lock:
+            ticket, config = self.controller.ask()
+            self._asked[trial._trial_id] = (ticket, config)
+        return config
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        if self.controller is not None and param_name not in self._warned:
+            self._warned.add(param_name)
+            warnings.warn(
+                f"MNMSSampler: parameter {param_name!r} ({type(param_distribution).__name__}) "
+                f"is not in its categorical space {list(self.controller.space)}; "
+                f"{type(self._independent).__name__} samples it",
+                stacklevel=2,
+            )
+        return self._independent.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._independent.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._independent.after_trial(study, trial, state, values)
+        with self._lock:
+            if trial._trial_id not in self._asked:
+                return
+            ticket, config = self._asked.pop(trial._trial_id)
+            ran = all(trial.params[k] == v for k, v in config.items() if k in trial.params)
+            reward = None
+            if state == TrialState.COMPLETE and ran and math.isfinite(values[0]):
+                maximise = study.direction == StudyDirection.MAXIMIZE
+                reward = values[0] if maximise else -values[0]
+            self.controller.tell(ticket, reward)
+
+    def reseed_rng(self) -> None:
+        self._independent.reseed_rng()
+
+
+def _declared(study: Study) -> dict[str, tuple[Any, ...]] | None:
+    """The categorical parameters of the study's first finished trial, in the order it
+    suggested them; None before one has finished."""
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not finished:
+        return None
+    first = finished[0]
+    found = {
+        name: distribution.choices
+        for name, distribution in first.distributions.items()
+        if isinstance(distribution, CategoricalDistribution)
+    }
+    if not found:
+        raise ValueError(
+            f"MNMSSampler searches categorical parameters (trial.suggest_categorical); trial "
+            f"{first.number}, the study's first finished one, has none: {first.distributions}"
+        )
+    return found
