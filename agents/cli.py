@@ -450,10 +450,10 @@ def search(
             )
         kwargs["workers"] = default_workers(where, settings.envs) if workers is None else workers
     if settings.envs == 0:
-        env = gym.make("MNMS-v0", **kwargs)
+        env = gym.make("MNMS-v1", **kwargs)
     else:  # one sub-env per child of an update: its children train in one batched call
         env = gym.make_vec(
-            "MNMS-v0",
+            "MNMS-v1",
             num_envs=settings.envs,
             vectorization_mode="vector_entry_point",
             **kwargs,

@@ -1,4 +1,4 @@
-"""`MNMS-v0` and `MNMS-OneShot-v0`: design a child network, get its validation accuracy."""
+"""`MNMS-v1` and `MNMS-OneShot-v1`: design a child network, get its validation accuracy."""
 
 from __future__ import annotations
 
@@ -320,12 +320,14 @@ class MNMSEnv(_MNMSBase):
 
     ```python
     import gymnasium as gym
-    env = gym.make("mnms_env:MNMS-v0", tasks=["langid-es", "word-sentiment-en"], budget=2)
+    env = gym.make("mnms_env:MNMS-v1", tasks=["langid-es", "word-sentiment-en"], budget=2)
     ```
 
     ## Version History
 
-    * v0: initial version.
+    * v1: the default space gained text CNN children (the `tokens` representation and four CNN
+      decisions: 14 decisions, so 14 steps per episode); the table backend is unchanged.
+    * v0: initial version (10 decisions, MLP children only).
     """
 
     def __init__(self, task: str | None = None, tasks: Sequence[str] | None = None, **kwargs: Any):
@@ -413,9 +415,9 @@ class MNMSEnv(_MNMSBase):
 class MNMSOneShotEnv(_MNMSBase):
     """## Description
 
-    The one-step variant of `MNMS-v0`: a single `MultiDiscrete` action chooses every decision of
+    The one-step variant of `MNMS-v1`: a single `MultiDiscrete` action chooses every decision of
     the child at once, suiting bandit-style and factorised agents. Same tasks, space, training,
-    store and info as `MNMS-v0`.
+    store and info as `MNMS-v1`.
 
     ## Action Space
 
@@ -433,7 +435,7 @@ class MNMSOneShotEnv(_MNMSBase):
 
     ## Starting State
 
-    As `MNMS-v0`: the task given by `reset(options={"task": name})`, else by `next_task()`, else
+    As `MNMS-v1`: the task given by `reset(options={"task": name})`, else by `next_task()`, else
     drawn with `np_random`.
 
     ## Episode End
@@ -442,11 +444,12 @@ class MNMSOneShotEnv(_MNMSBase):
 
     ## Arguments
 
-    As `MNMS-v0`: `gym.make("mnms_env:MNMS-OneShot-v0", task="digits")`.
+    As `MNMS-v1`: `gym.make("mnms_env:MNMS-OneShot-v1", task="digits")`.
 
     ## Version History
 
-    * v0: initial version.
+    * v1: the default space gained text CNN children (14 decisions in the action).
+    * v0: initial version (10 decisions, MLP children only).
     """
 
     def __init__(self, task: str | None = None, tasks: Sequence[str] | None = None, **kwargs: Any):

@@ -17,6 +17,7 @@ import agreement  # noqa: E402
 import controllers  # noqa: E402
 import main_job  # noqa: E402
 import mnms_vs_random  # noqa: E402
+import ray_throughput  # noqa: E402
 import reference  # noqa: E402
 import throughput  # noqa: E402
 import transfer  # noqa: E402
@@ -243,6 +244,23 @@ def test_transfer_from_a_single_source_task(tmp_path) -> None:
     transfer.main(argv)
     text = (tmp_path / "differentiation.md").read_text()
     assert "| representation | raw | 100% |" in text and "Total-variation" not in text
+
+
+def test_ray_throughput_times_every_trainer_on_the_same_requests(tmp_path) -> None:
+    argv = ["--tasks", "wine", "--children", "2", "--repeats", "2", "--out", str(tmp_path)]
+    report = ray_throughput.main(argv)
+    paths = ["sequential", "batched", "ray, 2 workers", "batched, 2 workers"]
+    assert [r["path"] for r in report["rows"]] == paths
+    assert [s["path"] for s in report["samples"]] == paths * 2
+    for row in report["rows"]:  # the fastest repeat of each path, against sequential's
+        fastest = min(s["seconds"] for s in report["samples"] if s["path"] == row["path"])
+        assert row["seconds"] == fastest and row["children_per_s"] == pytest.approx(2 / fastest)
+        assert row["vs_sequential"] == pytest.approx(report["rows"][0]["seconds"] / fastest)
+    assert all(s["children"] == 2 and s["training_seconds"] > 0 for s in report["samples"])
+    assert np.isfinite(report["ray_overhead_s_per_child"])
+    assert (tmp_path / "ray-throughput-cpu.png").exists()
+    saved = json.loads((tmp_path / "ray-throughput-cpu.json").read_text())
+    assert saved == json.loads(json.dumps(report))
 
 
 def test_main_job_reports_every_path_side_by_side(tmp_path) -> None:

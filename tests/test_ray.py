@@ -134,7 +134,7 @@ def test_workers_find_tasks_through_the_evaluators_lookup_and_check_fingerprints
 
 def test_the_envs_train_through_it(tmp_path: Path) -> None:
     evaluator = RayEvaluator()
-    env = gym.make("MNMS-v0", task="wine", space=SMALL, evaluator=evaluator, store=None)
+    env = gym.make("MNMS-v1", task="wine", space=SMALL, evaluator=evaluator, store=None)
     _, info = env.reset(seed=0)
     for _ in range(len(SMALL)):
         _, reward, done, _, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))
@@ -142,7 +142,7 @@ def test_the_envs_train_through_it(tmp_path: Path) -> None:
 
     store = ResultStore(tmp_path / "r.sqlite")
     envs = gym.make_vec(
-        "MNMS-v0",
+        "MNMS-v1",
         num_envs=3,
         vectorization_mode="vector_entry_point",
         task="wine",
@@ -174,9 +174,18 @@ def test_only_the_driver_opens_the_store(cluster: Path, tmp_path: Path) -> None:
     assert events and all("probe.sqlite" in event for event in events), events
 
 
+@pytest.fixture
+def python_ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler, whatever an earlier test left (a Ray Tune run keeps its own
+    handler after it ends)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("interrupt", ["ctrl-c", "closed"])
 def test_an_interrupt_cancels_the_outstanding_children_and_keeps_the_store(
-    interrupt: str, tmp_path: Path
+    interrupt: str, tmp_path: Path, python_ctrl_c: None
 ) -> None:
     store = ResultStore(tmp_path / "r.sqlite")
     quick = TRAINED[0]
