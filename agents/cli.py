@@ -36,7 +36,14 @@ import numpy as np
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
 from agents.plots import png_figure
 from agents.tables_cli import add_tables_parser, run_tables
-from mnms_env import Evaluator, RayEvaluator, TaskError, default_space, list_tasks
+from mnms_env import (
+    ChildConfig,
+    Evaluator,
+    RayEvaluator,
+    TaskError,
+    default_space,
+    list_tasks,
+)
 from mnms_env.batched import default_workers
 from mnms_env.child import PRECISIONS, check_precision, resolve_device
 from mnms_env.env import BACKENDS
@@ -568,7 +575,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     print(f"\n{summary['children']} children, {summary['trained']} distinct trained -> {out}")
     for task, info in summary["per_task"].items():
         best = info["best"]
-        config = " ".join(f"{k}={v}" for k, v in best["config"].items())
+        config = ChildConfig(**best["config"]).describe()  # only what the child's design uses
         print(
             f"\n{task}: best val {best['val_accuracy']:.4f} test {best['test_accuracy']:.4f} "
             f"(child {best['child_index']}; {info['children']} children, "
