@@ -223,7 +223,7 @@ def _add_ray_arguments(add: Any) -> None:
         metavar="ADDRESS",
         help="train the children as Ray tasks: on the cluster at ADDRESS (HOST:PORT, or auto: "
         "the one `ray start` started on this machine); without ADDRESS at $RAY_ADDRESS, else "
-        "on a new local cluster",
+        "on a new local cluster (before a positional argument, write --ray=ADDRESS or --ray=)",
     )
     add(
         "--gpus-per-child",

@@ -346,9 +346,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     distinct(parser, "--seeds", args.seeds)
     base = SUITES[args.suite]
+    targets = tuple(args.targets or base.targets)
+    sources = tuple(args.sources or base.sources or table_tasks(targets, args.table_dir))
+    if set(sources) & set(targets):
+        parser.error(
+            f"the targets {sorted(set(sources) & set(targets))} are among the sources; "
+            "a controller must not pre-train on the tasks it is measured on"
+        )
     suite = Suite(
-        sources=tuple(args.sources or base.sources or table_tasks(base.targets, args.table_dir)),
-        targets=tuple(args.targets or base.targets),
+        sources=sources,
+        targets=targets,
         backend=base.backend,
         pretrain_children_per_task=(
             args.pretrain_children_per_task or base.pretrain_children_per_task

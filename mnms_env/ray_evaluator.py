@@ -89,6 +89,9 @@ class RayEvaluator(Evaluator):
         self.max_retries = max_retries
         self.precision = check_precision(precision)
         self.tasks = tasks
+        self.recheck_s = 30.0
+        """How long `stream` waits for the next child before checking that the cluster could
+        still run one; a wait that could never end then raises instead of hanging."""
         self._connected = False  # whether `close()` should disconnect
         self._train: Any = None  # the remote function, made on the first call
 
@@ -109,9 +112,12 @@ class RayEvaluator(Evaluator):
         }
         try:
             while pending:
-                (done,), _ = ray.wait(list(pending), num_returns=1)
-                result = ray.get(done)
-                yield pending.pop(done), result
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=self.recheck_s)
+                if not done:  # nothing finished for a while: could the cluster still run one?
+                    self._check_resources(ray)
+                    continue
+                (ref,) = done
+                yield pending.pop(ref), ray.get(ref)
         finally:  # an error, a closed stream or Ctrl-C: stop what is still queued or training
             for ref in pending:
                 ray.cancel(ref)
@@ -129,6 +135,16 @@ class RayEvaluator(Evaluator):
                     "one with `ray start --head`, or pass address=None for a new local one"
                 ) from err
             self._connected = True
+        self._check_resources(ray)
+        if self._train is None:
+            self._train = ray.remote(
+                num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries
+            )(_train)
+        return ray
+
+    def _check_resources(self, ray: Any) -> None:
+        """Refuse a cluster that has, in all, fewer CPUs or GPUs than one child reserves: no
+        child could ever start there (a node that held the only GPUs may have gone)."""
         have = ray.cluster_resources()
         for name, need in (("CPU", self.num_cpus), ("GPU", self.num_gpus)):
             if need > have.get(name, 0):
@@ -138,11 +154,6 @@ class RayEvaluator(Evaluator):
                     f"workers (`ray start --address=HEAD:6379 --num-{name.lower()}s=N`) or "
                     f"reserve fewer"
                 )
-        if self._train is None:
-            self._train = ray.remote(
-                num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries
-            )(_train)
-        return ray
 
     def close(self) -> None:
         """Disconnect from Ray if this evaluator connected (a later call connects again)."""

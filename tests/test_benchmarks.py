@@ -214,6 +214,11 @@ def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
             "--children-per-task: '-3' is not an int >= 1",
         ),
         (transfer, ["--seeds", "1", "1"], "--seeds repeats a value: [1, 1]"),
+        (
+            transfer,
+            ["--sources", "langid-es", "langid-de", "--targets", "langid-de"],
+            "the targets ['langid-de'] are among the sources",
+        ),
     ],
 )
 def test_benchmark_command_lines_refuse_bad_numbers(module, argv, message, tmp_path, capsys):

@@ -205,6 +205,21 @@ def test_an_interrupt_cancels_the_outstanding_children_and_keeps_the_store(
     assert first.request == quick and len(store) == 1 and store.get(quick) == first.result
 
 
+def test_a_cluster_that_lost_what_a_child_needs_raises_instead_of_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once no node is left with the CPUs a child reserves, the wait for it ends in an error
+    naming what is missing (here the nodes' loss is simulated: the cluster reports no CPUs)."""
+    evaluator = RayEvaluator()
+    evaluator.recheck_s = 0.2
+    stream = evaluator.stream([ChildRequest.for_task("wine", SLOW, seed=0, budget=2000)])
+    real = ray.cluster_resources
+    calls = iter([real()])  # the first check (on connecting) sees the real cluster
+    monkeypatch.setattr(ray, "cluster_resources", lambda: next(calls, {}))
+    with pytest.raises(ValueError, match="the Ray cluster has 0 CPUs in all"):
+        next(stream)  # (the stream cancels the child on its way out, as on Ctrl-C)
+
+
 CLUSTER_SCENARIO = """
 import json, sys, time
 from dataclasses import replace

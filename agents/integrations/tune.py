@@ -25,15 +25,13 @@ for `mode="min"`; an errored trial, or one without a finite metric, is dropped).
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import pickle
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from agents.mnms.ask_tell import MNMSAskTell, Space
+from agents.mnms.ask_tell import MNMSAskTell, Space, is_finite_reward
 from agents.mnms.config import MNMSConfig
 
 try:
@@ -120,7 +118,7 @@ class MNMSSearcher(Searcher):
             logger.warning("MNMSSearcher: trial %s was not suggested by it; ignored", trial_id)
             return
         value = None if error or result is None else result.get(self._metric)
-        finite = isinstance(value, numbers.Real) and math.isfinite(value)
+        finite = is_finite_reward(value)
         reward = (value if self._mode == "max" else -value) if finite else None
         self.controller.tell(self._tickets.pop(trial_id), reward)
 

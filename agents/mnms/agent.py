@@ -143,12 +143,13 @@ class MNMS:
         fresh_tasks, fresh_rewards = [e.task for e in fresh], [e.reward for e in fresh]
         known = seeded_baselines(self.baselines, fresh_tasks, fresh_rewards)
         baselines = torch.tensor([known[e.task] for e in batch], dtype=torch.float32)
-        # A'(a, t) = (R(a, t) - b(t)) / b(t): the per-task normalised advantage (MNMS).
+        # A'(a, t) = (R(a, t) - b(t)) / |b(t)|: the per-task normalised advantage (MNMS).
         advantages = normalised_advantages(rewards, baselines, cfg.baseline_floor)[:, None]
         for _ in range(cfg.update_epochs):
             logp, entropy = self.policy.evaluate(tasks, actions, masks)  # log pi(a_i), H_i
-            # Importance ratio pi(a_i) / mu(a_i) per decision: 1 on a fresh child's first step,
-            # where the loss below is exactly REINFORCE, -A' * sum_i log pi(a_i).
+            # Importance ratio pi(a_i) / mu(a_i) per decision: 1 on the first step for a child
+            # sampled by this policy (the env's; an ask/tell child asked before an earlier update
+            # is off-policy), where the loss below is exactly REINFORCE, -A' * sum_i log pi(a_i).
             ratio = torch.exp(logp - behaviour_logp)
             # PPO's clipped surrogate (Schulman et al., 2017) keeps replayed children's steps
             # trusted: min(r A', clip(r, 1 - eps, 1 + eps) A'), summed over decisions.

@@ -143,7 +143,7 @@ class MNMSAskTell:
     def tell(self, ticket: int, reward: float | None) -> UpdateStats | None:
         """The reward of the config asked with `ticket`; None (a failed or pruned trial) drops
         it. Returns what the update did when this reward completed a batch, else None."""
-        if reward is not None and not (isinstance(reward, numbers.Real) and math.isfinite(reward)):
+        if reward is not None and not is_finite_reward(reward):
             raise ValueError(
                 f"tell(ticket={ticket!r}): a reward is a finite number, or None for a failed "
                 f"or pruned trial; got {reward!r}"
@@ -232,3 +232,9 @@ class MNMSAskTell:
                 f"unknown task {task!r}; this controller's tasks: {list(self.tasks)}{hint}"
             )
         return task
+
+
+def is_finite_reward(value: object) -> bool:
+    """Whether `value` can be a reward: a finite real number, and not a bool (which Python
+    counts as one)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
