@@ -185,8 +185,9 @@ class BatchedEvaluator(Evaluator):
             features = task_features(task, group.representation, group.size)
             steps = math.ceil(len(task.train.y) / group.batch_size)
             if features.is_sequence:  # CNN children train alone: a chunk each
+                words = float((features.train != PAD).sum(axis=1).mean())  # once per group
                 for i in members:
-                    cost = _cnn_step_cost(requests[i].config, features)
+                    cost = _cnn_step_cost(requests[i].config, words)
                     yield [i], task, features, steps * (cost + STEP_COST_BYTES)
                 continue
             per_child = _bytes_per_child([requests[i] for i in members], features, task.num_classes)
@@ -270,11 +271,11 @@ def _train_chunk(
     return _train_group(requests, features, task, dev, precision)
 
 
-def _cnn_step_cost(config: ChildConfig, features: Features) -> int:
-    """A CNN child's training step as its convolutions' multiply-adds (forward and the two
-    products of backward), which take about as long on one CPU core as sweeping as many bytes:
-    comparable with the stacked chunks' `STEP_COST_BYTES`."""
-    words = float((features.train != PAD).sum(axis=1).mean()) + max(config.filter_widths)
+def _cnn_step_cost(config: ChildConfig, words: float) -> int:
+    """A CNN child's training step over texts of `words` tokens on average, as its convolutions'
+    multiply-adds (forward and the two products of backward), which take about as long on one
+    CPU core as sweeping as many bytes: comparable with the stacked chunks' `STEP_COST_BYTES`."""
+    words += max(config.filter_widths)
     per_word = config.embedding_dim * config.filters * sum(config.filter_widths)
     return int(3 * config.batch_size * words * per_word)
 

@@ -25,6 +25,7 @@ import math
 import threading
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,14 +65,15 @@ class MNMSSampler(BaseSampler):
         new_task_init: Literal["random", "mean"] = "random",
         independent_sampler: BaseSampler | None = None,
     ) -> None:
-        self._start: dict[str, Any] = {
-            "tasks": task,
-            "config": config,
-            "seed": seed,
-            "checkpoint": checkpoint,
-            "new_task_init": new_task_init,
-        }
-        self.controller = None if space is None else MNMSAskTell(space, **self._start)
+        self._start = partial(  # the controller, once the space is known
+            MNMSAskTell,
+            tasks=task,
+            config=config,
+            seed=seed,
+            checkpoint=checkpoint,
+            new_task_init=new_task_init,
+        )
+        self.controller = None if space is None else self._start(space)
         self._independent = independent_sampler or RandomSampler(seed=seed)
         self._asked: dict[int, tuple[int, dict[str, Any]]] = {}
         """Ticket and config of each running trial the controller sampled, by trial id."""
@@ -91,7 +93,7 @@ class MNMSSampler(BaseSampler):
                 declared = _declared(study)
                 if declared is None:
                     return {}
-                self.controller = MNMSAskTell(declared, **self._start)
+                self.controller = self._start(declared)
             space = self.controller.space
         return {name: CategoricalDistribution(options) for name, options in space.items()}
 

@@ -28,6 +28,7 @@ import logging
 import pickle
 import tempfile
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,14 +72,15 @@ class MNMSSearcher(Searcher):
     ) -> None:
         _check_mode(mode)
         super().__init__(metric=metric, mode=mode)
-        self._start: dict[str, Any] = {
-            "tasks": task,
-            "config": config,
-            "seed": seed,
-            "checkpoint": checkpoint,
-            "new_task_init": new_task_init,
-        }
-        self.controller = None if space is None else MNMSAskTell(space, **self._start)
+        self._start = partial(  # the controller, once the space is known
+            MNMSAskTell,
+            tasks=task,
+            config=config,
+            seed=seed,
+            checkpoint=checkpoint,
+            new_task_init=new_task_init,
+        )
+        self.controller = None if space is None else self._start(space)
         self._tickets: dict[str, int] = {}
         """The controller's ticket of each trial suggested and not yet complete."""
 
@@ -93,7 +95,7 @@ class MNMSSearcher(Searcher):
         self._metric = metric or self._metric
         self._mode = mode or self._mode
         if self.controller is None:
-            self.controller = MNMSAskTell(tune_choices(config), **self._start)
+            self.controller = self._start(tune_choices(config))
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
