@@ -74,6 +74,34 @@ def test_pretrained_encoder_gives_384_dim_unit_vectors() -> None:
     np.testing.assert_allclose(np.linalg.norm(feats.train, axis=1), 1.0, rtol=1e-4)
 
 
+@pytest.mark.skipif(not features.FEATURIZERS["minilm"].available(), reason="needs the encoder")
+def test_an_interrupted_encoding_resumes_from_its_last_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long encoding (imdb: an hour on CPU) killed midway keeps its finished chunks."""
+    task = task_from_arrays("resumed-text", "text", TEXTS, [1] * 20 + [0] * 20, seed=1)
+    monkeypatch.setattr(features, "ENCODE_CHUNK", 4)
+    model = features._load_encoder()
+    real, encoded = model.encode, []
+
+    def encode(texts: list[str], **kwargs: object) -> np.ndarray:
+        if len(encoded) == 2 and not resumed:
+            raise KeyboardInterrupt
+        encoded.append(len(texts))
+        return real(texts, **kwargs)
+
+    monkeypatch.setattr(model, "encode", encode)
+    resumed = False
+    with pytest.raises(KeyboardInterrupt):
+        featurize(task, "minilm")
+    resumed, encoded = True, []
+    feats = featurize(task, "minilm")
+    assert sum(encoded) == len(TEXTS) - 8  # the first two chunks of train were kept
+    whole = real(list(task.train.x), normalize_embeddings=True)
+    np.testing.assert_allclose(feats.train, whole, atol=1e-5)
+    assert not features._parts_dir(features._cache_path(task, "minilm", 0)).exists()
+
+
 def test_tokens_are_word_ids_of_the_training_vocabulary_and_cached() -> None:
     """Lowercase words in order, ids 2.. for the `size - 2` most frequent training words, 1 for
     any other, 0 after the text's end; the vocabulary names every id and survives the cache."""
