@@ -160,12 +160,15 @@ def test_transfer_pretrained_on_tables_then_real_training(tmp_path) -> None:
 def test_reference_reports_the_test_accuracy_of_the_best_validation_child(tmp_path) -> None:
     argv = ["--tasks", "trec", "cr", "--children-per-task", "3", "--budget", "1"]
     argv += ["--representations", "word-hash", "embedding-bag", "--out", str(tmp_path)]
-    rows = reference.main(argv)
+    result = reference.main(argv)
     history = History.from_dict(json.loads((tmp_path / "runs" / "mnms-seed0.json").read_text()))
-    for row in rows:
+    for row in result["rows"]:
         best = history.best(row["task"])
         assert row["test_accuracy"] == pytest.approx(100 * best.result.test_accuracy)
-        assert row["kim_2014"] == reference.KIM_2014[row["task"]]
+        published = {p["model"]: p["accuracy"] for p in row["published"]}
+        assert published["Kim 2014 CNN-rand"] == {"trec": 91.2, "cr": 79.8}[row["task"]]
+        assert row["above"] == [m for m, acc in published.items() if row["test_accuracy"] > acc]
+    assert result["children"] == 6 and result["training_hours"] > 0
     assert "| trec |" in (tmp_path / "reference.md").read_text()
 
 
