@@ -67,14 +67,17 @@ CONTROLLERS = (
     "mnms-transfer",
     "mnms-transfer-mean",
     "mnms-transfer-mean-cold",
+    "mnms-transfer-similar",
+    "mnms-transfer-similar-cold",
     "mnms",
     "random",
     "tpe",
     *TRANSFER,
 )
 """`mnms-transfer` starts each new task from a random embedding (the paper), `-mean` from the mean
-of the pre-trained tasks' embeddings (`MNMS.load(new_task_init=...)`), `-cold` samples at
-`COLD_TEMPERATURE` (exploit first); the `TRANSFER` baselines draw on `source_scores`."""
+of the pre-trained tasks' embeddings, `-similar` from the mean of those with the new task's
+options (`MNMS.load(new_task_init=...)`), `-cold` samples at `COLD_TEMPERATURE` (exploit
+first); the `TRANSFER` baselines draw on `source_scores`."""
 COLD_TEMPERATURE = 0.25
 
 
@@ -213,7 +216,8 @@ def run_suite(
             extra = {"sources": sources}
         elif controller.startswith("mnms-transfer"):
             name, variant = "mnms", controller.removeprefix("mnms-transfer")
-            options: dict = {"new_task_init": "mean" if "-mean" in variant else "random"}
+            init = variant.removesuffix("-cold").removeprefix("-") or "random"
+            options: dict = {"new_task_init": init}
             if variant.endswith("-cold"):
                 options["overrides"] = {"temperature": COLD_TEMPERATURE}
             extra = {"pretrained": out / "pretrained.pt", "controller_kwargs": options}

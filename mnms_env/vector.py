@@ -99,6 +99,10 @@ class MNMSVectorEnv(VectorEnv):
     def task_names(self) -> tuple[str, ...]:
         return self.envs[0].task_names
 
+    def masks_of(self, task: str) -> np.ndarray:
+        """The sub-envs' masks of `task` (`MNMSEnv.masks_of`)."""
+        return self.envs[0].masks_of(task)
+
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -429,8 +429,27 @@ def test_transfer_can_start_new_tasks_at_the_mean_embedding(tmp_path: Path) -> N
         tmp_path / "source.pt", make_env(["langid-fr"], RELATED), new_task_init="mean"
     )
     assert torch.allclose(agent.policy.task_embedding.weight[0], known.mean(dim=0))
-    with pytest.raises(ValueError, match="accepted: \\['random', 'mean'\\]"):
+    with pytest.raises(ValueError, match="accepted: \\['random', 'mean', 'similar'\\]"):
         MNMS.load(tmp_path / "source.pt", make_env(["langid-fr"], RELATED), new_task_init="zero")
+
+
+def test_transfer_can_start_a_new_task_where_the_tasks_with_its_options_are(
+    tmp_path: Path,
+) -> None:
+    """`similar`: a text task starts at the text sources' mean embedding, a tabular one at the
+    tabular sources' (their masks differ: text featurizers against `raw`)."""
+    optima = {"langid-es": RELATED["langid-es"], "langid-de": RELATED["langid-de"]}
+    optima |= {"digits": {"hidden_layers": 1}, "langid-fr": {}, "wine": {}}
+    sources = ["langid-es", "langid-de", "digits"]
+    source = MNMS(make_env(sources, optima), MNMSConfig(batch_size=3), seed=0).learn(12)
+    assert set(source.task_masks) == set(sources)
+    source.save(tmp_path / "source.pt")
+    known = dict(zip(sources, source.policy.task_embedding.weight.detach(), strict=True))
+    env = make_env(["langid-fr", "wine"], optima)
+    agent = MNMS.load(tmp_path / "source.pt", env, new_task_init="similar")
+    fr, wine = agent.policy.task_embedding.weight.detach()
+    assert torch.allclose(fr, (known["langid-es"] + known["langid-de"]) / 2)
+    assert torch.allclose(wine, known["digits"])
 
 
 def test_transfer_reaches_a_related_task_sooner(tmp_path: Path) -> None:

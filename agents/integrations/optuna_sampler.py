@@ -27,9 +27,10 @@ import warnings
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from agents.mnms.ask_tell import MNMSAskTell, Space
+from agents.mnms.checkpoint import NewTaskInit
 from agents.mnms.config import MNMSConfig
 
 try:
@@ -62,7 +63,7 @@ class MNMSSampler(BaseSampler):
         config: MNMSConfig | None = None,
         seed: int = 0,
         checkpoint: str | Path | None = None,
-        new_task_init: Literal["random", "mean"] = "random",
+        new_task_init: NewTaskInit = "random",
         independent_sampler: BaseSampler | None = None,
     ) -> None:
         self._start = partial(  # the controller, once the space is known

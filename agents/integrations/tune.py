@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agents.mnms.ask_tell import MNMSAskTell, Space, is_finite_reward
+from agents.mnms.checkpoint import NewTaskInit
 from agents.mnms.config import MNMSConfig
 
 try:
@@ -68,7 +69,7 @@ class MNMSSearcher(Searcher):
         config: MNMSConfig | None = None,
         seed: int = 0,
         checkpoint: str | Path | None = None,
-        new_task_init: Literal["random", "mean"] = "random",
+        new_task_init: NewTaskInit = "random",
     ) -> None:
         _check_mode(mode)
         super().__init__(metric=metric, mode=mode)

@@ -8,7 +8,7 @@ import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +18,7 @@ from torch import nn
 
 from agents.mnms.checkpoint import (
     NEW_TASK_INITS,
+    NewTaskInit,
     SavedCheckpoint,
     read_checkpoint,
     restore_policy,
@@ -25,7 +26,7 @@ from agents.mnms.checkpoint import (
     write_checkpoint,
 )
 from agents.mnms.config import MNMSConfig
-from agents.mnms.envs import as_vector_env, env_task_names, unbatch_info
+from agents.mnms.envs import as_vector_env, env_masks, env_task_names, unbatch_info
 from agents.mnms.policy import Controller, State, one_thread
 from agents.mnms.records import ChildRecord, Episode, UpdateStats
 from agents.mnms.replay import ReplayBank
@@ -376,7 +377,7 @@ class MNMS:
         freeze: bool = False,
         seed: int | None = None,
         tasks: Sequence[str] | None = None,
-        new_task_init: Literal["random", "mean"] = "random",
+        new_task_init: NewTaskInit = "random",
         new_run: bool = False,
         overrides: Mapping[str, Any] | None = None,
     ) -> MNMS:
@@ -393,9 +394,10 @@ class MNMS:
         a transfer); None keeps them. `tasks` names the env's tasks as in `MNMS(...)`.
         `new_task_init` sets where a new task's embedding starts: `"random"` (the paper's choice,
         drawn from a stream of its own for each seed and task name; it may land in one source task's
-        mode of the policy) or `"mean"`, the mean of the checkpoint's task embeddings. `overrides`
-        replaces fields of the checkpoint's `MNMSConfig` (e.g. `batch_size` or `replay`; the
-        network's sizes must stay).
+        mode of the policy), `"mean"`, the mean of the checkpoint's task embeddings, or
+        `"similar"`, the mean of those of its tasks with the new task's masks (`NEW_TASK_INITS`).
+        `overrides` replaces fields of the checkpoint's `MNMSConfig` (e.g. `batch_size` or
+        `replay`; the network's sizes must stay).
         """
         if new_task_init not in NEW_TASK_INITS:
             raise ValueError(f"new_task_init={new_task_init!r}; accepted: {list(NEW_TASK_INITS)}")
@@ -403,8 +405,15 @@ class MNMS:
         config = MNMSConfig(**{**state["config"], **(overrides or {})})
         agent = cls(env, config, seed=state["seed"] if seed is None else seed, tasks=tasks)
         resume = not new_run and list(agent.task_names) == state["task_names"]
+        new = [name for name in agent.task_names if name not in state["task_embeddings"]]
         restore_policy(
-            agent, state, path, new_task_init=new_task_init, freeze=freeze, resume=resume
+            agent,
+            state,
+            path,
+            new_task_init=new_task_init,
+            freeze=freeze,
+            resume=resume,
+            new_masks=env_masks(agent.envs, new) if new_task_init == "similar" else None,
         )
         restore_state(agent, state, path, resume=resume, keep_rng=seed is None)
         return agent

@@ -31,14 +31,14 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from agents.mnms.agent import MNMS
-from agents.mnms.checkpoint import read_checkpoint, write_checkpoint
+from agents.mnms.checkpoint import NewTaskInit, read_checkpoint, write_checkpoint
 from agents.mnms.config import MNMSConfig
 from agents.mnms.records import Episode, UpdateStats
 from agents.mnms.replay import episodes_from_state, episodes_state
@@ -94,7 +94,7 @@ class MNMSAskTell:
     `tasks` names the task embeddings it learns (one per objective; `ask(task)` picks one).
     Without `checkpoint` the controller starts from scratch (`config`, `seed`); with one, from
     that checkpoint's policy (its space must have the same option counts): each task it knows
-    keeps its embedding, each new one starts as `new_task_init` says (`"random"` or `"mean"`),
+    keeps its embedding, each new one starts as `new_task_init` says (`NEW_TASK_INITS`),
     the optimizer starts anew, `config` (if given) replaces the checkpoint's, and `seed` the
     sampling RNG. Every option of the space is valid for every task.
     """
@@ -107,7 +107,7 @@ class MNMSAskTell:
         config: MNMSConfig | None = None,
         seed: int = 0,
         checkpoint: str | Path | None = None,
-        new_task_init: Literal["random", "mean"] = "random",
+        new_task_init: NewTaskInit = "random",
     ) -> None:
         names = (tasks,) if isinstance(tasks, str) else tuple(tasks)
         if not names or not all(isinstance(name, str) and name for name in names):

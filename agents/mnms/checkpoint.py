@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -36,7 +37,12 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = 2
 HISTORY_INSIDE = 1
 """The format before the history file: the whole history inside the checkpoint (still read)."""
-NEW_TASK_INITS = ("random", "mean")
+NewTaskInit = Literal["random", "mean", "similar"]
+NEW_TASK_INITS: tuple[NewTaskInit, ...] = ("random", "mean", "similar")
+"""Where a task new to a checkpoint starts: a random embedding (the paper), the mean of the
+checkpoint's task embeddings, or the mean of those of its tasks that allow exactly the new task's
+options (the same masks: the same modality and, on tables, the same coverage), a zero-shot task
+descriptor that costs no training; with no such task, the mean of all."""
 
 
 @dataclass(frozen=True)
@@ -168,15 +174,17 @@ def restore_policy(
     state: dict[str, Any],
     path: str | Path,
     *,
-    new_task_init: str,
+    new_task_init: NewTaskInit,
     freeze: bool,
     resume: bool,
+    new_masks: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Load the checkpoint's network into `agent.policy` and choose which of its weights train.
 
     Each task the checkpoint knows keeps its embedding; a new task's starts as `new_task_init`
-    says. `freeze=True` trains only the new tasks' embeddings; an exact resume keeps the
-    checkpoint's choice; otherwise every weight trains.
+    says (`"similar"` compares `new_masks`, each new task's masks, with the checkpoint's).
+    `freeze=True` trains only the new tasks' embeddings; an exact resume keeps the checkpoint's
+    choice; otherwise every weight trains.
     """
     if (list(agent.sizes), agent.num_actions) != (state["sizes"], state["num_actions"]):
         raise ValueError(
@@ -193,21 +201,42 @@ def restore_policy(
         )
     weights = dict(state["controller"])
     table = agent.policy.task_embedding.weight.detach().clone()
-    if new_task_init == "mean":
-        mean = torch.stack(list(known.values())).mean(dim=0)
+    starts = _new_task_starts(agent, state, new, new_task_init, new_masks)
     for i, name in enumerate(agent.task_names):
-        if name in known:
-            table[i] = known[name]
-        elif new_task_init == "mean":
-            table[i] = mean
-        else:
-            table[i] = _new_task_embedding(name, agent.seed, agent.config)
+        table[i] = known[name] if name in known else starts[name]
     weights["task_embedding.weight"] = table
     agent.policy.load_state_dict(weights)
     if freeze:
         agent.trained_tasks = tuple(new)
     elif resume and state["trained_tasks"] is not None:
         agent.trained_tasks = tuple(state["trained_tasks"])
+
+
+def _new_task_starts(
+    agent: MNMS,
+    state: dict[str, Any],
+    new: list[str],
+    how: NewTaskInit,
+    masks: Mapping[str, np.ndarray] | None,
+) -> dict[str, torch.Tensor]:
+    """The starting embedding of each new task, as `NEW_TASK_INITS` describes `how`."""
+    if how == "random":
+        return {name: _new_task_embedding(name, agent.seed, agent.config) for name in new}
+    known = state["task_embeddings"]
+    everyone = torch.stack(list(known.values())).mean(dim=0)
+    if how == "mean":
+        return dict.fromkeys(new, everyone)
+    if masks is None:
+        raise ValueError("new_task_init='similar' needs the new tasks' masks (new_masks)")
+    starts = {}
+    for name in new:
+        alike = [
+            known[source]
+            for source, seen in state["task_masks"].items()
+            if source in known and np.array_equal(seen.numpy(), masks[name])
+        ]
+        starts[name] = torch.stack(alike).mean(dim=0) if alike else everyone
+    return starts
 
 
 def restore_state(

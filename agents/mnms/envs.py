@@ -59,6 +59,20 @@ def env_task_names(envs: VectorEnv, given: Sequence[str] | None) -> tuple[tuple[
     return names, named
 
 
+def env_masks(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each named task's `(decisions, max_options)` masks, from an env that tells them without an
+    episode (`masks_of(task)`, as the MNMS envs do)."""
+    base = envs.unwrapped
+    try:
+        if hasattr(base, "call"):  # Sync/AsyncVectorEnv ask their first sub-env
+            return {name: np.asarray(base.call("masks_of", name)[0]) for name in names}
+        return {name: np.asarray(base.masks_of(name)) for name in names}
+    except AttributeError as error:
+        raise ValueError(
+            f"the env cannot tell a task's masks before its first episode (no masks_of): {error}"
+        ) from error
+
+
 def unbatch_info(info: dict[str, Any], j: int) -> dict[str, Any]:
     """Sub-env `j`'s part of a vector env's info dict, as plain Python values."""
     out: dict[str, Any] = {}
