@@ -71,12 +71,14 @@ def choices(space: Space) -> dict[str, tuple[Any, ...]]:
 
 
 class _SpaceEnv(gym.Env):
-    """The MNMS-v1 spaces of a search space and its task names: all `MNMS` reads of an env to
-    build its controller, since ask/tell never resets or steps it."""
+    """The MNMS-v1 spaces of a search space, its task names and their masks (every option
+    valid): all `MNMS` reads of an env to build its controller, since ask/tell never resets or
+    steps it."""
 
     def __init__(self, space: Mapping[str, tuple[Any, ...]], tasks: Sequence[str]) -> None:
         sizes = np.array([len(options) for options in space.values()], dtype=np.int64)
         self.task_names = tuple(tasks)
+        self.masks = np.arange(sizes.max()) < sizes[:, None]
         self.action_space = spaces.Discrete(int(sizes.max()))
         self.observation_space = spaces.Dict(
             {
@@ -85,6 +87,9 @@ class _SpaceEnv(gym.Env):
                 "decisions": spaces.MultiDiscrete(sizes + 1),
             }
         )
+
+    def masks_of(self, task: str) -> np.ndarray:
+        return self.masks
 
 
 class MNMSAskTell:
@@ -215,10 +220,8 @@ class MNMSAskTell:
         self.told: list[Episode] = episodes_from_state(asks.get("told", none))
         """Children told since the last update: the next update's fresh batch."""
         self.next_ticket: int = asks.get("next_ticket", 0)
-        mask = np.zeros((len(space), agent.num_actions), dtype=bool)
-        for i, options in enumerate(space.values()):
-            mask[i, : len(options)] = True
-        agent.task_masks = {task: mask for task in agent.task_names}  # every option valid
+        masks = _SpaceEnv(space, agent.task_names).masks
+        agent.task_masks = dict.fromkeys(agent.task_names, masks)
 
     def _task(self, task: str | None) -> str:
         if task is None:
