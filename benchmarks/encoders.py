@@ -10,7 +10,9 @@ drawn from the default space with the representation fixed (seeded; the same dra
 trained with the reference trainer for `--budget` epochs into one results store. Per task and
 encoder it reports the test accuracy of the best-validation head, the mean validation accuracy
 over the heads, and the seconds its features took to compute (0 when they were cached before
-the run). Writes `encoders.json` and `encoders.md`.
+the run). The encoding cost is also measured side by side: both encoders encode the first
+`--time-texts` training texts of the first task, alternating, `--repeats` times each, and the
+median texts/s of each and their ratio are reported. Writes `encoders.json` and `encoders.md`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from controllers import markdown_table
@@ -38,7 +41,7 @@ from mnms_env import (
     register_featurizer,
     sentence_encoder,
 )
-from mnms_env.features import FEATURIZERS
+from mnms_env.features import FEATURIZERS, load_minilm
 
 BASELINE = "minilm"
 
@@ -81,6 +84,19 @@ def compare(task: str, encoders: list[str], configs: list[ChildConfig], args) ->
     return rows
 
 
+def encoding_speed(loads: dict[str, Any], texts: list[str], repeats: int) -> dict[str, float]:
+    """Median texts/s of each encoder on `texts`, the encoders alternating so that both meet the
+    same machine load."""
+    times: dict[str, list[float]] = {name: [] for name in loads}
+    for _ in range(repeats):
+        for name, load in loads.items():
+            model = load()
+            started = time.perf_counter()
+            model.encode(texts, batch_size=128, normalize_embeddings=True)
+            times[name].append(time.perf_counter() - started)
+    return {name: len(texts) / float(np.median(t)) for name, t in times.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", type=Path, required=True)
@@ -89,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--heads", type=int, default=20, help="MLP heads per task and encoder")
     parser.add_argument("--budget", type=int, default=5, help="epochs per head")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-texts", type=int, default=512, help="texts timed per encoder")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per encoder")
     parser.add_argument("--out", type=Path, default=Path("runs/encoders"))
     args = parser.parse_args(argv)
     if not (args.model_dir / "modules.json").is_file():
@@ -108,8 +126,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [
         row for task in args.tasks for row in compare(task, [BASELINE, args.name], configs, args)
     ]
+    texts = list(make_task(args.tasks[0]).train.x[: args.time_texts])
+    speed = encoding_speed({BASELINE: load_minilm, args.name: load}, texts, args.repeats)
     result = {"model_dir": args.model_dir.name, "heads": args.heads, "budget": args.budget}
-    result["rows"] = rows
+    result |= {"rows": rows, "texts_per_second": speed, "timed_on": f"{args.tasks[0]} train"}
     (args.out / "encoders.json").write_text(json.dumps(result, indent=1))
     markdown = markdown_table(
         [
@@ -125,6 +145,11 @@ def main(argv: list[str] | None = None) -> dict:
             + [f"{r['mean_val_accuracy']:.1f}", r["best_head"], f"{r['features_seconds']:.0f}"]
             for r in rows
         ),
+    )
+    markdown += (
+        f"\nEncoding {len(texts)} texts of {args.tasks[0]} (median of {args.repeats}): "
+        + ", ".join(f"{name} {rate:.1f} texts/s" for name, rate in speed.items())
+        + f"; {BASELINE} is {speed[BASELINE] / speed[args.name]:.2f}x {args.name}.\n"
     )
     (args.out / "encoders.md").write_text(markdown)
     print(markdown)

