@@ -100,7 +100,11 @@ def encoding_speed(loads: dict[str, Any], texts: list[str], repeats: int) -> dic
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--name", default="candidate", help="the candidate featurizer's name")
+    parser.add_argument(
+        "--name",
+        help="the candidate featurizer's name, its identity in the features cache and the results "
+        "store (default: the model directory's name)",
+    )
     parser.add_argument("--tasks", nargs="+", default=["trec", "sst2"])
     parser.add_argument("--heads", type=int, default=20, help="MLP heads per task and encoder")
     parser.add_argument("--budget", type=int, default=5, help="epochs per head")
@@ -111,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not (args.model_dir / "modules.json").is_file():
         parser.error(f"--model-dir {args.model_dir}: not a sentence-transformers model directory")
+    args.name = args.name or args.model_dir.resolve().name
     if not FEATURIZERS[BASELINE].available():
         parser.error(f"the baseline {BASELINE!r} needs {FEATURIZERS[BASELINE].install}")
 

@@ -11,7 +11,8 @@
    each source task and write per-task histograms of every decision, with the total-variation
    distance between the tasks' distributions (`differentiation.{json,md,png}`).
 3. On the target tasks, run the transferred controller (`MNMS.load(pretrained)`: new task
-   embeddings, random or the mean of the source tasks', every other weight kept), MNMS from
+   embeddings, random, the mean of the source tasks' or of those with the target's options, every
+   other weight kept), MNMS from
    scratch, random search, TPE and the field's transfer baselines (`agents.portfolio`: the
    portfolio of configs ranked on the source tasks, TPE warm-started on its top configs, and
    the best source config followed by random search), each with exactly `--children-per-task`

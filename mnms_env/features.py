@@ -151,8 +151,14 @@ def featurize(task: Task, representation: str, size: int = 0) -> Features:
     featurizer = registries.known(FEATURIZERS, "representation", representation)
     path = _cache_path(task, representation, size)
     if path.exists():
+        shutil.rmtree(_parts_dir(path), ignore_errors=True)  # left by a crash after a save
         return _load(path, representation)
-    features = _compute(task, representation, featurizer, size)
+    try:
+        features = _compute(task, representation, featurizer, size)
+    except FileNotFoundError:  # another process saved the same features and removed the parts
+        if not path.exists():
+            raise
+        return _load(path, representation)
     _save(path, features)
     shutil.rmtree(_parts_dir(path), ignore_errors=True)
     return features
@@ -243,6 +249,7 @@ def _parts_dir(path: Path) -> Path:
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
         np.save(tmp, array)
     os.replace(tmp.name, path)
@@ -355,17 +362,15 @@ def sentence_encoder(
 def _encode(name: str, load: Callable[[], Any], task: Task, size: int) -> Splits:
     model = load()
     parts = _parts_dir(_cache_path(task, name, size))
-    parts.mkdir(parents=True, exist_ok=True)
     mats = {}
     for split in SPLITS:
         texts = list(task.split(split).x)
         chunks = []
         for start in range(0, len(texts), ENCODE_CHUNK):
-            part = parts / f"{split}-{start}.npy"
+            stop = min(start + ENCODE_CHUNK, len(texts))
+            part = parts / f"{split}-{start}-{stop}.npy"  # a chunk's rows, whatever ENCODE_CHUNK
             if not part.exists():
-                chunk = model.encode(
-                    texts[start : start + ENCODE_CHUNK], batch_size=128, normalize_embeddings=True
-                )
+                chunk = model.encode(texts[start:stop], batch_size=128, normalize_embeddings=True)
                 _save_array(part, np.asarray(chunk, dtype=np.float32))
             chunks.append(np.load(part))
         mats[split] = np.concatenate(chunks)  # a Task's splits are never empty

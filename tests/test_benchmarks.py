@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnms_env import ResultStore, load_table
+from mnms_env import ResultStore, featurize, load_table, make_task
 from mnms_env.batched import default_workers
 from mnms_env.features import FEATURIZERS
 
@@ -369,7 +369,13 @@ def test_encoders_gives_both_encoders_the_same_heads(tmp_path) -> None:
     ]
     data.write_text("\n".join(json.dumps(r) for r in rows))
     argv += ["--tasks", f"jsonl:{data}", "--heads", "2", "--budget", "1", "--out", str(tmp_path)]
-    result = encoders.main(argv)
+    try:
+        result = encoders.main(argv)
+        task = make_task(f"jsonl:{data}")
+        again = featurize(task, "minilm-again").train
+    finally:
+        FEATURIZERS.pop("minilm-again", None)  # registered for the run only
+    np.testing.assert_array_equal(again, featurize(task, "minilm").train)
     baseline, candidate = result["rows"]
     assert (baseline["encoder"], candidate["encoder"]) == ("minilm", "minilm-again")
     for key in ("best_val_test_accuracy", "mean_val_accuracy"):

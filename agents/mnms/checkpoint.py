@@ -42,7 +42,8 @@ NEW_TASK_INITS: tuple[NewTaskInit, ...] = ("random", "mean", "similar")
 """Where a task new to a checkpoint starts: a random embedding (the paper), the mean of the
 checkpoint's task embeddings, or the mean of those of its tasks that allow exactly the new task's
 options (the same masks: the same modality and, on tables, the same coverage), a zero-shot task
-descriptor that costs no training; with no such task, the mean of all."""
+descriptor that costs no training; with no such task, the mean of all. (Under `MNMSAskTell`,
+where every option is valid for every task, it is the mean.)"""
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,11 @@ def env_masks(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarray]:
         raise ValueError(
             f"the env cannot tell a task's masks before its first episode (no masks_of): {error}"
         ) from error
+    except ValueError as error:  # MNMSEnv.masks_of of a name it does not know
+        raise ValueError(
+            f"the env does not know tasks {list(names)} by these names (its own: "
+            f"{env_task_names(envs, None)[0]}); name them as the env does: {error}"
+        ) from error
 
 
 def unbatch_info(info: dict[str, Any], j: int) -> dict[str, Any]:
