@@ -450,6 +450,10 @@ def test_transfer_can_start_a_new_task_where_the_tasks_with_its_options_are(
     fr, wine = agent.policy.task_embedding.weight.detach()
     assert torch.allclose(fr, (known["langid-es"] + known["langid-de"]) / 2)
     assert torch.allclose(wine, known["digits"])
+    text_only = MNMS(make_env(["langid-es"], optima), MNMSConfig(batch_size=2), seed=0).learn(2)
+    text_only.save(tmp_path / "text.pt")
+    with pytest.warns(UserWarning, match="new task 'wine': no task of the checkpoint allows"):
+        MNMS.load(tmp_path / "text.pt", make_env(["wine"], optima), new_task_init="similar")
 
 
 def test_transfer_reaches_a_related_task_sooner(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ grow with the run: the history (every child sampled) is appended to a JSON Lines
 from __future__ import annotations
 
 import os
+import warnings
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -236,6 +237,12 @@ def _new_task_starts(
             for source, seen in state["task_masks"].items()
             if source in known and np.array_equal(seen.numpy(), masks[name])
         ]
+        if not alike:
+            warnings.warn(
+                f"new task {name!r}: no task of the checkpoint allows its options; it starts at "
+                "the mean of all their embeddings",
+                stacklevel=4,
+            )
         starts[name] = torch.stack(alike).mean(dim=0) if alike else everyone
     return starts
 
