@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +45,22 @@ from mnms_env import (
 from mnms_env.features import FEATURIZERS, load_minilm
 
 BASELINE = "minilm"
+
+
+def register_model_dir(name: str, model_dir: Path) -> Callable[[], Any]:
+    """Register the sentence-transformers model in `model_dir` as featurizer `name`, loaded on
+    first use; returns its loader."""
+    if not (model_dir / "modules.json").is_file():
+        raise ValueError(f"{model_dir}: not a sentence-transformers model directory")
+
+    @lru_cache(maxsize=1)
+    def load():  # noqa: ANN202
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(str(model_dir), device="cpu")
+
+    register_featurizer(name, sentence_encoder(name, load, "sentence_transformers"))
+    return load
 
 
 def heads(count: int, seed: int) -> list[ChildConfig]:
@@ -113,19 +130,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="timings per encoder")
     parser.add_argument("--out", type=Path, default=Path("runs/encoders"))
     args = parser.parse_args(argv)
-    if not (args.model_dir / "modules.json").is_file():
-        parser.error(f"--model-dir {args.model_dir}: not a sentence-transformers model directory")
     args.name = args.name or args.model_dir.resolve().name
     if not FEATURIZERS[BASELINE].available():
         parser.error(f"the baseline {BASELINE!r} needs {FEATURIZERS[BASELINE].install}")
-
-    @lru_cache(maxsize=1)
-    def load():  # noqa: ANN202
-        from sentence_transformers import SentenceTransformer
-
-        return SentenceTransformer(str(args.model_dir), device="cpu")
-
-    register_featurizer(args.name, sentence_encoder(args.name, load, "sentence_transformers"))
+    try:
+        load = register_model_dir(args.name, args.model_dir)
+    except ValueError as error:
+        parser.error(f"--model-dir: {error}")
     args.out.mkdir(parents=True, exist_ok=True)
     configs = heads(args.heads, args.seed)
     rows = [

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from controllers import markdown_table, run_or_load
+from encoders import register_model_dir
 
 from agents.runner import History
 from mnms_env import (
@@ -125,8 +126,22 @@ def main(argv: list[str] | None = None) -> dict:
         choices=TEXT_REPRESENTATIONS,
         help="input representations the search may choose (default: all)",
     )
+    parser.add_argument(
+        "--encoder-dir",
+        type=Path,
+        help="a sentence-transformers model directory to search beside the representations, "
+        "as featurizer --encoder-name (`encoders.register_model_dir`)",
+    )
+    parser.add_argument("--encoder-name", help="default: the model directory's name")
     parser.add_argument("--out", type=Path, default=Path("runs/reference"))
     args = parser.parse_args(argv)
+    if args.encoder_dir is not None:
+        args.encoder_name = args.encoder_name or args.encoder_dir.resolve().name
+        try:
+            register_model_dir(args.encoder_name, args.encoder_dir)
+        except ValueError as error:
+            parser.error(f"--encoder-dir: {error}")
+        args.representations = [*args.representations, args.encoder_name]
     space = default_space().with_options("representation", args.representations)
     history = run_or_load(
         args.out / "runs" / f"mnms-seed{args.seed}.json",

@@ -382,3 +382,9 @@ def test_encoders_gives_both_encoders_the_same_heads(tmp_path) -> None:
         assert candidate[key] == baseline[key]
     assert candidate["best_head"] == baseline["best_head"].replace("minilm", "minilm-again")
     assert "| minilm-again |" in (tmp_path / "encoders.md").read_text()
+
+
+def test_reference_refuses_an_encoder_directory_that_is_no_model(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        reference.main(["--encoder-dir", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert "not a sentence-transformers model directory" in capsys.readouterr().err
