@@ -8,11 +8,12 @@ One multitask MNMS search over the given tasks together (default: `sst2`, `mr`, 
 real training, `--children-per-task`, `--budget` epochs each; resumable through its results
 store and per-run JSON. The default space holds MLPs over each text featurizer and text CNNs
 over `tokens` (GloVe embeddings with the `glove` extra): `--representations tokens` searches
-CNNs only, `--representations word-hash char-hash embedding-bag minilm` MLPs only. For each task
-the reported accuracy is the test accuracy of the child with the best validation accuracy: the
-test split never guides the search. Each row names the published models it is set beside, which
-of them it beats, and both protocols; the summary gives the search's cost in children and
-hours. Writes `reference.json` and `reference.md`.
+CNNs only, `--representations word-hash char-hash embedding-bag minilm` MLPs only, and
+`--encoder-dir DIR` adds a sentence-transformers model directory as one more representation.
+For each task the reported accuracy is the test accuracy of the child with the best validation
+accuracy: the test split never guides the search. Each row names the published models it is
+set beside, which of them it beats, and both protocols; the summary gives the search's cost in
+children and hours. Writes `reference.json` and `reference.md`.
 """
 
 from __future__ import annotations
