@@ -37,11 +37,11 @@ from mnms_env import (
     ResultStore,
     SequentialEvaluator,
     default_space,
-    featurize,
     make_task,
     register_featurizer,
     sentence_encoder,
 )
+from mnms_env.evaluate import task_features
 from mnms_env.features import FEATURIZERS, load_minilm
 
 BASELINE = "minilm"
@@ -77,7 +77,7 @@ def compare(task: str, encoders: list[str], configs: list[ChildConfig], args) ->
     rows = []
     for encoder in encoders:
         started = time.perf_counter()
-        featurize(make_task(task), encoder)
+        task_features(make_task(task), encoder, 0)  # kept in process for the evaluator
         seconds = time.perf_counter() - started
         requests = [
             ChildRequest.for_task(task, replace(c, representation=encoder), budget=args.budget)

@@ -70,6 +70,12 @@ def choices(space: Space) -> dict[str, tuple[Any, ...]]:
     return out
 
 
+def _every_option(space: Mapping[str, tuple[Any, ...]]) -> np.ndarray:
+    """`(decisions, max_options)` masks marking every option of `space` valid."""
+    sizes = np.array([len(options) for options in space.values()])
+    return np.arange(sizes.max()) < sizes[:, None]
+
+
 class _SpaceEnv(gym.Env):
     """The MNMS-v1 spaces of a search space, its task names and their masks (every option
     valid): all `MNMS` reads of an env to build its controller, since ask/tell never resets or
@@ -78,7 +84,7 @@ class _SpaceEnv(gym.Env):
     def __init__(self, space: Mapping[str, tuple[Any, ...]], tasks: Sequence[str]) -> None:
         sizes = np.array([len(options) for options in space.values()], dtype=np.int64)
         self.task_names = tuple(tasks)
-        self.masks = np.arange(sizes.max()) < sizes[:, None]
+        self.masks = _every_option(space)
         self.action_space = spaces.Discrete(int(sizes.max()))
         self.observation_space = spaces.Dict(
             {
@@ -220,8 +226,7 @@ class MNMSAskTell:
         self.told: list[Episode] = episodes_from_state(asks.get("told", none))
         """Children told since the last update: the next update's fresh batch."""
         self.next_ticket: int = asks.get("next_ticket", 0)
-        masks = _SpaceEnv(space, agent.task_names).masks
-        agent.task_masks = dict.fromkeys(agent.task_names, masks)
+        agent.task_masks = dict.fromkeys(agent.task_names, _every_option(space))
 
     def _task(self, task: str | None) -> str:
         if task is None:
