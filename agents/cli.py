@@ -457,10 +457,10 @@ def search(
             )
         kwargs["workers"] = default_workers(where, settings.envs) if workers is None else workers
     if settings.envs == 0:
-        env = gym.make("MNMS-v1", **kwargs)
+        env = gym.make("MNMS-v2", **kwargs)
     else:  # one sub-env per child of an update: its children train in one batched call
         env = gym.make_vec(
-            "MNMS-v1",
+            "MNMS-v2",
             num_envs=settings.envs,
             vectorization_mode="vector_entry_point",
             **kwargs,

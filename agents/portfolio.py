@@ -225,7 +225,7 @@ def _search(
         for action in base.space.encode(config):
             _, _, terminated, truncated, info = env.step(action)
         if truncated or not terminated or "child" not in info:
-            raise RuntimeError("an MNMS-v1 episode ends after its last decision with info['child']")
+            raise RuntimeError("an MNMS-v2 episode ends after its last decision with info['child']")
         history.append(info["child"])
     return history
 

@@ -1,7 +1,7 @@
 """Uniform random search: every decision drawn uniformly from the options valid at that step.
 
 The simplest baseline a controller must beat. It uses only the Gymnasium API (the env's
-`info["action_mask"]`), so it runs on any env with the MNMS-v1 contract.
+`info["action_mask"]`), so it runs on any env with the MNMS-v2 contract.
 """
 
 from __future__ import annotations
@@ -38,6 +38,6 @@ def random_search(
         while not terminated:
             _, _, terminated, truncated, info = env.step(masked_uniform(info["action_mask"], rng))
             if truncated:
-                raise RuntimeError("MNMS episodes never truncate; is this an MNMS-v1 env?")
+                raise RuntimeError("MNMS episodes never truncate; is this an MNMS-v2 env?")
         history.append(info["child"])
     return history

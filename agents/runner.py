@@ -210,7 +210,7 @@ def run_controller(
     if name == "mnms":
         children = _search_mnms(tasks, children_per_task, seed, kwargs, extra, pretrained)
     else:
-        env_id = "mnms_env:MNMS-OneShot-v1" if name == "ppo-oneshot" else "mnms_env:MNMS-v1"
+        env_id = "mnms_env:MNMS-OneShot-v2" if name == "ppo-oneshot" else "mnms_env:MNMS-v2"
         env = ChildQuota(gym.make(env_id, **kwargs), children_per_task, tasks)
         if name == "random":
             from agents.random_search import random_search
@@ -307,7 +307,7 @@ def _search_mnms(
     else:
         config = MNMSConfig(**controller_kwargs)
     envs = gym.make_vec(
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         num_envs=math.gcd(config.batch_size, total),
         vectorization_mode="vector_entry_point",
         next_task=RoundRobin(tasks, children_per_task),

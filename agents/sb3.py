@@ -11,7 +11,7 @@ import gymnasium as gym
 from sb3_contrib import MaskablePPO
 from agents.sb3 import SB3VecEnv
 
-venv = gym.make_vec("mnms_env:MNMS-v1", num_envs=16, vectorization_mode="vector_entry_point",
+venv = gym.make_vec("mnms_env:MNMS-v2", num_envs=16, vectorization_mode="vector_entry_point",
                     task="langid-es")
 model = MaskablePPO("MultiInputPolicy", SB3VecEnv(venv), n_steps=10).learn(16 * 10 * 20)
 ```
@@ -30,7 +30,7 @@ from agents.mnms import unbatch_info
 
 
 class SB3VecEnv(VecEnv):
-    """An SB3 `VecEnv` over a Gymnasium vector env with the MNMS-v1 contract.
+    """An SB3 `VecEnv` over a Gymnasium vector env with the MNMS-v2 contract.
 
     MNMS episodes have a fixed length and sub-envs start together, so all sub-envs finish on
     the same step; the adapter then resets the whole vector env. Sub-env methods and attributes
@@ -139,7 +139,7 @@ MAX_ROLLOUT_EPISODES = 8
 
 
 def episode_steps(env: gym.Env) -> int:
-    """Steps in one episode of an MNMS env: one per decision (MNMS-v1), or 1 (MNMS-OneShot-v1)."""
+    """Steps in one episode of an MNMS env: one per decision (MNMS-v2), or 1 (MNMS-OneShot-v2)."""
     base = env.unwrapped
     return 1 if isinstance(base.action_space, gym.spaces.MultiDiscrete) else len(base.space)
 
@@ -167,7 +167,7 @@ def sb3_learn(
     **kwargs: Any,
 ) -> Any:
     """Train SB3 agent `algo` (one of `SB3_ALGORITHMS`) for exactly `episodes` whole episodes of
-    `env` and return the model. `env` is a single MNMS env (MNMS-v1, or MNMS-OneShot-v1 for
+    `env` and return the model. `env` is a single MNMS env (MNMS-v2, or MNMS-OneShot-v2 for
     `ppo`); it runs in a `DummyVecEnv`. On-policy rollouts are whole episodes
     (`rollout_episodes`) and DQN collects one episode per training round, so
     `total_timesteps = episodes * episode_steps(env)` is met exactly. `kwargs` go to the

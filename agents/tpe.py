@@ -1,12 +1,12 @@
 """Optuna TPE: the MNMS search space through Optuna's ask/tell, one study per task.
 
-Each trial is one episode of an MNMS-v1 env: the study suggests one option index per decision
+Each trial is one episode of an MNMS-v2 env: the study suggests one option index per decision
 (categorical over the indices valid for the task, from the env's masks), the env trains the
 child and stores it, and the child's validation accuracy is told back to the study. Tasks take
 turns (round-robin), each episode's task fixed with `reset(options={"task": name})`.
 
 ```python
-env = gym.make("mnms_env:MNMS-v1", tasks=["langid-es", "word-sentiment-en"])
+env = gym.make("mnms_env:MNMS-v2", tasks=["langid-es", "word-sentiment-en"])
 history, studies = tpe_search(env, 50, seed=0)  # 50 children of each task
 ```
 """
@@ -72,11 +72,11 @@ def tpe_search(
             action = trial.suggest_categorical(decision.name, valid)
             _, reward, terminated, truncated, info = env.step(action)
             if truncated:
-                raise RuntimeError("MNMS episodes never truncate; is this an MNMS-v1 env?")
+                raise RuntimeError("MNMS episodes never truncate; is this an MNMS-v2 env?")
         if not terminated or "child" not in info:
             raise RuntimeError(
                 f"the episode did not end after {len(base.space)} decisions with info['child']; "
-                "tpe_search needs an MNMS-v1 env"
+                "tpe_search needs an MNMS-v2 env"
             )
         study.tell(trial, float(reward))
         history.append(info["child"])

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     distinct(parser, "--children", args.children)
     args.out.mkdir(parents=True, exist_ok=True)
     env = gym.make_vec(  # one sub-env per child of an update, as `mnms search` samples them
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         num_envs=math.gcd(MNMSConfig.batch_size, *args.children),
         vectorization_mode="vector_entry_point",
         backend="table",

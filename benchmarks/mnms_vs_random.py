@@ -2,7 +2,7 @@
 
     python benchmarks/mnms_vs_random.py --children 150 --seeds 0 1 2
 
-Both controllers design children for all tasks at once through one `MNMS-v1` env per run (the
+Both controllers design children for all tasks at once through one `MNMS-v2` env per run (the
 env draws each episode's task) and share one results store: a child both happen to design is
 trained once, and since a child's result depends only on (task, config, seed, budget), sharing
 changes no reward. Writes JSON (every child of every run), a PNG of best-so-far validation
@@ -28,7 +28,7 @@ METHODS = ("mnms", "random")
 
 def run(method: str, tasks: list[str], children: int, seed: int, budget: int, store: Path):
     """`[(task, val_accuracy, representation)]` of every child, in the order designed."""
-    env = gym.make("mnms_env:MNMS-v1", tasks=tasks, budget=budget, store=store)
+    env = gym.make("mnms_env:MNMS-v2", tasks=tasks, budget=budget, store=store)
     if method == "mnms":
         history = [r.child.to_info() for r in MNMS(env, seed=seed).learn(children).history]
     else:

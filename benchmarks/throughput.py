@@ -161,8 +161,8 @@ def env_steps_per_second(episodes: int = 2000) -> dict[str, float]:
 
     out = {}
     for label, env in (
-        ("unwrapped", gym.make("mnms_env:MNMS-v1", task="langid-es", store=None).unwrapped),
-        ("gym.make", gym.make("mnms_env:MNMS-v1", task="langid-es", store=None)),
+        ("unwrapped", gym.make("mnms_env:MNMS-v2", task="langid-es", store=None).unwrapped),
+        ("gym.make", gym.make("mnms_env:MNMS-v2", task="langid-es", store=None)),
     ):
         env.reset(seed=0)
         actions = [int(np.flatnonzero(m)[0]) for m in env.unwrapped.task_masks()][:-1]
@@ -180,7 +180,7 @@ def table_episodes_per_second(episodes: int = 2000) -> float:
     `gym.make(..., backend="table")`: the cost of one child on the tabular back-end."""
     import gymnasium as gym
 
-    env = gym.make("mnms_env:MNMS-v1", task="digits", backend="table")
+    env = gym.make("mnms_env:MNMS-v2", task="digits", backend="table")
     _, info = env.reset(seed=0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()

@@ -171,7 +171,7 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
     else:
         marker.write_text(json.dumps(settings))
     env = gym.make_vec(  # the children of each update train in one batched call, as in the runner
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         num_envs=envs,
         vectorization_mode="vector_entry_point",
         tasks=list(suite.sources),

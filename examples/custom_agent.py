@@ -1,4 +1,4 @@
-"""Plug in your own agent, task and search space: a hand-written REINFORCE loop on MNMS-v1.
+"""Plug in your own agent, task and search space: a hand-written REINFORCE loop on MNMS-v2.
 
 The agent is a table of logits per (task, decision, option), sampled with the env's action mask
 (invalid options get probability 0) and trained with REINFORCE (Williams, 1992):
@@ -42,7 +42,7 @@ SPACE = SearchSpace(
         Decision("learning_rate", (0.003, 0.03, 0.3)),
     )
 )
-env = gym.make("mnms_env:MNMS-v1", tasks=["toy-sentiment", "wine"], space=SPACE, store=None)
+env = gym.make("mnms_env:MNMS-v2", tasks=["toy-sentiment", "wine"], space=SPACE, store=None)
 
 # The agent: logits[task, decision, option], a per-task baseline, plain SGD on REINFORCE.
 n_tasks, n_actions = env.observation_space["task"].n, env.action_space.n

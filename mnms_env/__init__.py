@@ -1,6 +1,6 @@
 """mnms-env: Multitask Neural Model Search as Gymnasium environments.
 
-Importing the package registers `MNMS-v1` and `MNMS-OneShot-v1`; `gym.make("mnms_env:MNMS-v1")`
+Importing the package registers `MNMS-v2` and `MNMS-OneShot-v2`; `gym.make("mnms_env:MNMS-v2")`
 imports it on demand. It also makes every process forked from this one train on one intra-op
 thread (`_one_thread_after_fork`), so forked vector-env workers do not hang.
 """
@@ -53,14 +53,14 @@ def _one_thread_after_fork() -> None:
 if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
     os.register_at_fork(after_in_child=_one_thread_after_fork)
 
-if "MNMS-v1" not in registry:
+if "MNMS-v2" not in registry:
     register(
-        id="MNMS-v1",
+        id="MNMS-v2",
         entry_point="mnms_env.env:MNMSEnv",
         vector_entry_point="mnms_env.vector:MNMSVectorEnv",
     )
-if "MNMS-OneShot-v1" not in registry:
-    register(id="MNMS-OneShot-v1", entry_point="mnms_env.env:MNMSOneShotEnv")
+if "MNMS-OneShot-v2" not in registry:
+    register(id="MNMS-OneShot-v2", entry_point="mnms_env.env:MNMSOneShotEnv")
 
 __all__ = [
     "BatchedEvaluator",

@@ -1,4 +1,4 @@
-"""`MNMS-v1` and `MNMS-OneShot-v1`: design a child network, get its validation accuracy."""
+"""`MNMS-v2` and `MNMS-OneShot-v2`: design a child network, get its validation accuracy."""
 
 from __future__ import annotations
 
@@ -320,11 +320,13 @@ class MNMSEnv(_MNMSBase):
 
     ```python
     import gymnasium as gym
-    env = gym.make("mnms_env:MNMS-v1", tasks=["langid-es", "word-sentiment-en"], budget=2)
+    env = gym.make("mnms_env:MNMS-v2", tasks=["langid-es", "word-sentiment-en"], budget=2)
     ```
 
     ## Version History
 
+    * v2: the default space gained the `word-ngrams` representation (the most frequent word
+      1-2-grams, for long documents); the table backend is unchanged.
     * v1: the default space gained text CNN children (the `tokens` representation and four CNN
       decisions: 14 decisions, so 14 steps per episode); the table backend is unchanged.
     * v0: initial version (10 decisions, MLP children only).
@@ -415,9 +417,9 @@ class MNMSEnv(_MNMSBase):
 class MNMSOneShotEnv(_MNMSBase):
     """## Description
 
-    The one-step variant of `MNMS-v1`: a single `MultiDiscrete` action chooses every decision of
+    The one-step variant of `MNMS-v2`: a single `MultiDiscrete` action chooses every decision of
     the child at once, suiting bandit-style and factorised agents. Same tasks, space, training,
-    store and info as `MNMS-v1`.
+    store and info as `MNMS-v2`.
 
     ## Action Space
 
@@ -435,7 +437,7 @@ class MNMSOneShotEnv(_MNMSBase):
 
     ## Starting State
 
-    As `MNMS-v1`: the task given by `reset(options={"task": name})`, else by `next_task()`, else
+    As `MNMS-v2`: the task given by `reset(options={"task": name})`, else by `next_task()`, else
     drawn with `np_random`.
 
     ## Episode End
@@ -444,10 +446,11 @@ class MNMSOneShotEnv(_MNMSBase):
 
     ## Arguments
 
-    As `MNMS-v1`: `gym.make("mnms_env:MNMS-OneShot-v1", task="digits")`.
+    As `MNMS-v2`: `gym.make("mnms_env:MNMS-OneShot-v2", task="digits")`.
 
     ## Version History
 
+    * v2: the default space gained the `word-ngrams` representation.
     * v1: the default space gained text CNN children (14 decisions in the action).
     * v0: initial version (10 decisions, MLP children only).
     """

@@ -10,7 +10,9 @@ a size, the optional package it needs, and the function that computes the matric
 | `word-hash`     | bag   | word 1-2-grams hashed into `size` buckets, sublinear tf, L2 norm    |
 | `char-hash`     | bag   | character 2-4-grams within words, hashed, sublinear tf, L2 norm     |
 | `embedding-bag` | bag   | the `size` most frequent training words, mean pooled (fastText-like)|
+| `word-ngrams`   | bag   | the `size` most frequent word 1-2-grams, sublinear tf, L2 norm      |
 | `minilm`        | dense | the pretrained all-MiniLM-L6-v2 sentence embedding (384 dims)       |
+| `mpnet`         | dense | all-mpnet-base-v2 (768 dims): stronger, 7x slower (`mnms_env.mpnet`)|
 | `raw`           | dense | tabular features standardised with the training split's statistics  |
 | `tokens`        | seq.  | the first `MAX_TOKENS` words, ids of the `size - 2` most frequent    |
 
@@ -45,7 +47,8 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
 from sklearn.preprocessing import normalize
 
-from mnms_env import registries
+from mnms_env import mpnet, registries
+from mnms_env.mpnet import load_mpnet
 from mnms_env.paths import cache_dir
 from mnms_env.registries import MissingExtraError
 from mnms_env.tasks.base import MODALITIES, SPLITS, Modality, Task
@@ -338,6 +341,25 @@ register_featurizer(
     "embedding-bag", Featurizer("text", bag=True, sized=True, compute=_embedding_bag)
 )
 
+
+def _word_ngrams(task: Task, size: int) -> Splits:
+    """The `size` most frequent training word 1-2-grams, counted whole: where `word-hash` folds
+    a long document's hundreds of thousands of n-grams into `size` buckets, this keeps the
+    frequent ones apart (imdb, linear, 16,384 columns: 89.5% test accuracy against 87.3%)."""
+    vocab = CountVectorizer(
+        ngram_range=(1, 2), max_features=size, token_pattern=WORD_PATTERN, dtype=np.float32
+    )
+    vocab.fit(task.train.x)
+    mats = {}
+    for name in SPLITS:
+        counts = vocab.transform(task.split(name).x)
+        counts.resize((counts.shape[0], size))  # a small corpus has fewer n-grams than `size`
+        mats[name] = _sublinear_l2(counts)
+    return mats
+
+
+register_featurizer("word-ngrams", Featurizer("text", bag=True, sized=True, compute=_word_ngrams))
+
 ENCODE_CHUNK = 2048
 """Texts encoded between checkpoints: a large corpus (imdb: 50,000 reviews, about an hour on two
 CPU cores) resumes from its last chunk after an interruption instead of starting over."""
@@ -391,6 +413,9 @@ def load_minilm():  # noqa: ANN202 - sentence_transformers is optional
 
 register_featurizer(
     "minilm", sentence_encoder("minilm", load_minilm, ENCODER_PACKAGE, ENCODER_EXTRA)
+)
+register_featurizer(
+    "mpnet", sentence_encoder("mpnet", load_mpnet, mpnet.PARTS[-1], mpnet.MPNET_INSTALL)
 )
 
 

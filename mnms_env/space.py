@@ -465,7 +465,15 @@ def default_space() -> SearchSpace:
         (
             Decision(
                 "representation",
-                ("word-hash", "char-hash", "embedding-bag", "minilm", "raw", "tokens"),
+                (
+                    "word-hash",
+                    "char-hash",
+                    "embedding-bag",
+                    "minilm",
+                    "raw",
+                    "tokens",
+                    "word-ngrams",
+                ),
             ),
             Decision("representation_size", (256, 1024, 4096, 16384)),
             Decision("embedding_init", ("random", "glove-static", "glove-tuned")),

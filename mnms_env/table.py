@@ -5,7 +5,7 @@ is slow. NAS-Bench-201 and HPOBench answered that with tables of pre-trained res
 same action space answers either from real training or from such a table:
 
 ```python
-env = gym.make("mnms_env:MNMS-v1", tasks=["langid-es", "word-sentiment-en"], backend="table")
+env = gym.make("mnms_env:MNMS-v2", tasks=["langid-es", "word-sentiment-en"], backend="table")
 ```
 
 A table covers every config of `benchmark_space()` (2,400 distinct configs: 2,100 for text tasks,

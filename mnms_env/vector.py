@@ -1,6 +1,6 @@
 """`MNMSVectorEnv`: K sub-envs in lockstep whose finished children train in one batched call.
 
-`gym.make_vec("mnms_env:MNMS-v1", num_envs=K, vectorization_mode="vector_entry_point")` builds
+`gym.make_vec("mnms_env:MNMS-v2", num_envs=K, vectorization_mode="vector_entry_point")` builds
 it. Every sub-env of one episode reaches its last decision on the same step (episodes have a
 fixed length), so the children of a step are handed to the evaluator together; with the default
 `BatchedEvaluator` they train as stacked networks on one device. Requests already in the store
@@ -23,7 +23,7 @@ from mnms_env.store import ResultStore
 
 
 class MNMSVectorEnv(VectorEnv):
-    """`num_envs` copies of `MNMS-v1` sharing one evaluator and one store.
+    """`num_envs` copies of `MNMS-v2` sharing one evaluator and one store.
 
     Arguments are those of `MNMSEnv` (but `render_mode`: it renders nothing) plus `num_envs`
     and `workers`; the default evaluator is a `BatchedEvaluator` on `device` at `precision`

@@ -47,7 +47,7 @@ torch.set_num_threads(2)  # a pool to go stale in the fork, whatever the machine
 assert torch.get_num_threads() == 2
 
 def make(task, **kwargs):
-    return gym.make("MNMS-v1", task=task, space=SMALL, store=None, **kwargs)
+    return gym.make("MNMS-v2", task=task, space=SMALL, store=None, **kwargs)
 
 env = make("wine")
 _, info = env.reset(seed=0)
@@ -86,7 +86,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 venv = make_vec_env(
-    "MNMS-v1",
+    "MNMS-v2",
     n_envs=2,
     env_kwargs={"tasks": ["wine", "digits"], "space": SMALL, "store": None},
     vec_env_cls=SubprocVecEnv,
@@ -150,7 +150,7 @@ def test_sb3_subproc_vec_env_with_fork_learns() -> None:
 # 2. Gymnasium's render API
 
 
-def make(env_id: str = "MNMS-v1", **kwargs):
+def make(env_id: str = "MNMS-v2", **kwargs):
     kwargs = {"task": "wine", "space": SMALL, "store": None} | kwargs
     return gym.make(f"mnms_env:{env_id}", **kwargs)
 
@@ -172,7 +172,7 @@ def frames_of_an_episode(env, seed: int = 0) -> tuple[list, dict]:
 
 
 @pytest.mark.parametrize("render_mode", ["ansi", "rgb_array"])
-@pytest.mark.parametrize("env_id", ["MNMS-v1", "MNMS-OneShot-v1"])
+@pytest.mark.parametrize("env_id", ["MNMS-v2", "MNMS-OneShot-v2"])
 def test_every_render_mode_passes_both_checkers_without_a_warning(
     env_id: str, render_mode: str, tmp_path
 ) -> None:
@@ -180,7 +180,7 @@ def test_every_render_mode_passes_both_checkers_without_a_warning(
     assert MNMSEnv.metadata["render_modes"] == ["ansi", "rgb_array"]
     store = ResultStore(tmp_path / "r.sqlite")
     env = make(env_id, invalid_action="wrap", store=store, render_mode=render_mode)
-    if env_id == "MNMS-OneShot-v1":  # a warm store makes the determinism check's repeat equal
+    if env_id == "MNMS-OneShot-v2":  # a warm store makes the determinism check's repeat equal
         env.action_space.seed(123)
         env.reset(seed=123)
         env.step(env.action_space.sample())
@@ -203,7 +203,7 @@ def test_ansi_shows_the_task_the_decisions_and_the_trained_child(tmp_path) -> No
     assert f"val {child['val_accuracy']:.4f}  test {child['test_accuracy']:.4f}" in last
     assert f"{child['parameters']:,} parameters  trained\n" in last
     assert frames_of_an_episode(env)[0][-1].endswith("from the store\n")  # same seed: cached
-    (before, after), _ = frames_of_an_episode(make("MNMS-OneShot-v1", render_mode="ansi"))
+    (before, after), _ = frames_of_an_episode(make("MNMS-OneShot-v2", render_mode="ansi"))
     assert "decisions 0/5" in before and "decisions 5/5" in after and "= ?" not in after
 
 
@@ -213,7 +213,7 @@ def test_rgb_array_draws_the_child_and_changes_as_it_is_designed() -> None:
     assert all(f.shape == (450, 800, 3) and f.dtype == np.uint8 for f in frames)
     assert all(len(np.unique(f.reshape(-1, 3), axis=0)) > 10 for f in frames)  # not blank
     assert all((a != b).any() for a, b in zip(frames, frames[1:], strict=False))
-    one_shot, _ = frames_of_an_episode(make("MNMS-OneShot-v1", render_mode="rgb_array"))
+    one_shot, _ = frames_of_an_episode(make("MNMS-OneShot-v2", render_mode="rgb_array"))
     assert len(one_shot) == 2 and (one_shot[0] != one_shot[1]).any()
 
 
@@ -222,7 +222,7 @@ def test_render_modes_are_checked_by_name() -> None:
         MNMSEnv(task="wine", space=SMALL, store=None, render_mode="text")
     with pytest.raises(ValueError, match="the batched vector env renders nothing"):
         gym.make_vec(
-            "mnms_env:MNMS-v1",
+            "mnms_env:MNMS-v2",
             num_envs=2,
             vectorization_mode="vector_entry_point",
             task="wine",
@@ -243,7 +243,7 @@ ENV_KWARGS = {"tasks": ["wine", "digits"], "space": SMALL, "store": None}
 
 
 def test_sb3_make_vec_env_by_id_learns_and_renders() -> None:
-    venv = make_vec_env("MNMS-v1", n_envs=2, env_kwargs=ENV_KWARGS | {"invalid_action": "wrap"})
+    venv = make_vec_env("MNMS-v2", n_envs=2, env_kwargs=ENV_KWARGS | {"invalid_action": "wrap"})
     assert isinstance(venv, DummyVecEnv)
     assert venv.get_attr("render_mode") == ["rgb_array"] * 2  # make_vec_env's default
     model = PPO("MultiInputPolicy", venv, n_steps=len(SMALL), batch_size=10, seed=0)
@@ -254,7 +254,7 @@ def test_sb3_make_vec_env_by_id_learns_and_renders() -> None:
 
 def test_sb3_subproc_vec_env_with_its_default_start_method_learns() -> None:
     venv = make_vec_env(
-        "mnms_env:MNMS-v1", n_envs=2, env_kwargs=ENV_KWARGS, vec_env_cls=SubprocVecEnv
+        "mnms_env:MNMS-v2", n_envs=2, env_kwargs=ENV_KWARGS, vec_env_cls=SubprocVecEnv
     )
     model = MaskablePPO("MultiInputPolicy", venv, n_steps=len(SMALL), batch_size=10, seed=0)
     model.learn(total_timesteps=2 * len(SMALL))
@@ -266,7 +266,7 @@ def test_maskable_ppo_learns_through_sb3_vec_env_over_a_spawned_async_vector_env
     """`SB3VecEnv` reaches sub-envs in worker processes (their `action_masks`) through
     Gymnasium's `call`."""
     venv = gym.make_vec(
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         num_envs=2,
         vectorization_mode="async",
         vector_kwargs={"context": "spawn"},

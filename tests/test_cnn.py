@@ -87,7 +87,7 @@ def _choose(env, wanted: dict) -> tuple[float, dict]:
 
 
 def test_the_env_designs_and_trains_a_cnn_child() -> None:
-    env = gym.make("mnms_env:MNMS-v1", task="word-sentiment-en", store=None)
+    env = gym.make("mnms_env:MNMS-v2", task="word-sentiment-en", store=None)
     wanted = {
         "representation": "tokens",
         "representation_size": 256,
@@ -144,7 +144,7 @@ def test_without_the_glove_extra_its_options_are_masked_and_name_it(monkeypatch,
     chosen[step] = 2
     with pytest.raises(SpaceError, match=r"valid indices: \[0\] .*" + extra):
         space.decode(chosen, "text")
-    env = gym.make("mnms_env:MNMS-v1", task="word-sentiment-en", store=None)
+    env = gym.make("mnms_env:MNMS-v2", task="word-sentiment-en", store=None)
     env.reset(seed=0)
     for action in chosen[:step]:
         env.step(action)

@@ -22,7 +22,7 @@ from mnms_env import (
 )
 
 
-def make(env_id: str = "MNMS-v1", **kwargs):
+def make(env_id: str = "MNMS-v2", **kwargs):
     kwargs = {"task": "wine", "space": SMALL, "store": None} | kwargs
     return gym.make(f"mnms_env:{env_id}", **kwargs)
 
@@ -50,10 +50,10 @@ def test_make_without_prior_import_and_spaces() -> None:
 
 
 def test_the_old_env_ids_name_the_new_ones() -> None:
-    """v1 changed the default space; code written for v0 is told which id to use."""
-    for old, new in (("MNMS-v0", "MNMS-v1"), ("MNMS-OneShot-v0", "MNMS-OneShot-v1")):
-        with pytest.raises(gym.error.DeprecatedEnv, match=new):
-            gym.make(f"mnms_env:{old}", task="wine")
+    """v1 and v2 changed the default space; code written for an older id is told the new one."""
+    for kind, version in [(kind, v) for kind in ("MNMS", "MNMS-OneShot") for v in (0, 1)]:
+        with pytest.raises(gym.error.DeprecatedEnv, match=f"{kind}-v2"):
+            gym.make(f"mnms_env:{kind}-v{version}", task="wine")
 
 
 def test_episode_trains_a_child_and_reports_it(tmp_path: Path) -> None:
@@ -121,11 +121,11 @@ def test_same_seed_same_episode() -> None:
     assert [o["decisions"].tolist() for o in a[0]] == [o["decisions"].tolist() for o in b[0]]
 
 
-@pytest.mark.parametrize("env_id", ["MNMS-v1", "MNMS-OneShot-v1"])
+@pytest.mark.parametrize("env_id", ["MNMS-v2", "MNMS-OneShot-v2"])
 def test_env_checkers(env_id: str, tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "r.sqlite")
     env = make(env_id, invalid_action="wrap", store=store)
-    if env_id == "MNMS-OneShot-v1":
+    if env_id == "MNMS-OneShot-v2":
         # The determinism check trains one child twice; a warm store makes `cached` and
         # `seconds` equal the second time, as they are for any repeated request.
         action_space = env.action_space
@@ -137,7 +137,7 @@ def test_env_checkers(env_id: str, tmp_path: Path) -> None:
 
 
 def test_one_shot_designs_the_whole_child() -> None:
-    env = make("MNMS-OneShot-v1", task="langid-es", budget=1)
+    env = make("MNMS-OneShot-v2", task="langid-es", budget=1)
     obs, info = env.reset(seed=0)
     assert info["action_mask"].shape == (sum(SMALL.sizes),)
     obs, reward, terminated, truncated, info = env.step(np.array([0, 1, 1, 0, 1]))
@@ -156,7 +156,7 @@ def test_pickle_round_trip() -> None:
 
 
 def test_default_space_and_flatten_observation() -> None:
-    env = gym.wrappers.FlattenObservation(gym.make("mnms_env:MNMS-v1", task="digits", store=None))
+    env = gym.wrappers.FlattenObservation(gym.make("mnms_env:MNMS-v2", task="digits", store=None))
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
     assert env.unwrapped.space == mnms_env.default_space()
@@ -232,7 +232,7 @@ def test_an_interrupted_call_keeps_the_children_it_trained(evaluator_class, tmp_
 def test_next_task_sets_each_reset_task_including_the_vector_envs_autoresets() -> None:
     order = iter(["digits", "wine", "wine", "digits", "wine", "digits"])
     envs = gym.make_vec(
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         num_envs=3,
         vectorization_mode="vector_entry_point",
         tasks=["wine", "digits"],

@@ -88,10 +88,10 @@ def char_counts():
 
 
 def _episode(task: str, space: SearchSpace, name: str, option: str) -> dict:
-    """One `MNMS-v1` episode with the sequential evaluator, choosing `option` for decision `name`
+    """One `MNMS-v2` episode with the sequential evaluator, choosing `option` for decision `name`
     (the first valid option elsewhere); the batched evaluator then trains the same child."""
     env = gym.make(
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         task=task,
         space=space,
         budget=1,

@@ -1,12 +1,14 @@
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mnms_env import features
+from mnms_env import features, mpnet
 from mnms_env.features import MissingExtraError, featurize
+from mnms_env.paths import cache_dir
 from mnms_env.tasks import make_task
 from mnms_env.tasks.base import task_from_arrays
 
@@ -18,7 +20,9 @@ TEXTS = np.array(
 TINY = task_from_arrays("tiny-text", "text", TEXTS, [1] * 20 + [0] * 20, seed=0)
 
 
-@pytest.mark.parametrize("representation", ["word-hash", "char-hash", "embedding-bag"])
+@pytest.mark.parametrize(
+    "representation", ["word-hash", "char-hash", "embedding-bag", "word-ngrams"]
+)
 def test_bag_features_are_sparse_rows_of_the_right_width(representation: str) -> None:
     feats = featurize(TINY, representation, 64)
     assert feats.is_bag and feats.dim == 64
@@ -32,6 +36,28 @@ def test_hashed_ngrams_are_l2_normalised() -> None:
     mat = featurize(TINY, "char-hash", 256).train
     norms = np.sqrt(mat.multiply(mat).sum(axis=1)).A1
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+def test_word_ngrams_keep_the_most_frequent_training_ngrams_apart() -> None:
+    """Unlike hashing, two frequent n-grams never share a column; the vocabulary is fit on the
+    training split only, and a corpus with fewer n-grams than the size leaves columns empty."""
+    texts = ["good film", "bad film", "good plot", "rare words here"] * 5
+    labels = [1, 0, 1, 0] * 5
+    task = task_from_arrays("ngrams", "text", np.array(texts, dtype=object), labels, seed=0)
+
+    def ngrams(text: str) -> set[str]:
+        words = text.split()
+        return set(words) | {" ".join(pair) for pair in zip(words, words[1:], strict=False)}
+
+    seen = set().union(*map(ngrams, task.train.x))
+    feats = featurize(task, "word-ngrams", 64)
+    assert feats.dim == 64 and (feats.train.toarray()[:, len(seen) :] == 0).all()
+    for split in ("train", "validation", "test"):
+        for row, text in zip(feats.split(split).toarray(), task.split(split).x, strict=True):
+            assert (row > 0).sum() == len(ngrams(text) & seen)
+            assert np.linalg.norm(row) == pytest.approx(1.0 if ngrams(text) & seen else 0.0)
+    good, bad = (feats.train[list(task.train.x).index(t)].toarray() > 0 for t in texts[:2])
+    assert (good & bad).sum() == 1  # only "film" is shared
 
 
 def test_raw_features_are_standardised_on_train() -> None:
@@ -100,6 +126,31 @@ def test_an_interrupted_encoding_resumes_from_its_last_chunk(
     whole = real(list(task.train.x), normalize_embeddings=True)
     np.testing.assert_allclose(feats.train, whole, atol=1e-5)
     assert not features._parts_dir(features._cache_path(task, "minilm", 0)).exists()
+
+
+@pytest.mark.skipif(not features.FEATURIZERS["mpnet"].available(), reason="needs mpnet's parts")
+def test_mpnet_assembles_from_its_packages_and_gives_768_dim_unit_vectors() -> None:
+    feats = featurize(TINY, "mpnet")
+    assert feats.train.shape == (len(TINY.train), 768)
+    np.testing.assert_allclose(np.linalg.norm(feats.train, axis=1), 1.0, rtol=1e-4)
+    assert mpnet.model_dir().parent == cache_dir() / "models"
+
+
+def test_mpnet_refuses_a_missing_part_or_weights_that_are_not_upstream(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MNMS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(mpnet, "PARTS", (*mpnet.PARTS[:-1], "a_part_not_installed"))
+    with pytest.raises(MissingExtraError, match="a_part_not_installed.*--no-deps"):
+        mpnet.model_dir()
+    if not features.FEATURIZERS["mpnet"].available():
+        return
+    monkeypatch.undo()
+    monkeypatch.setenv("MNMS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(mpnet, "WEIGHTS_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="SHA-256"):
+        mpnet.model_dir()
+    assert list((tmp_path / "models").iterdir()) == []  # nothing half-assembled is left
 
 
 def test_tokens_are_word_ids_of_the_training_vocabulary_and_cached() -> None:

@@ -197,7 +197,7 @@ def test_a_controller_pre_trained_on_one_task_starts_another(tmp_path: Path) -> 
 def test_checkpoints_pass_between_mnms_on_an_env_and_the_integrations(tmp_path: Path) -> None:
     optima = {"langid-es": {"hidden_layers": 2, "width": 64}}
     env = gym.make(
-        "MNMS-v1",
+        "MNMS-v2",
         task="langid-es",
         space=SMALL_SPACE,
         evaluator=OptimumEvaluator(optima),

@@ -70,7 +70,7 @@ def make_env(tasks: list[str], optima: dict[str, dict[str, Any]], **kwargs: Any)
     evaluator = OptimumEvaluator(optima, **kwargs.pop("evaluator_kwargs", {}))
     store = kwargs.pop("store", None)
     return gym.make(
-        "MNMS-v1", tasks=tasks, space=SMALL_SPACE, evaluator=evaluator, store=store, **kwargs
+        "MNMS-v2", tasks=tasks, space=SMALL_SPACE, evaluator=evaluator, store=store, **kwargs
     )
 
 
@@ -176,7 +176,7 @@ def test_a_task_blind_controller_fails_the_differentiation_check() -> None:
 )
 def test_vector_env_learns_through_autoreset(mode: str, replay: bool) -> None:
     envs = gym.make_vec(
-        "MNMS-v1",
+        "MNMS-v2",
         num_envs=3,
         vectorization_mode=mode,
         tasks=list(DISTINCT),
@@ -210,8 +210,8 @@ def test_act_drives_an_env_with_explicit_recurrent_state() -> None:
 
 
 def test_rejects_envs_without_the_mnms_contract() -> None:
-    with pytest.raises(ValueError, match="MNMS-v1 observation"):
-        MNMS(gym.make("MNMS-OneShot-v1", task="langid-es", space=SMALL_SPACE, store=None))
+    with pytest.raises(ValueError, match="MNMS-v2 observation"):
+        MNMS(gym.make("MNMS-OneShot-v2", task="langid-es", space=SMALL_SPACE, store=None))
     with pytest.raises(ValueError, match="2 distinct names"):
         MNMS(make_env(list(DISTINCT), DISTINCT), tasks=["only-one"])
     swapped = MNMS(make_env(list(DISTINCT), DISTINCT), tasks=list(DISTINCT)[::-1])
@@ -375,7 +375,7 @@ def test_transfer_keeps_known_weights_and_adds_new_tasks(tmp_path: Path) -> None
         MNMS.load(
             tmp_path / "source.pt", make_env(["langid-es", "langid-de"], RELATED), freeze=True
         )
-    other = gym.make("MNMS-v1", task="langid-es", store=None, evaluator=OptimumEvaluator(RELATED))
+    other = gym.make("MNMS-v2", task="langid-es", store=None, evaluator=OptimumEvaluator(RELATED))
     with pytest.raises(ValueError, match="option counts"):
         MNMS.load(tmp_path / "source.pt", other)
 
@@ -489,7 +489,7 @@ from tabular_evaluator import SMALL_SPACE, OptimumEvaluator
 optima, tmp = json.loads(sys.argv[2]), Path(sys.argv[3])
 total, hang = int(sys.argv[4]), int(sys.argv[5])
 evaluator = OptimumEvaluator(optima, log=tmp / "trained.jsonl", hang_at=hang or None)
-env = gym.make("MNMS-v1", tasks=list(optima), space=SMALL_SPACE, evaluator=evaluator,
+env = gym.make("MNMS-v2", tasks=list(optima), space=SMALL_SPACE, evaluator=evaluator,
                store=tmp / "results.sqlite")
 checkpoint = tmp / "agent.pt"
 if checkpoint.exists():

@@ -134,7 +134,7 @@ def test_workers_find_tasks_through_the_evaluators_lookup_and_check_fingerprints
 
 def test_the_envs_train_through_it(tmp_path: Path) -> None:
     evaluator = RayEvaluator()
-    env = gym.make("MNMS-v1", task="wine", space=SMALL, evaluator=evaluator, store=None)
+    env = gym.make("MNMS-v2", task="wine", space=SMALL, evaluator=evaluator, store=None)
     _, info = env.reset(seed=0)
     for _ in range(len(SMALL)):
         _, reward, done, _, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))
@@ -142,7 +142,7 @@ def test_the_envs_train_through_it(tmp_path: Path) -> None:
 
     store = ResultStore(tmp_path / "r.sqlite")
     envs = gym.make_vec(
-        "MNMS-v1",
+        "MNMS-v2",
         num_envs=3,
         vectorization_mode="vector_entry_point",
         task="wine",

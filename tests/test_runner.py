@@ -64,14 +64,14 @@ def test_tpe_is_seeded_and_samples_only_valid_options() -> None:
 
 
 def test_tpe_search_keeps_one_study_per_task() -> None:
-    env = gym.make("mnms_env:MNMS-v1", tasks=list(TASKS), space=SMALL, store=None)
+    env = gym.make("mnms_env:MNMS-v2", tasks=list(TASKS), space=SMALL, store=None)
     history, studies = tpe_search(env, 2, seed=1)
     assert [c["task"] for c in history] == list(TASKS) * 2
     assert {name: len(s.trials) for name, s in studies.items()} == dict.fromkeys(TASKS, 2)
 
 
 def test_quota_wrapper_refuses_an_extra_child_and_a_wrong_task() -> None:
-    env = ChildQuota(gym.make("mnms_env:MNMS-v1", tasks=list(TASKS), space=SMALL, store=None), 1)
+    env = ChildQuota(gym.make("mnms_env:MNMS-v2", tasks=list(TASKS), space=SMALL, store=None), 1)
     with pytest.raises(ValueError, match="round-robin"):
         env.reset(options={"task": "digits"})
     for task in TASKS:

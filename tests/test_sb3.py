@@ -16,7 +16,7 @@ NUM_ENVS, EPISODES = 4, 2
 
 def make_venv(evaluator):
     venv = gym.make_vec(
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         num_envs=NUM_ENVS,
         vectorization_mode="vector_entry_point",
         tasks=["wine", "word-sentiment-da"],

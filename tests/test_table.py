@@ -78,7 +78,7 @@ def test_a_table_with_minilm_is_searchable_without_the_encoder(monkeypatch) -> N
     to train them, so the env offers every option the table covers."""
     missing = replace(FEATURIZERS["minilm"], package="a_package_not_installed")
     monkeypatch.setitem(FEATURIZERS, "minilm", missing)  # a new entry: masks made afresh
-    env = gym.make("mnms_env:MNMS-v1", task="langid-es", backend="table")
+    env = gym.make("mnms_env:MNMS-v2", task="langid-es", backend="table")
     _, info = env.reset(seed=0)
     assert info["action_mask"].tolist() == [True, True, True, True, False]  # MiniLM, not raw
     _, reward, terminated, _, info = env.step(3)
@@ -125,7 +125,7 @@ def test_a_table_built_without_an_option_covers_only_what_it_trained(tmp_path, m
     # searched where the encoder is installed: MiniLM is masked, not asked of the table
     again = load_table(task, tmp_path / "tables")
     assert again.covers[0].tolist() == [True, False]
-    env = gym.make("mnms_env:MNMS-v1", task=task, backend="table", table_dir=tmp_path / "tables")
+    env = gym.make("mnms_env:MNMS-v2", task=task, backend="table", table_dir=tmp_path / "tables")
     _, info = env.reset(seed=0)
     assert info["action_mask"].tolist() == [True, False]
     with pytest.raises(ValueError, match="valid actions are \\[0\\]"):
@@ -147,7 +147,7 @@ SEARCH_TABLE_TASKS = """
 import sys
 import gymnasium as gym
 from agents.cli import main
-env = gym.make("mnms_env:MNMS-v1", tasks=["my-wine", "sst2"], backend="table")
+env = gym.make("mnms_env:MNMS-v2", tasks=["my-wine", "sst2"], backend="table")
 assert [(t.modality, t.num_classes) for t in env.unwrapped.tasks] == [("tabular", 3), ("text", 2)]
 argv = ["search", "--backend", "table", "--tasks", "my-wine", "sst2", "--children", "8"]
 sys.exit(main([*argv, "--batch-size", "4", "--out", sys.argv[1]]))
@@ -199,7 +199,7 @@ def test_shipped_tables_cover_the_benchmark_space() -> None:
 
 
 def test_table_env_rewards_come_from_the_table_with_a_seed_per_episode() -> None:
-    env = gym.make("mnms_env:MNMS-v1", task="wine", backend="table")
+    env = gym.make("mnms_env:MNMS-v2", task="wine", backend="table")
     table = load_table("wine")
     actions = benchmark_space().encode(table.configs[int(table.mean_val().argmin())])
     rewards, seeds = [], set()
@@ -216,7 +216,7 @@ def test_table_env_rewards_come_from_the_table_with_a_seed_per_episode() -> None
         seeds.add(child["seed"])
         env.reset()
     assert seeds == set(table.seeds)
-    again = gym.make("mnms_env:MNMS-v1", task="wine", backend="table")
+    again = gym.make("mnms_env:MNMS-v2", task="wine", backend="table")
     again.reset(seed=3)
     for a in actions:
         _, reward, *_ = again.step(a)
@@ -225,7 +225,7 @@ def test_table_env_rewards_come_from_the_table_with_a_seed_per_episode() -> None
 
 def test_table_vector_env_trains_nothing() -> None:
     envs = gym.make_vec(
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         num_envs=4,
         vectorization_mode="vector_entry_point",
         tasks=["wine", "digits"],
@@ -243,16 +243,16 @@ def test_table_vector_env_trains_nothing() -> None:
 
 def test_table_backend_rejects_what_it_cannot_honour(tmp_path) -> None:
     with pytest.raises(ValueError, match="space="):
-        gym.make("mnms_env:MNMS-v1", task="wine", backend="table", space=benchmark_space())
+        gym.make("mnms_env:MNMS-v2", task="wine", backend="table", space=benchmark_space())
     with pytest.raises(TableError, match="budget=1"):
-        gym.make("mnms_env:MNMS-v1", task="wine", backend="table", budget=3)
+        gym.make("mnms_env:MNMS-v2", task="wine", backend="table", budget=3)
     with pytest.raises(TableError, match="seeds 0..2"):
-        gym.make("mnms_env:MNMS-v1", task="wine", backend="table", child_seeds=9)
+        gym.make("mnms_env:MNMS-v2", task="wine", backend="table", child_seeds=9)
     untabled = _tiny_text_task(tmp_path / "data")  # a task no table was built for
     with pytest.raises(TableError, match=f"no table for task '{untabled}'.*mnms tables build"):
-        gym.make("mnms_env:MNMS-v1", task=untabled, backend="table", table_dir=tmp_path)
+        gym.make("mnms_env:MNMS-v2", task=untabled, backend="table", table_dir=tmp_path)
     with pytest.raises(ValueError, match="accepted: \\['train', 'table'\\]"):
-        gym.make("mnms_env:MNMS-v1", task="wine", backend="lookup")
+        gym.make("mnms_env:MNMS-v2", task="wine", backend="lookup")
     with pytest.raises(TableError, match="not in the table"):
         load_table("wine").row(ChildConfig(representation="raw", representation_size=0, l2=0.1))
     with pytest.raises(SpaceError):
@@ -286,7 +286,7 @@ def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) 
         f"| wine | 300 x 3 | {table.mean_val().max():.4f} | {best} |"
         in (tmp_path / "tables.md").read_text()
     )
-    env = gym.make("mnms_env:MNMS-v1", task="wine", backend="table", table_dir=tmp_path)
+    env = gym.make("mnms_env:MNMS-v2", task="wine", backend="table", table_dir=tmp_path)
     env.reset(seed=0)
 
     def refuse(self, requests):
@@ -299,7 +299,7 @@ def test_build_table_writes_a_loadable_table_and_resumes(tmp_path, monkeypatch) 
     assert summary.read_text() == (tmp_path / "tables.md").read_text()
 
 
-@pytest.mark.parametrize("env_id", ["mnms_env:MNMS-v1", "mnms_env:MNMS-OneShot-v1"])
+@pytest.mark.parametrize("env_id", ["mnms_env:MNMS-v2", "mnms_env:MNMS-OneShot-v2"])
 def test_table_envs_pass_the_gymnasium_checker(env_id) -> None:
     from gymnasium.utils.env_checker import check_env
 
@@ -317,7 +317,7 @@ def test_a_shipped_dataset_table_is_searched_without_its_data(monkeypatch) -> No
     _load_checked.cache_clear()  # loaded afresh, with no data at hand
     monkeypatch.delenv("MNMS_DATA_DIR", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is never asked either
-    env = gym.make("mnms_env:MNMS-v1", task="sentiment-es", backend="table")
+    env = gym.make("mnms_env:MNMS-v2", task="sentiment-es", backend="table")
     _, info = env.reset(seed=0)
     terminated = False
     while not terminated:

@@ -498,7 +498,7 @@ def test_an_env_episode_trains_a_child_on_a_registered_folder(tmp_path: Path) ->
         rows = [{"text": f"{words[i % 2]} {split} {i}", "label": i % 2} for i in range(60)]
         _write_jsonl(folder / f"{split}.jsonl", rows)
     register_task("folder-reviews", folder)
-    env = gym.make("mnms_env:MNMS-v1", task="folder-reviews", space=SMALL, store=None)
+    env = gym.make("mnms_env:MNMS-v2", task="folder-reviews", space=SMALL, store=None)
     _, info = env.reset(seed=0)
     done = False
     while not done:

@@ -23,7 +23,7 @@ class CountingEvaluator(BatchedEvaluator):
 def make_vec(num_envs: int = 3, **kwargs):
     kwargs = {"tasks": ["wine", "digits"], "space": SMALL, "store": None} | kwargs
     return gym.make_vec(
-        "mnms_env:MNMS-v1", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
+        "mnms_env:MNMS-v2", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
     )
 
 
@@ -121,7 +121,7 @@ def test_same_seed_same_tasks_and_rewards() -> None:
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_gymnasium_vector_envs_over_mnms_keep_working(mode: str, tmp_path) -> None:
     envs = gym.make_vec(
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         num_envs=2,
         vectorization_mode=mode,
         task="wine",
@@ -140,7 +140,7 @@ def test_gymnasium_vector_envs_over_mnms_keep_working(mode: str, tmp_path) -> No
 def test_mixed_dense_and_bag_children_in_one_step(mode: str) -> None:
     """Sub-envs finishing a raw (size 0) and a hashed child together merge into one info."""
     envs = gym.make_vec(
-        "mnms_env:MNMS-v1",
+        "mnms_env:MNMS-v2",
         num_envs=4,
         vectorization_mode=mode,
         tasks=["wine", "word-sentiment-da"],

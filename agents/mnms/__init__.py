@@ -8,7 +8,7 @@ input skip connection of Transfer Neural AutoML (Wong et al., NeurIPS 2018):
   heads (one per decision) read the cell's output together with that input. Options the env
   marks invalid are masked out before sampling.
 - `MNMS`: the agent. It samples children through the Gymnasium API only (any env with the
-  MNMS-v1 contract, single or vector), and learns with REINFORCE on the per-task normalised
+  MNMS-v2 contract, single or vector), and learns with REINFORCE on the per-task normalised
   advantage plus an off-policy replay bank shared by all tasks, with PPO-style clipped
   importance ratios. `save`/`load` carry the whole state (task embeddings keyed by task name),
   so a search resumes after a crash and a controller transfers to new tasks.
@@ -16,9 +16,9 @@ input skip connection of Transfer Neural AutoML (Wong et al., NeurIPS 2018):
   objectives outside any env (the Ray Tune and Optuna integrations in `agents.integrations`).
 
 ```python
-env = gym.make("MNMS-v1", tasks=["langid-es", "word-sentiment-en"])
+env = gym.make("MNMS-v2", tasks=["langid-es", "word-sentiment-en"])
 agent = MNMS(env, seed=0).learn(200, checkpoint="mnms.pt")
-agent = MNMS.load("mnms.pt", gym.make("MNMS-v1", task="langid-de"))  # transfer
+agent = MNMS.load("mnms.pt", gym.make("MNMS-v2", task="langid-de"))  # transfer
 ```
 
 One module per job: `config` (`MNMSConfig`), `policy` (the network and its masking), `rule`

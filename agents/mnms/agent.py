@@ -49,7 +49,7 @@ class MNMS:
     """The MNMS agent: a `Controller`, its optimizer, per-task baselines and a replay bank.
 
     `env` is any Gymnasium env (or `VectorEnv`, then each step advances one child per sub-env)
-    with the MNMS-v1 contract: a `Discrete` action, a `Dict` observation with `task`
+    with the MNMS-v2 contract: a `Discrete` action, a `Dict` observation with `task`
     (`Discrete`), `step` (`Discrete`) and `decisions` (`MultiDiscrete`, option + 1), the valid
     actions in `info["action_mask"]` (else `action_masks()`), and the reward at the last
     decision. Tasks are named by `tasks`, else the env's `task_names` attribute, else
@@ -284,7 +284,7 @@ class MNMS:
                 steps[j].append((int(actions[j]), mask[j].copy(), float(logp[k])))
                 if truncated[j]:
                     raise RuntimeError(
-                        "an MNMS episode was truncated (a TimeLimit wrapper?); MNMS-v1 episodes "
+                        "an MNMS episode was truncated (a TimeLimit wrapper?); MNMS-v2 episodes "
                         "end only by termination after the last decision"
                     )
                 if terminated[j]:

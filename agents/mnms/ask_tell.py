@@ -12,7 +12,7 @@ A space is categorical: each parameter one of its listed options, chosen one per
 the order given. Float and integer ranges are not searched as such: list a grid of values.
 
 The controller is a real `MNMS` agent, built on an env (`_SpaceEnv`) that only declares the
-space's MNMS-v1 spaces, since the children are sampled outside any env (`MNMS.sample_episodes`)
+space's MNMS-v2 spaces, since the children are sampled outside any env (`MNMS.sample_episodes`)
 and rewarded by the caller. So the learning rule (`MNMS.update`), checkpoints and transfer are
 MNMS's own: a checkpoint of `mnms search` or `MNMS` on a space of the same option counts starts a
 controller here, and one saved here starts `MNMS.load` on an env.
@@ -77,7 +77,7 @@ def _every_option(space: Mapping[str, tuple[Any, ...]]) -> np.ndarray:
 
 
 class _SpaceEnv(gym.Env):
-    """The MNMS-v1 spaces of a search space, its task names and their masks (every option
+    """The MNMS-v2 spaces of a search space, its task names and their masks (every option
     valid): all `MNMS` reads of an env to build its controller, since ask/tell never resets or
     steps it."""
 

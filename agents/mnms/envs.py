@@ -1,4 +1,4 @@
-"""Env plumbing: any env with the MNMS-v1 contract as a checked vector env, the names of its
+"""Env plumbing: any env with the MNMS-v2 contract as a checked vector env, the names of its
 tasks, and a vector env's info dict split per sub-env."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 
 def as_vector_env(env: gym.Env | VectorEnv) -> VectorEnv:
-    """A vector env (a single env becomes a one-env `SyncVectorEnv`), checked against MNMS-v1."""
+    """A vector env (a single env becomes a one-env `SyncVectorEnv`), checked against MNMS-v2."""
     envs = env if isinstance(env, VectorEnv) else SyncVectorEnv([lambda: env])
     mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if mode != AutoresetMode.NEXT_STEP:
@@ -27,12 +27,12 @@ def as_vector_env(env: gym.Env | VectorEnv) -> VectorEnv:
         not isinstance(observation.spaces.get(key), kind) for key, kind in expected.items()
     ):
         raise ValueError(
-            "MNMS needs the MNMS-v1 observation: a Dict with task (Discrete), step (Discrete) "
-            f"and decisions (MultiDiscrete); got {observation} (MNMS-OneShot-v1 and flattening "
+            "MNMS needs the MNMS-v2 observation: a Dict with task (Discrete), step (Discrete) "
+            f"and decisions (MultiDiscrete); got {observation} (MNMS-OneShot-v2 and flattening "
             "wrappers do not fit)"
         )
     if not isinstance(action, spaces.Discrete):
-        raise ValueError(f"MNMS needs a Discrete action space (MNMS-v1), got {action}")
+        raise ValueError(f"MNMS needs a Discrete action space (MNMS-v2), got {action}")
     return envs
 
 
