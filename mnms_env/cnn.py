@@ -100,7 +100,7 @@ class EmbeddingInit:
         return registries.installed(self.package)
 
     def missing(self, name: str) -> MissingExtraError:
-        return registries.missing_extra("embedding_init", name, str(self.package), self.install)
+        return registries.missing_extra("embedding_init", name, self.package, self.install)
 
 
 EMBEDDING_INITS: dict[str, EmbeddingInit] = {}

@@ -48,7 +48,6 @@ from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
 from sklearn.preprocessing import normalize
 
 from mnms_env import mpnet, registries
-from mnms_env.mpnet import load_mpnet
 from mnms_env.paths import cache_dir
 from mnms_env.registries import MissingExtraError
 from mnms_env.tasks.base import MODALITIES, SPLITS, Modality, Task
@@ -102,8 +101,9 @@ class Featurizer:
     """`(task, size) -> {split: matrix}`: float32, one row per example of the split and one width
     for all three (`size` when sized); fit on the training split only. A sequence featurizer
     gives int32 ids in `[0, size)` instead, and `"vocabulary"`: the word of each id."""
-    package: str | None = None
-    """The module of an optional dependency it needs; while missing, the option is masked out."""
+    package: registries.Packages = None
+    """The module(s) of the optional dependencies it needs; while one is missing, the option is
+    masked out."""
     install: str | None = None
     """How to install `package`, named when it is missing (default: `pip install <package>`)."""
     sequence: bool = False
@@ -122,8 +122,15 @@ class Featurizer:
             )
         if not callable(self.compute):
             raise ValueError(f"Featurizer.compute must be callable, got {self.compute!r}")
-        if self.package is not None and not (isinstance(self.package, str) and self.package):
-            raise ValueError(f"Featurizer.package is a module name or None, got {self.package!r}")
+        if self.package is not None:
+            names = (self.package,) if isinstance(self.package, str) else self.package
+            if not (
+                isinstance(names, tuple) and names and all(n and isinstance(n, str) for n in names)
+            ):
+                raise ValueError(
+                    "Featurizer.package is a module name, a tuple of them, or None, "
+                    f"got {self.package!r}"
+                )
 
     def available(self) -> bool:
         """Whether its optional package, if any, is installed."""
@@ -132,7 +139,7 @@ class Featurizer:
     def missing(self, representation: str) -> MissingExtraError:
         """The error for computing it without its package."""
         return registries.missing_extra(
-            "representation", representation, str(self.package), self.install
+            "representation", representation, self.package, self.install
         )
 
 
@@ -326,39 +333,43 @@ register_featurizer(
 )
 
 
-def _embedding_bag(task: Task, size: int) -> Splits:
-    vocab = CountVectorizer(max_features=size, token_pattern=WORD_PATTERN, dtype=np.float32)
-    vocab.fit(task.train.x)
-    mats = {}
-    for name in SPLITS:
-        counts = vocab.transform(task.split(name).x)
-        counts.resize((counts.shape[0], size))  # a small corpus has fewer words than `size`
-        mats[name] = normalize(counts, norm="l1").astype(np.float32)
-    return mats
-
-
-register_featurizer(
-    "embedding-bag", Featurizer("text", bag=True, sized=True, compute=_embedding_bag)
-)
-
-
-def _word_ngrams(task: Task, size: int) -> Splits:
-    """The `size` most frequent training word 1-2-grams, counted whole: where `word-hash` folds
-    a long document's hundreds of thousands of n-grams into `size` buckets, this keeps the
-    frequent ones apart (imdb, linear, 16,384 columns: 89.5% test accuracy against 87.3%)."""
+def _frequent(
+    task: Task, size: int, ngrams: tuple[int, int], weigh: Callable[[sp.csr_matrix], sp.csr_matrix]
+) -> Splits:
+    """Counts of the `size` most frequent training n-grams (columns past a small corpus's
+    vocabulary stay empty, so the width is always `size`), weighed by `weigh`."""
     vocab = CountVectorizer(
-        ngram_range=(1, 2), max_features=size, token_pattern=WORD_PATTERN, dtype=np.float32
+        ngram_range=ngrams, max_features=size, token_pattern=WORD_PATTERN, dtype=np.float32
     )
     vocab.fit(task.train.x)
     mats = {}
     for name in SPLITS:
         counts = vocab.transform(task.split(name).x)
-        counts.resize((counts.shape[0], size))  # a small corpus has fewer n-grams than `size`
-        mats[name] = _sublinear_l2(counts)
+        counts.resize((counts.shape[0], size))
+        mats[name] = weigh(counts)
     return mats
 
 
-register_featurizer("word-ngrams", Featurizer("text", bag=True, sized=True, compute=_word_ngrams))
+def _mean(counts: sp.csr_matrix) -> sp.csr_matrix:
+    return normalize(counts, norm="l1").astype(np.float32)
+
+
+register_featurizer(
+    "embedding-bag",
+    Featurizer(
+        "text", bag=True, sized=True, compute=partial(_frequent, ngrams=(1, 1), weigh=_mean)
+    ),
+)
+
+
+# The most frequent 1-2-grams counted whole: where `word-hash` folds a long document's hundreds of
+# thousands of distinct n-grams into `size` buckets, this keeps the frequent ones apart.
+register_featurizer(
+    "word-ngrams",
+    Featurizer(
+        "text", bag=True, sized=True, compute=partial(_frequent, ngrams=(1, 2), weigh=_sublinear_l2)
+    ),
+)
 
 ENCODE_CHUNK = 2048
 """Texts encoded between checkpoints: a large corpus (imdb: 50,000 reviews, about an hour on two
@@ -366,7 +377,10 @@ CPU cores) resumes from its last chunk after an interruption instead of starting
 
 
 def sentence_encoder(
-    name: str, load: Callable[[], Any], package: str | None = None, install: str | None = None
+    name: str,
+    load: Callable[[], Any],
+    package: registries.Packages = None,
+    install: str | None = None,
 ) -> Featurizer:
     """A dense featurizer of unit-length sentence embeddings from the model `load()` returns (a
     `sentence_transformers.SentenceTransformer`, or anything with its `encode`), to register as
@@ -415,7 +429,7 @@ register_featurizer(
     "minilm", sentence_encoder("minilm", load_minilm, ENCODER_PACKAGE, ENCODER_EXTRA)
 )
 register_featurizer(
-    "mpnet", sentence_encoder("mpnet", load_mpnet, mpnet.PARTS[-1], mpnet.MPNET_INSTALL)
+    "mpnet", sentence_encoder("mpnet", mpnet.load_mpnet, mpnet.PACKAGES, mpnet.MPNET_INSTALL)
 )
 
 

