@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 try:
-    import fcntl  # POSIX; elsewhere concurrent first calls may assemble twice, still correctly
+    import fcntl  # POSIX; elsewhere there is no lock, so no process sweeps another's scratch
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
@@ -49,18 +49,21 @@ ARCHIVE_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0
 """Of the five parts joined (version 0.0.1): the model directory whose `model.safetensors` has
 the upstream SHA-256 78c0197b...5658."""
 ARCHIVE_ROOT = "all-mpnet-base-v2"
-SCRATCH = ".assembling-"
+SCRATCH = f".{ARCHIVE_ROOT}.assembling-"
 
 
 def _part_files() -> list[Path]:
-    specs = [importlib.util.find_spec(module) for module in PARTS]
-    missing = [m for m, spec in zip(PARTS, specs, strict=True) if spec is None]
+    files, missing = [], []
+    for i, module in enumerate(PARTS, start=1):
+        spec = importlib.util.find_spec(module)
+        folders = spec.submodule_search_locations if spec is not None else None
+        part = Path(folders[0]) / "input" / f"{ARCHIVE_ROOT}.zip.{i:03d}" if folders else None
+        if part is None or not part.is_file():
+            missing.append(module)
+        files.append(part)
     if missing:
         raise MissingExtraError(f"representation 'mpnet' needs {missing}: {MPNET_INSTALL}")
-    return [
-        Path(spec.submodule_search_locations[0]) / "input" / f"{ARCHIVE_ROOT}.zip.{i:03d}"
-        for i, spec in enumerate(specs, start=1)
-    ]
+    return files
 
 
 def model_dir() -> Path:
@@ -75,14 +78,14 @@ def model_dir() -> Path:
     with open(target.parent / f".{ARCHIVE_ROOT}.lock", "w") as lock:
         if fcntl is not None:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            for stale in target.parent.glob(f"{SCRATCH}*"):  # only a killed assembly's, now
+                shutil.rmtree(stale, ignore_errors=True)
         if (target / "model.safetensors").exists():
             return target  # another process assembled it while this one waited
         if target.exists():
             raise ValueError(
                 f"mpnet: {target} exists without model.safetensors; delete it to reassemble"
             )
-        for stale in target.parent.glob(f"{SCRATCH}*"):
-            shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=SCRATCH, dir=target.parent) as scratch:
             archive = Path(scratch) / "model.zip"
             digest = _join(parts, archive)
@@ -93,7 +96,11 @@ def model_dir() -> Path:
                 )
             with zipfile.ZipFile(archive) as zipped:
                 zipped.extractall(scratch)
-            (Path(scratch) / ARCHIVE_ROOT).rename(target)
+            try:
+                (Path(scratch) / ARCHIVE_ROOT).rename(target)
+            except OSError:  # unlocked (no fcntl): another process renamed its copy first
+                if not (target / "model.safetensors").exists():
+                    raise
     return target
 
 

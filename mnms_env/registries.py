@@ -57,10 +57,13 @@ Packages = str | tuple[str, ...] | None
 """The modules of the optional dependencies an option needs: one, several, or None."""
 
 
+def _modules(package: Packages) -> tuple[str, ...]:
+    return () if package is None else (package,) if isinstance(package, str) else package
+
+
 def not_installed(package: Packages) -> list[str]:
     """The modules of `package` that cannot be imported."""
-    names = () if package is None else (package,) if isinstance(package, str) else package
-    return [name for name in names if importlib.util.find_spec(name) is None]
+    return [name for name in _modules(package) if importlib.util.find_spec(name) is None]
 
 
 def installed(package: Packages) -> bool:
@@ -73,7 +76,6 @@ def missing_extra(
 ) -> MissingExtraError:
     """The error for using option `name` of `kind` while modules of its `package` are missing;
     `install` says how to get them (default: `pip install <module>`)."""
-    missing = ", ".join(not_installed(package)) or str(package)
-    return MissingExtraError(
-        f"{kind} {name!r} needs the package {missing!r}: {install or f'pip install {missing}'}"
-    )
+    missing = not_installed(package) or list(_modules(package))  # none missing: name them all
+    command = install or f"pip install {' '.join(missing)}"
+    return MissingExtraError(f"{kind} {name!r} needs the package {', '.join(missing)!r}: {command}")

