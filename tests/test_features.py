@@ -142,7 +142,7 @@ def test_mpnet_assembles_from_its_packages_into_a_sentence_encoder() -> None:
     assert feats.train.shape == (len(TINY.train), 768)
     np.testing.assert_allclose(np.linalg.norm(feats.train, axis=1), 1.0, rtol=1e-4)
     texts = ["the film was wonderful", "a truly great movie", "how do I bake bread"]
-    film, movie, bread = mpnet.load_mpnet().encode(texts, normalize_embeddings=True)
+    film, movie, bread = features.load_mpnet().encode(texts, normalize_embeddings=True)
     assert film @ movie > film @ bread + 0.3  # a paraphrase is nearer than another topic
     assert (mpnet.model_dir() / "modules.json").is_file()
 
