@@ -3,11 +3,13 @@
 The field's zero-shot transfer baseline (syne-tune's `ZeroShotTransfer`, HPO-B's portfolio)
 ranks configs by how well they did on source tasks and tries them in that order on a new one.
 `SourceScores` is that ranking, built from the source tasks' benchmark tables or from children
-trained on them; it holds nothing of any other task. Three controllers use it, one child per
+trained on them; it holds nothing of any other task. Four controllers use it, one child per
 episode, round-robin over the tasks, through the env's space and masks only:
 
 - `portfolio_search`: the ranked configs that the task's space can produce, best first and none
   twice; once they run out, the space's other configs in a seeded random order.
+- `nearest_portfolio_search`: the same over the one source task whose `TaskCard.descriptor`
+  (classes, training size, input length, majority share) is nearest the task's.
 - `source_best_search`: the portfolio's first config, then masked uniform random search (as
   `random_search`) that never draws that first config again.
 - `tpe_warm_search`: TPE (`tpe_search`, one study per task) whose first `top` trials are the
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -36,7 +40,7 @@ from agents.tpe import tpe_search
 from mnms_env import Child, ChildConfig, SearchSpace, Table
 from mnms_env.space import SpaceError
 from mnms_env.table import enumerate_configs
-from mnms_env.tasks.base import Modality
+from mnms_env.tasks.base import Modality, nearest_task
 
 TOP = 10
 """Portfolio configs `tpe_warm_search` enqueues per task: as many as Optuna's TPE draws at random
@@ -63,6 +67,11 @@ class SourceScores:
     configs: tuple[ChildConfig, ...] = field(repr=False)
     scores: tuple[float, ...] = field(repr=False)
     """Each config's mean normalised score, in [0, 1], non-increasing."""
+    means: tuple[Mapping[ChildConfig, float], ...] = field(default=(), repr=False, compare=False)
+    """Per source task (in `tasks` order), its mean validation accuracy per config: what
+    `nearest` ranks one source task by."""
+    descriptors: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    """The `TaskCard.descriptor` of each source task whose table carries one."""
 
     def __post_init__(self) -> None:
         if len(self.configs) != len(self.scores):
@@ -75,8 +84,10 @@ class SourceScores:
     def from_tables(cls, tables: Iterable[Table]) -> SourceScores:
         """The ranking of the tables' tasks: every config, its validation accuracy averaged over
         the table's seeds."""
+        tables = list(tables)
         return _ranked(
-            [(t.task, dict(zip(t.configs, t.mean_val().tolist(), strict=True))) for t in tables]
+            [(t.task, dict(zip(t.configs, t.mean_val().tolist(), strict=True))) for t in tables],
+            {t.task: t.card.descriptor for t in tables if t.card.descriptor is not None},
         )
 
     @classmethod
@@ -98,8 +109,31 @@ class SourceScores:
     def digest(self) -> str:
         """A short content hash: saved runs record it, so a changed ranking is not reused."""
         pairs = zip(self.configs, self.scores, strict=True)
-        text = "|".join([*self.tasks, *(f"{c.to_json()}={s!r}" for c, s in pairs)])
+        described = (f"{t}~{self.descriptors[t].tolist()}" for t in sorted(self.descriptors))
+        text = "|".join([*self.tasks, *(f"{c.to_json()}={s!r}" for c, s in pairs), *described])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def nearest(
+        self, descriptor: np.ndarray | None, usable: Callable[[ChildConfig], bool]
+    ) -> SourceScores:
+        """The ranking of the one source task nearest a new task of `descriptor`
+        (`mnms_env.tasks.nearest_task`), among those with a descriptor whose best config the new
+        task can use (`usable`: the same modality and options); the ranking of all of them when
+        there is nothing to compare."""
+        candidates = {
+            task: self.descriptors[task]
+            for task, means in zip(self.tasks, self.means, strict=True)
+            if task in self.descriptors and usable(max(means, key=means.__getitem__))
+        }
+        if descriptor is None or not candidates:
+            warnings.warn(
+                "the nearest-task portfolio has no descriptors to compare (children-based "
+                "sources, or tables written before descriptors); it ranks by every source task",
+                stacklevel=2,
+            )
+            return self
+        task = nearest_task(descriptor, candidates)
+        return _ranked([(task, self.means[self.tasks.index(task)])], self.descriptors)
 
     def producible(
         self, space: SearchSpace, modality: Modality, mask: np.ndarray
@@ -110,8 +144,12 @@ class SourceScores:
         return [c for c in self.configs if _produces(space, modality, mask, c)]
 
 
-def _ranked(means: Sequence[tuple[str, Mapping[ChildConfig, float]]]) -> SourceScores:
-    """`SourceScores` from each source task's mean validation accuracy per config."""
+def _ranked(
+    means: Sequence[tuple[str, Mapping[ChildConfig, float]]],
+    descriptors: Mapping[str, np.ndarray] | None = None,
+) -> SourceScores:
+    """`SourceScores` from each source task's mean validation accuracy per config (and the
+    descriptors of those that have one)."""
     tasks = [task for task, _ in means]
     if not tasks:
         raise ValueError("SourceScores needs at least one source task")
@@ -135,6 +173,8 @@ def _ranked(means: Sequence[tuple[str, Mapping[ChildConfig, float]]]) -> SourceS
         tasks=tuple(tasks),
         configs=tuple(c for _, c in ranked),
         scores=tuple(s for s, _ in ranked),
+        means=tuple(by_config for _, by_config in means),
+        descriptors={t: d for t, d in (descriptors or {}).items() if t in tasks},
     )
 
 
@@ -200,17 +240,22 @@ def _search(
     sources: SourceScores,
     seed: int,
     tasks: Sequence[str] | None,
+    nearest: bool = False,
 ) -> list[dict[str, Any]]:
     """Episodes round-robin over `tasks` (default: the env's), each choosing the option indices
-    (`space.encode`) of its task's next config from `order`; each episode's `info["child"]`."""
+    (`space.encode`) of its task's next config from `order` (over the source task nearest
+    each task, with `nearest`: `SourceScores.nearest`); each episode's `info["child"]`."""
     base = env.unwrapped
     names = tuple(tasks) if tasks is not None else tuple(base.task_names)
     modality = {task.name: task.modality for task in base.tasks}
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names))]
-    plans = {
-        name: order(sources, base.space, modality[name], base.masks_of(name), rng)
-        for name, rng in zip(names, rngs, strict=True)
-    }
+    plans = {}
+    for name, rng in zip(names, rngs, strict=True):
+        mask, ranking = base.masks_of(name), sources
+        if nearest:
+            usable = partial(_produces, base.space, modality[name], mask)
+            ranking = sources.nearest(base.card_of(name).descriptor, usable)
+        plans[name] = order(ranking, base.space, modality[name], mask, rng)
     history = []
     for episode in range(children_per_task * len(names)):
         name = names[episode % len(names)]
@@ -241,6 +286,20 @@ def portfolio_search(
     """`children_per_task` children of each task in `portfolio_order`, none twice; returns each
     episode's `info["child"]`. `seed` orders only the configs the sources do not rank."""
     return _search(portfolio_order, env, children_per_task, sources, seed, tasks)
+
+
+def nearest_portfolio_search(
+    env: gym.Env,
+    children_per_task: int,
+    sources: SourceScores,
+    *,
+    seed: int = 0,
+    tasks: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """`portfolio_search` over the one source task whose descriptor is nearest each task's
+    (Feurer et al. 2015's nearest-dataset warm start by meta-features, here the four numbers
+    of `TaskCard.descriptor`); returns each episode's `info["child"]`."""
+    return _search(portfolio_order, env, children_per_task, sources, seed, tasks, nearest=True)
 
 
 def source_best_search(
@@ -287,6 +346,7 @@ def tpe_warm_search(
 
 SEARCHES = {
     "portfolio": portfolio_search,
+    "portfolio-nearest": nearest_portfolio_search,
     "tpe-warm": tpe_warm_search,
     "source-best": source_best_search,
 }

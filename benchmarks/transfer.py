@@ -70,6 +70,8 @@ CONTROLLERS = (
     "mnms-transfer-mean-cold",
     "mnms-transfer-similar",
     "mnms-transfer-similar-cold",
+    "mnms-transfer-descriptor",
+    "mnms-transfer-descriptor-cold",
     "mnms",
     "random",
     "tpe",
@@ -77,7 +79,8 @@ CONTROLLERS = (
 )
 """`mnms-transfer` starts each new task from a random embedding (the paper), `-mean` from the mean
 of the pre-trained tasks' embeddings, `-similar` from the mean of those with the new task's
-options (`MNMS.load(new_task_init=...)`), `-cold` samples at `COLD_TEMPERATURE` (exploit
+options, `-descriptor` from the one of those whose `TaskCard.descriptor` is nearest
+(`MNMS.load(new_task_init=...)`), `-cold` samples at `COLD_TEMPERATURE` (exploit
 first); the `TRANSFER` baselines draw on `source_scores`."""
 COLD_TEMPERATURE = 0.25
 

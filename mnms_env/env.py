@@ -125,6 +125,12 @@ class _MNMSBase(gym.Env):
         the table backend, the options its table covers)."""
         return self._masks[self.task_names.index(task)]
 
+    def card_of(self, task: str) -> TaskCard:
+        """`task`'s card: name, modality, classes, data fingerprint and descriptor (on the
+        table backend, its table's)."""
+        found = self.tasks[self.task_names.index(task)]
+        return found if isinstance(found, TaskCard) else found.card
+
     def _pick_task(self, options: dict[str, Any] | None) -> None:
         name = (options or {}).get("task")
         if name is None and self.next_task is not None:

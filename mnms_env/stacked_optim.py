@@ -1,10 +1,13 @@
 """Optimizers: every optimizer a child may use, by name, in the form each trainer runs.
 
 `OPTIMIZERS` maps a name to an `Optimizer`. Its `reference` form is the `torch.optim` optimizer
-`train_child` steps, with the defaults written here. Its `stacked` form is what the batched
-evaluator steps over K children's stacked weights `(K, ...)`, with a learning rate and L2 per child,
-leaving the weights of a child that has stopped untouched: usually a `VectorRule`, the update of
-one stacked weight as tensor operations (run by `VectorOptimizer`; on the CPU by
+`train_child` steps, with the defaults written here, through torch's fused kernel where there is
+one (`fused=True`; RMSprop has none and runs `foreach`): on the CPU torch otherwise steps each
+tensor in a loop of its own, about 12 times slower than the fused kernel for Adam over a text
+CNN's 16384 x 300 embedding (2 cores of an AMD EPYC, torch 2.13). Its `stacked` form is what the
+batched evaluator steps over K children's stacked weights `(K, ...)`, with a learning rate and L2
+per child, leaving the weights of a child that has stopped untouched: usually a `VectorRule`, the
+update of one stacked weight as tensor operations (run by `VectorOptimizer`; on the CPU by
 `FusedOptimizer` through the rule's `fused` kernel when it has one), or an implementation of its
 own (Adam's: `FusedOptimizer` everywhere). Each stacked form follows its `torch.optim`
 counterpart step by step (`tests/test_batched.py`).
@@ -369,7 +372,7 @@ register_optimizer(
     "adam",
     Optimizer(
         reference=lambda params, lr, l2: torch.optim.Adam(
-            params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=l2
+            params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=l2, fused=True
         ),
         stacked=lambda params, configs, dev: FusedOptimizer(
             ADAM_KERNEL, params, configs, masks_on_device=dev.type != "cpu"
@@ -418,7 +421,7 @@ register_optimizer(
     "sgd",
     Optimizer(
         reference=lambda params, lr, l2: torch.optim.SGD(
-            params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=l2
+            params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=l2, fused=True
         ),
         stacked=VectorRule(_sgd, state=1, fused=FusedKernel(_fused_sgd, state=1)),
     ),
@@ -461,7 +464,7 @@ register_optimizer(
     "adagrad",
     Optimizer(
         reference=lambda params, lr, l2: torch.optim.Adagrad(
-            params, lr=lr, eps=ADAGRAD_EPS, weight_decay=l2
+            params, lr=lr, eps=ADAGRAD_EPS, weight_decay=l2, fused=True
         ),
         stacked=VectorRule(_adagrad, state=1, fused=FusedKernel(_fused_adagrad, state=1)),
     ),
@@ -503,7 +506,7 @@ register_optimizer(
     "rmsprop",
     Optimizer(
         reference=lambda params, lr, l2: torch.optim.RMSprop(
-            params, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, weight_decay=l2
+            params, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, weight_decay=l2, foreach=True
         ),
         stacked=VectorRule(_rmsprop, state=1, fused=FusedKernel(_fused_rmsprop, state=2)),
     ),

@@ -20,6 +20,7 @@ from mnms_env.batched import BatchedEvaluator
 from mnms_env.env import DEFAULT_STORE, MNMSEnv, open_store
 from mnms_env.evaluate import Evaluator
 from mnms_env.store import ResultStore
+from mnms_env.tasks import TaskCard
 
 
 class MNMSVectorEnv(VectorEnv):
@@ -102,6 +103,10 @@ class MNMSVectorEnv(VectorEnv):
     def masks_of(self, task: str) -> np.ndarray:
         """The sub-envs' masks of `task` (`MNMSEnv.masks_of`)."""
         return self.envs[0].masks_of(task)
+
+    def card_of(self, task: str) -> TaskCard:
+        """The sub-envs' card of `task` (`MNMSEnv.card_of`)."""
+        return self.envs[0].card_of(task)
 
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None

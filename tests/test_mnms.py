@@ -429,7 +429,9 @@ def test_transfer_can_start_new_tasks_at_the_mean_embedding(tmp_path: Path) -> N
         tmp_path / "source.pt", make_env(["langid-fr"], RELATED), new_task_init="mean"
     )
     assert torch.allclose(agent.policy.task_embedding.weight[0], known.mean(dim=0))
-    with pytest.raises(ValueError, match="accepted: \\['random', 'mean', 'similar'\\]"):
+    with pytest.raises(
+        ValueError, match="accepted: \\['random', 'mean', 'similar', 'descriptor'\\]"
+    ):
         MNMS.load(tmp_path / "source.pt", make_env(["langid-fr"], RELATED), new_task_init="zero")
 
 
@@ -454,6 +456,33 @@ def test_transfer_can_start_a_new_task_where_the_tasks_with_its_options_are(
     text_only.save(tmp_path / "text.pt")
     with pytest.warns(UserWarning, match="new task 'wine': no task of the checkpoint allows"):
         MNMS.load(tmp_path / "text.pt", make_env(["wine"], optima), new_task_init="similar")
+
+
+def test_transfer_can_start_a_new_task_at_the_source_task_described_most_like_it(
+    tmp_path: Path,
+) -> None:
+    """`descriptor`: of the sources with its options, the one whose classes, training size,
+    input length and label balance are nearest: langid-fr (18,320 single words, 78% one class)
+    starts at langid-es (15,080, 73%), word-sentiment-da (2,840, 65%) at word-sentiment-en
+    (2,704, 65%). A checkpoint without descriptors falls back to `similar`."""
+    optima = {"langid-es": RELATED["langid-es"], "word-sentiment-en": {"hidden_layers": 1}}
+    optima |= {"langid-fr": {}, "word-sentiment-da": {}}
+    sources = ["langid-es", "word-sentiment-en"]
+    source = MNMS(make_env(sources, optima), MNMSConfig(batch_size=2), seed=0).learn(4)
+    source.save(tmp_path / "source.pt")
+    known = dict(zip(sources, source.policy.task_embedding.weight.detach(), strict=True))
+    targets = ["langid-fr", "word-sentiment-da"]
+    agent = MNMS.load(tmp_path / "source.pt", make_env(targets, optima), new_task_init="descriptor")
+    fr, da = agent.policy.task_embedding.weight.detach()
+    assert torch.equal(fr, known["langid-es"]) and torch.equal(da, known["word-sentiment-en"])
+    state = torch.load(tmp_path / "source.pt", weights_only=True)
+    del state["task_descriptors"]
+    torch.save(state, tmp_path / "older.pt")
+    with pytest.warns(UserWarning, match="the checkpoint holds no descriptor to compare"):
+        agent = MNMS.load(
+            tmp_path / "older.pt", make_env(targets, optima), new_task_init="descriptor"
+        )
+    assert torch.allclose(agent.policy.task_embedding.weight[0], sum(known.values()) / 2)
 
 
 def test_transfer_reaches_a_related_task_sooner(tmp_path: Path) -> None:

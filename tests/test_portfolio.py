@@ -252,3 +252,36 @@ def test_the_baselines_offer_what_the_table_covers_not_what_this_machine_trains(
         sources=ranking,
     )
     assert [c.request.config for c in history.children] == expected
+
+
+def test_nearest_portfolio_follows_the_source_task_described_most_like_each_target() -> None:
+    """langid-de is described as langid-es is (15,080 single words, 73% one class),
+    word-sentiment-da (2,840 words, 65%) is nearest word-sentiment-en (2,704, 65%), and
+    breast-cancer can use wine's configs only; without descriptors it is the portfolio."""
+    names = ["langid-es", "word-sentiment-en", "wine"]
+    ranking = SourceScores.from_tables(load_table(t) for t in names)
+    targets = ("langid-de", "word-sentiment-da", "breast-cancer")
+    history = run_controller(
+        "portfolio-nearest",
+        tasks=targets,
+        children_per_task=5,
+        seed=0,
+        env_kwargs=TABLES,
+        sources=ranking,
+    )
+    for target, source in zip(targets, names, strict=True):
+        alone = held_by(SourceScores.from_tables([load_table(source)]), target)[:5]
+        assert [c.request.config for c in history.of_task(target)] == alone
+        if target != "breast-cancer":  # wine is its only tabular source, so the same order
+            assert alone != held_by(ranking, target)[:5]
+    trained = [child("wine", A, 0.9), child("wine", B, 0.5)]
+    with pytest.warns(UserWarning, match="no descriptors to compare"):
+        history = run_controller(
+            "portfolio-nearest",
+            tasks=["breast-cancer"],
+            children_per_task=2,
+            seed=0,
+            env_kwargs=TABLES,
+            sources=SourceScores.from_children(trained, ["wine"]),
+        )
+    assert [c.request.config for c in history.children] == [A, B]

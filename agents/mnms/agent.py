@@ -17,6 +17,7 @@ from gymnasium.vector import VectorEnv
 from torch import nn
 
 from agents.mnms.checkpoint import (
+    LIKE_MASKS,
     NEW_TASK_INITS,
     NewTaskInit,
     SavedCheckpoint,
@@ -26,7 +27,13 @@ from agents.mnms.checkpoint import (
     write_checkpoint,
 )
 from agents.mnms.config import MNMSConfig
-from agents.mnms.envs import as_vector_env, env_masks, env_task_names, unbatch_info
+from agents.mnms.envs import (
+    as_vector_env,
+    env_descriptors,
+    env_masks,
+    env_task_names,
+    unbatch_info,
+)
 from agents.mnms.policy import Controller, State, one_thread
 from agents.mnms.records import ChildRecord, Episode, UpdateStats
 from agents.mnms.replay import ReplayBank
@@ -93,6 +100,9 @@ class MNMS:
         self.task_masks: dict[str, np.ndarray] = {}
         """The masks last seen for each task, `(decisions, num_actions)`: used to sample
         decisions outside the env (`sample_decisions`)."""
+        self.task_descriptors = env_descriptors(self.envs, self.task_names)
+        """Each task's `TaskCard.descriptor` where the env tells it: what a later transfer
+        compares a new task with (`new_task_init="descriptor"`)."""
         self.history: list[ChildRecord] = []
         self.num_children = 0
         self.num_updates = 0
@@ -395,7 +405,8 @@ class MNMS:
         `new_task_init` sets where a new task's embedding starts: `"random"` (the paper's choice,
         drawn from a stream of its own for each seed and task name; it may land in one source task's
         mode of the policy), `"mean"`, the mean of the checkpoint's task embeddings, or
-        `"similar"`, the mean of those of its tasks with the new task's masks (`NEW_TASK_INITS`).
+        `"similar"`, the mean of those of its tasks with the new task's masks, or `"descriptor"`,
+        the embedding of the one of those whose descriptor is nearest (`NEW_TASK_INITS`).
         `overrides` replaces fields of the checkpoint's `MNMSConfig` (e.g. `batch_size` or
         `replay`; the network's sizes must stay).
         """
@@ -413,7 +424,7 @@ class MNMS:
             new_task_init=new_task_init,
             freeze=freeze,
             resume=resume,
-            new_masks=env_masks(agent.envs, new) if new_task_init == "similar" else None,
+            new_masks=env_masks(agent.envs, new) if new_task_init in LIKE_MASKS else None,
         )
         restore_state(agent, state, path, resume=resume, keep_rng=seed is None)
         return agent

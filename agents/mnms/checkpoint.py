@@ -31,6 +31,7 @@ from agents.mnms.history import (
 )
 from agents.mnms.records import ChildRecord
 from mnms_env import make_task
+from mnms_env.tasks import nearest_task
 
 if TYPE_CHECKING:
     from agents.mnms.agent import MNMS
@@ -38,13 +39,18 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = 2
 HISTORY_INSIDE = 1
 """The format before the history file: the whole history inside the checkpoint (still read)."""
-NewTaskInit = Literal["random", "mean", "similar"]
-NEW_TASK_INITS: tuple[NewTaskInit, ...] = ("random", "mean", "similar")
+NewTaskInit = Literal["random", "mean", "similar", "descriptor"]
+NEW_TASK_INITS: tuple[NewTaskInit, ...] = ("random", "mean", "similar", "descriptor")
 """Where a task new to a checkpoint starts: a random embedding (the paper), the mean of the
-checkpoint's task embeddings, or the mean of those of its tasks that allow exactly the new task's
-options (the same masks: the same modality and, on tables, the same coverage), a zero-shot task
-descriptor that costs no training; with no such task, the mean of all. (Under `MNMSAskTell`,
-where every option is valid for every task, it is the mean.)"""
+checkpoint's task embeddings, the mean of those of its tasks that allow exactly the new task's
+options (`"similar"`: the same masks, so the same modality and, on tables, the same coverage),
+or the embedding of the one of those whose descriptor (`TaskCard.descriptor`: classes, training
+size, input length, majority share) is nearest (`"descriptor"`); both are zero-shot and cost no
+training. With no task of the same masks, the mean of all; `"descriptor"` with no descriptors to
+compare falls back to `"similar"`, with a warning. (Under `MNMSAskTell`, where every option is
+valid for every task, `"similar"` is the mean.)"""
+LIKE_MASKS: tuple[NewTaskInit, ...] = ("similar", "descriptor")
+"""The starts that compare the new task's masks with the checkpoint's tasks'."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ def checkpoint_state(agent: MNMS) -> dict[str, Any]:
         "baselines": dict(agent.baselines),
         "replay": agent.replay.state_dict(),
         "task_masks": {k: torch.as_tensor(v) for k, v in agent.task_masks.items()},
+        "task_descriptors": {k: torch.as_tensor(v) for k, v in agent.task_descriptors.items()},
         "torch_rng": agent.generator.get_state(),
         "numpy_rng": agent.rng.bit_generator.state,
         "num_children": agent.num_children,
@@ -229,11 +236,11 @@ def _new_task_starts(
     if how == "mean":
         return dict.fromkeys(new, everyone)
     if masks is None:
-        raise ValueError("new_task_init='similar' needs the new tasks' masks (new_masks)")
+        raise ValueError(f"new_task_init={how!r} needs the new tasks' masks (new_masks)")
     starts = {}
     for name in new:
         alike = [
-            known[source]
+            source
             for source, seen in state["task_masks"].items()
             if source in known and np.array_equal(seen.numpy(), masks[name])
         ]
@@ -243,8 +250,30 @@ def _new_task_starts(
                 "the mean of all their embeddings",
                 stacklevel=4,
             )
-        starts[name] = torch.stack(alike).mean(dim=0) if alike else everyone
+            starts[name] = everyone
+            continue
+        if how == "descriptor":
+            alike = _nearest(name, alike, state, agent.task_descriptors.get(name))
+        starts[name] = torch.stack([known[source] for source in alike]).mean(dim=0)
     return starts
+
+
+def _nearest(
+    name: str, candidates: list[str], state: dict[str, Any], descriptor: np.ndarray | None
+) -> list[str]:
+    """The one of `candidates` whose descriptor is nearest to `descriptor` (`nearest_task`);
+    all of them, with a warning, when there is nothing to compare."""
+    saved = state.get("task_descriptors", {})  # absent from checkpoints written before them
+    described = [source for source in candidates if source in saved]
+    if descriptor is None or not described:
+        lacking = "its env tells" if descriptor is None else "the checkpoint holds"
+        warnings.warn(
+            f"new task {name!r}: {lacking} no descriptor to compare; it starts at the mean "
+            "embedding of the tasks with its options (new_task_init='similar')",
+            stacklevel=5,
+        )
+        return candidates
+    return [nearest_task(descriptor, {source: saved[source].numpy() for source in described})]
 
 
 def restore_state(

@@ -78,6 +78,22 @@ def env_masks(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarray]:
         ) from error
 
 
+def env_descriptors(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each named task's descriptor (`TaskCard.descriptor`), from an env that tells its tasks'
+    cards (`card_of`, as the MNMS envs do); a task whose card has none is left out, and so is
+    every task of an env that cannot tell."""
+    base = envs.unwrapped
+    found = {}
+    for name in names:
+        try:
+            card = base.call("card_of", name)[0] if hasattr(base, "call") else base.card_of(name)
+        except AttributeError:  # not an MNMS env: no descriptors to compare
+            return {}
+        if card.descriptor is not None:
+            found[name] = card.descriptor
+    return found
+
+
 def unbatch_info(info: dict[str, Any], j: int) -> dict[str, Any]:
     """Sub-env `j`'s part of a vector env's info dict, as plain Python values."""
     out: dict[str, Any] = {}

@@ -29,6 +29,7 @@ from mnms_env.tasks.base import (
     TaskCard,
     TaskError,
     encode_labels,
+    nearest_task,
     stratified_split,
     task_from_arrays,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "encode_labels",
     "list_tasks",
     "make_task",
+    "nearest_task",
     "register_task",
     "stratified_split",
     "task_from_arrays",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -40,6 +40,37 @@ class TaskCard:
     modality: Modality
     num_classes: int
     fingerprint: str
+    train_size: int | None = None
+    """Training examples. With `input_length` and `majority`, what `descriptor` describes the
+    task by; None on a card written before cards carried them (an older table's)."""
+    input_length: float | None = None
+    """Mean words per training text (split at whitespace), or features of a tabular task."""
+    majority: float | None = None
+    """The most frequent class's share of the training labels."""
+
+    @property
+    def descriptor(self) -> np.ndarray | None:
+        """The task as numbers that cost no training: `(log num_classes, log train_size, log
+        input_length, majority)`, which a transferred controller compares with its source tasks'
+        (`new_task_init="descriptor"`); None when the card lacks them."""
+        if self.train_size is None or self.input_length is None or self.majority is None:
+            return None
+        logs = np.log([self.num_classes, self.train_size, max(self.input_length, 1.0)])
+        return np.append(logs, self.majority)
+
+
+def nearest_task(descriptor: np.ndarray, candidates: Mapping[str, np.ndarray]) -> str:
+    """The candidate task whose descriptor is nearest to `descriptor` (Euclidean, each component
+    divided by its spread over the candidates, so that no unit dominates; the first of equals).
+    What a transferred controller and the nearest-task portfolio both start a new task from."""
+    if not candidates:
+        raise ValueError("nearest_task needs at least one candidate task")
+    names = list(candidates)
+    points = np.stack([np.asarray(candidates[name], dtype=float) for name in names])
+    spread = points.std(axis=0)
+    spread[spread == 0] = 1.0
+    distances = np.linalg.norm((points - np.asarray(descriptor, dtype=float)) / spread, axis=1)
+    return names[int(np.argmin(distances))]
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,9 +128,23 @@ class Task:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    @property
+    @cached_property
     def card(self) -> TaskCard:
-        return TaskCard(self.name, self.modality, self.num_classes, self.fingerprint)
+        train = self.train
+        if self.modality == "text":
+            length = float(np.mean([len(text.split()) for text in train.x.tolist()]))
+        else:
+            length = float(train.x.shape[1])
+        majority = float(np.bincount(train.y).max() / len(train))
+        return TaskCard(
+            self.name,
+            self.modality,
+            self.num_classes,
+            self.fingerprint,
+            len(train),
+            length,
+            majority,
+        )
 
     def split(self, name: str) -> Split:
         if name not in SPLITS:
