@@ -71,13 +71,19 @@ class SourceScores:
     """Per source task (in `tasks` order), its mean validation accuracy per config: what
     `nearest` ranks one source task by."""
     descriptors: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
-    """The `TaskCard.descriptor` of each source task whose table carries one."""
+    """The `TaskCard.descriptor` of each source task whose table carries one (`from_tables`;
+    `from_children` has no cards to read them from). The digest covers them; equality does not."""
 
     def __post_init__(self) -> None:
         if len(self.configs) != len(self.scores):
             raise ValueError(
                 f"SourceScores needs one score per config: {len(self.configs)} configs, "
                 f"{len(self.scores)} scores"
+            )
+        if self.means and len(self.means) != len(self.tasks):
+            raise ValueError(
+                f"SourceScores needs per-task means for each of its {len(self.tasks)} tasks or "
+                f"none, got {len(self.means)}"
             )
 
     @classmethod
@@ -122,13 +128,14 @@ class SourceScores:
         there is nothing to compare."""
         candidates = {
             task: self.descriptors[task]
-            for task, means in zip(self.tasks, self.means, strict=True)
+            for task, means in zip(self.tasks, self.means, strict=False)  # means may be ()
             if task in self.descriptors and usable(max(means, key=means.__getitem__))
         }
         if descriptor is None or not candidates:
             warnings.warn(
-                "the nearest-task portfolio has no descriptors to compare (children-based "
-                "sources, or tables written before descriptors); it ranks by every source task",
+                "the nearest-task portfolio has nothing to compare (a task without a "
+                "descriptor, or no source task with one whose best config the task can use: "
+                "sources from children carry none); it ranks by every source task",
                 stacklevel=2,
             )
             return self

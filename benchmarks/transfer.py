@@ -57,6 +57,7 @@ from controllers import (
 from agents.cli import distinct, positive_int
 from agents.metrics import best_so_far, children_to_reach, speedup
 from agents.mnms import MNMS, MNMSConfig
+from agents.mnms.checkpoint import read_checkpoint
 from agents.plots import png_figure
 from agents.portfolio import SourceScores
 from agents.runner import TRANSFER, History
@@ -210,6 +211,13 @@ def run_suite(
     runs by controller."""
     kwargs = env_kwargs(suite, out, table_dir)
     agent, space = pretrain(suite, out, env_kwargs(suite, out, table_dir, pretraining=True), budget)
+    described = "task_descriptors" in read_checkpoint(out / "pretrained.pt")
+    if not described and any(c.startswith("mnms-transfer-descriptor") for c in controllers):
+        raise ValueError(
+            f"{out / 'pretrained.pt'} was pre-trained before checkpoints kept task descriptors, "
+            "so the -descriptor controllers would start as -similar; delete it and the runs made "
+            "from it, or pass another --out"
+        )
     run = {"tasks": suite.targets, "children_per_task": suite.children_per_task, "budget": budget}
     baselines = set(controllers) & set(TRANSFER)
     sources = source_scores(suite, agent, table_dir) if baselines else None

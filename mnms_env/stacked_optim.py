@@ -2,7 +2,7 @@
 
 `OPTIMIZERS` maps a name to an `Optimizer`. Its `reference` form is the `torch.optim` optimizer
 `train_child` steps, with the defaults written here, through torch's fused kernel where there is
-one (`fused=True`; RMSprop has none and runs `foreach`): on the CPU torch otherwise steps each
+one (`fastest`; RMSprop has none and runs `foreach`): on the CPU torch otherwise steps each
 tensor in a loop of its own, about 12 times slower than the fused kernel for Adam over a text
 CNN's 16384 x 300 embedding (2 cores of an AMD EPYC, torch 2.13). Its `stacked` form is what the
 batched evaluator steps over K children's stacked weights `(K, ...)`, with a learning rate and L2
@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -127,6 +127,25 @@ class Optimizer:
 
 OPTIMIZERS: dict[str, Optimizer] = {}
 """Every registered optimizer, in registration order."""
+
+
+FUSED_DEVICES = ("cpu", "cuda")
+"""Where torch has fused kernels for Adam, SGD and Adagrad."""
+
+
+def fastest(
+    optimizer: type[torch.optim.Optimizer],
+    params: Iterable[Tensor],
+    *,
+    fused: bool = True,
+    **settings: Any,
+) -> torch.optim.Optimizer:
+    """`optimizer(params, **settings)` through torch's fused kernel (`fused`: it has one) where
+    every param is on a device of `FUSED_DEVICES`, else through its `foreach` loop: torch's CPU
+    default is a loop of its own per tensor."""
+    params = list(params)
+    fast = fused and all(p.device.type in FUSED_DEVICES for p in params)
+    return optimizer(params, **settings, **({"fused": True} if fast else {"foreach": True}))
 
 
 def register_optimizer(name: str, optimizer: Optimizer) -> None:
@@ -371,8 +390,8 @@ ADAM_KERNEL = FusedKernel(_fused_adam, state=2)
 register_optimizer(
     "adam",
     Optimizer(
-        reference=lambda params, lr, l2: torch.optim.Adam(
-            params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=l2, fused=True
+        reference=lambda params, lr, l2: fastest(
+            torch.optim.Adam, params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=l2
         ),
         stacked=lambda params, configs, dev: FusedOptimizer(
             ADAM_KERNEL, params, configs, masks_on_device=dev.type != "cpu"
@@ -420,8 +439,8 @@ def _fused_sgd(
 register_optimizer(
     "sgd",
     Optimizer(
-        reference=lambda params, lr, l2: torch.optim.SGD(
-            params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=l2, fused=True
+        reference=lambda params, lr, l2: fastest(
+            torch.optim.SGD, params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=l2
         ),
         stacked=VectorRule(_sgd, state=1, fused=FusedKernel(_fused_sgd, state=1)),
     ),
@@ -463,8 +482,8 @@ def _fused_adagrad(
 register_optimizer(
     "adagrad",
     Optimizer(
-        reference=lambda params, lr, l2: torch.optim.Adagrad(
-            params, lr=lr, eps=ADAGRAD_EPS, weight_decay=l2, fused=True
+        reference=lambda params, lr, l2: fastest(
+            torch.optim.Adagrad, params, lr=lr, eps=ADAGRAD_EPS, weight_decay=l2
         ),
         stacked=VectorRule(_adagrad, state=1, fused=FusedKernel(_fused_adagrad, state=1)),
     ),
@@ -505,8 +524,14 @@ def _fused_rmsprop(
 register_optimizer(
     "rmsprop",
     Optimizer(
-        reference=lambda params, lr, l2: torch.optim.RMSprop(
-            params, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, weight_decay=l2, foreach=True
+        reference=lambda params, lr, l2: fastest(
+            torch.optim.RMSprop,
+            params,
+            fused=False,
+            lr=lr,
+            alpha=RMSPROP_ALPHA,
+            eps=RMSPROP_EPS,
+            weight_decay=l2,
         ),
         stacked=VectorRule(_rmsprop, state=1, fused=FusedKernel(_fused_rmsprop, state=2)),
     ),

@@ -485,6 +485,22 @@ def test_transfer_can_start_a_new_task_at_the_source_task_described_most_like_it
     assert torch.allclose(agent.policy.task_embedding.weight[0], sum(known.values()) / 2)
 
 
+def test_an_env_that_cannot_describe_its_tasks_keeps_working() -> None:
+    """`MNMS` asks a vector env's workers for task cards only when they have `card_of`: a call
+    of a missing attribute would end an AsyncVectorEnv's worker."""
+    from agents.mnms.ask_tell import _SpaceEnv
+
+    envs = gym.vector.AsyncVectorEnv([lambda: _SpaceEnv({"a": (0, 1), "b": (0, 1, 2)}, ["t"])] * 2)
+    try:
+        assert MNMS(envs).task_descriptors == {}
+        envs.call_async("get_wrapper_attr", "task_names")
+        assert envs.call_wait(timeout=60) == (("t",), ("t",))  # the workers are still there
+    finally:
+        envs.close(terminate=True)
+    renamed = MNMS(make_env(["langid-es"], RELATED), tasks=["my-langid"])  # names not the env's
+    assert renamed.task_descriptors == {}
+
+
 def test_transfer_reaches_a_related_task_sooner(tmp_path: Path) -> None:
     """(c) A controller pre-trained on langid-es and langid-de starts better on langid-fr and
     finds its optimum in fewer children than a fresh controller: the median over eight seeds,

@@ -275,7 +275,7 @@ def test_nearest_portfolio_follows_the_source_task_described_most_like_each_targ
         if target != "breast-cancer":  # wine is its only tabular source, so the same order
             assert alone != held_by(ranking, target)[:5]
     trained = [child("wine", A, 0.9), child("wine", B, 0.5)]
-    with pytest.warns(UserWarning, match="no descriptors to compare"):
+    with pytest.warns(UserWarning, match="nothing to compare"):
         history = run_controller(
             "portfolio-nearest",
             tasks=["breast-cancer"],

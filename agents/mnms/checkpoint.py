@@ -261,8 +261,9 @@ def _new_task_starts(
 def _nearest(
     name: str, candidates: list[str], state: dict[str, Any], descriptor: np.ndarray | None
 ) -> list[str]:
-    """The one of `candidates` whose descriptor is nearest to `descriptor` (`nearest_task`);
-    all of them, with a warning, when there is nothing to compare."""
+    """The one of `candidates` with a saved descriptor whose descriptor is nearest to
+    `descriptor` (`nearest_task`); all of them, with a warning, when there is nothing to
+    compare."""
     saved = state.get("task_descriptors", {})  # absent from checkpoints written before them
     described = [source for source in candidates if source in saved]
     if descriptor is None or not described:
@@ -281,8 +282,9 @@ def restore_state(
 ) -> None:
     """Restore the rest of the agent from the checkpoint, for the tasks of `agent`'s env only.
 
-    Always: baselines, replayed children and last-seen masks of those tasks, and with
-    `keep_rng` the sampling RNG. On an exact resume also the optimizer (at `agent.config`'s
+    Always: baselines, replayed children, last-seen masks and descriptors of those tasks (the
+    env's descriptors win), and with `keep_rng` the sampling RNG. On an exact resume also the
+    optimizer (at `agent.config`'s
     learning rate), the counters and the history (read from the history file, which the
     agent's next save to `path` appends to); otherwise these start anew, and the history file is
     not read.
@@ -292,6 +294,11 @@ def restore_state(
     agent.replay.load_state_dict(state["replay"], keep=lambda t: t in agent.task_names)
     agent.task_masks = {
         k: v.numpy() for k, v in state["task_masks"].items() if k in agent.task_names
+    }
+    saved = state.get("task_descriptors", {})  # kept where this env cannot tell them
+    agent.task_descriptors = {
+        **{k: v.numpy() for k, v in saved.items() if k in agent.task_names},
+        **agent.task_descriptors,
     }
     if keep_rng:
         agent.generator.set_state(state["torch_rng"])

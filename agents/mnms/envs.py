@@ -83,14 +83,20 @@ def env_descriptors(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarr
     cards (`card_of`, as the MNMS envs do); a task whose card has none is left out, and so is
     every task of an env that cannot tell."""
     base = envs.unwrapped
+    if hasattr(base, "call"):  # asked first: a failed call would end an AsyncVectorEnv's worker
+        if not base.call("has_wrapper_attr", "card_of")[0]:
+            return {}
+    elif not hasattr(base, "card_of"):
+        return {}
     found = {}
     for name in names:
         try:
             card = base.call("card_of", name)[0] if hasattr(base, "call") else base.card_of(name)
-        except AttributeError:  # not an MNMS env: no descriptors to compare
-            return {}
-        if card.descriptor is not None:
-            found[name] = card.descriptor
+            descriptor = card.descriptor
+        except ValueError:  # the env calls the task otherwise (`tasks=`): nothing to tell
+            continue
+        if descriptor is not None:
+            found[name] = descriptor
     return found
 
 

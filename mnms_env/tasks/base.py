@@ -55,7 +55,7 @@ class TaskCard:
         (`new_task_init="descriptor"`); None when the card lacks them."""
         if self.train_size is None or self.input_length is None or self.majority is None:
             return None
-        logs = np.log([self.num_classes, self.train_size, max(self.input_length, 1.0)])
+        logs = np.log(np.maximum([self.num_classes, self.train_size, self.input_length], 1.0))
         return np.append(logs, self.majority)
 
 
@@ -135,7 +135,7 @@ class Task:
             length = float(np.mean([len(text.split()) for text in train.x.tolist()]))
         else:
             length = float(train.x.shape[1])
-        majority = float(np.bincount(train.y).max() / len(train))
+        majority = float(np.bincount(train.y.astype(np.int64)).max() / len(train))
         return TaskCard(
             self.name,
             self.modality,
