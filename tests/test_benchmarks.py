@@ -2,13 +2,23 @@
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mnms_env import ResultStore, featurize, load_table, make_task
+from mnms_env import (
+    Child,
+    ChildConfig,
+    ChildRequest,
+    ChildResult,
+    ResultStore,
+    featurize,
+    load_table,
+    make_task,
+)
 from mnms_env.batched import default_workers
 from mnms_env.features import FEATURIZERS
 
@@ -337,6 +347,40 @@ def test_transfer_bench_holds_out_every_task_and_resumes(tmp_path) -> None:
     assert "| mnms | 1.00x |" in (tmp_path / "summary.md").read_text()
     again = transfer_bench.main(argv)  # every run reused: the same numbers
     assert again["overall"] == summary["overall"] and again["rows"] == summary["rows"]
+    bound = summary["hindsight_source"]
+    assert bound["pairs"] == 4 * 2 and 0 <= bound["pairs_at_10x"] <= bound["pairs"]
+    assert again["hindsight_source"] == bound
+
+
+def test_hindsight_source_counts_the_children_the_best_source_order_needs() -> None:
+    """Scratch reached its final best at child 5; a source whose best config reaches it at once
+    is worth 5x, a source whose order never does is worth nothing, and the pair takes the best
+    of them."""
+    table = load_table("langid-de")
+    ranked = np.argsort(-table.mean_val(), kind="stable")
+    reversed_table = replace(table, val=-table.val)  # its ranking is langid-de's, reversed
+
+    def scratch(final: float) -> History:
+        vals = [final - 0.5] * 4 + [final]
+        children = tuple(
+            Child(
+                ChildRequest("langid-de", ChildConfig(), fingerprint="fp"),
+                ChildResult(v, v, 1.0, 1, "table", False, 1),
+            )
+            for v in vals
+        )
+        return History("mnms", ("langid-de",), 5, 0, 1, children, 1.0)
+
+    tables = {"langid-de": table, "same": table, "reversed": reversed_table}
+    reachable = float(table.val[ranked[0]].min())  # the top config reaches it in any column
+    for sources, final, expected in [
+        (("same",), reachable, 5.0),
+        (("reversed", "same"), reachable, 5.0),
+        (("same",), float(table.val.max()) + 0.1, 0.0),
+    ]:
+        runs = {"langid-de": {"mnms": [scratch(final)]}}
+        bound = transfer_bench.hindsight_source(runs, tables, {"langid-de": sources})
+        assert bound == {"speedup_median": expected, "pairs_at_10x": 0, "pairs": 1}
 
 
 def test_checkpoint_cost_reports_both_layouts(tmp_path) -> None:
