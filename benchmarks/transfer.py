@@ -211,8 +211,9 @@ def run_suite(
     runs by controller."""
     kwargs = env_kwargs(suite, out, table_dir)
     agent, space = pretrain(suite, out, env_kwargs(suite, out, table_dir, pretraining=True), budget)
-    described = "task_descriptors" in read_checkpoint(out / "pretrained.pt")
-    if not described and any(c.startswith("mnms-transfer-descriptor") for c in controllers):
+    if any(c.startswith("mnms-transfer-descriptor") for c in controllers) and (
+        "task_descriptors" not in read_checkpoint(out / "pretrained.pt")
+    ):
         raise ValueError(
             f"{out / 'pretrained.pt'} was pre-trained before checkpoints kept task descriptors, "
             "so the -descriptor controllers would start as -similar; delete it and the runs made "

@@ -114,14 +114,17 @@ def hindsight_source(
     the target's seed columns drawn at random, as a child's seed picks one (median over
     `draws`)."""
     rng = np.random.default_rng(seed)
+    ranked = {  # each table's configs, best seed-mean validation accuracy first
+        name: [table.configs[i] for i in np.argsort(-table.mean_val(), kind="stable")]
+        for name, table in tables.items()
+    }
     best = []
     for task, by_controller in runs.items():
         target = tables[task]
         rows = {config: i for i, config in enumerate(target.configs)}
         orders = []
         for source in sources[task]:
-            ranked = np.argsort(-tables[source].mean_val(), kind="stable")
-            order = [rows[c] for c in (tables[source].configs[i] for i in ranked) if c in rows]
+            order = [rows[c] for c in ranked[source] if c in rows]
             if order:  # a source of another modality ranks nothing the target holds
                 orders.append(np.array(order, dtype=int))
         for scratch in by_controller["mnms"]:

@@ -284,10 +284,9 @@ def restore_state(
 
     Always: baselines, replayed children, last-seen masks and descriptors of those tasks (the
     env's descriptors win), and with `keep_rng` the sampling RNG. On an exact resume also the
-    optimizer (at `agent.config`'s
-    learning rate), the counters and the history (read from the history file, which the
-    agent's next save to `path` appends to); otherwise these start anew, and the history file is
-    not read.
+    optimizer (at `agent.config`'s learning rate), the counters and the history (read from the
+    history file, which the agent's next save to `path` appends to); otherwise these start
+    anew, and the history file is not read.
     """
     agent.optimizer = agent._make_optimizer()
     agent.baselines = {k: v for k, v in state["baselines"].items() if k in agent.task_names}

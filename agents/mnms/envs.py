@@ -62,11 +62,8 @@ def env_task_names(envs: VectorEnv, given: Sequence[str] | None) -> tuple[tuple[
 def env_masks(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Each named task's `(decisions, max_options)` masks, from an env that tells them without an
     episode (`masks_of(task)`, as the MNMS envs do)."""
-    base = envs.unwrapped
     try:
-        if hasattr(base, "call"):  # Sync/AsyncVectorEnv ask their first sub-env
-            return {name: np.asarray(base.call("masks_of", name)[0]) for name in names}
-        return {name: np.asarray(base.masks_of(name)) for name in names}
+        return {name: np.asarray(_ask(envs, "masks_of", name)) for name in names}
     except AttributeError as error:
         raise ValueError(
             f"the env cannot tell a task's masks before its first episode (no masks_of): {error}"
@@ -83,21 +80,28 @@ def env_descriptors(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarr
     cards (`card_of`, as the MNMS envs do); a task whose card has none is left out, and so is
     every task of an env that cannot tell."""
     base = envs.unwrapped
-    if hasattr(base, "call"):  # asked first: a failed call would end an AsyncVectorEnv's worker
-        if not base.call("has_wrapper_attr", "card_of")[0]:
-            return {}
-    elif not hasattr(base, "card_of"):
+    if hasattr(base, "call"):  # asked first: calling a missing attribute ends an async worker
+        tells = _ask(envs, "has_wrapper_attr", "card_of")
+    else:
+        tells = hasattr(base, "card_of")
+    if not tells:
         return {}
     found = {}
     for name in names:
         try:
-            card = base.call("card_of", name)[0] if hasattr(base, "call") else base.card_of(name)
-            descriptor = card.descriptor
+            descriptor = _ask(envs, "card_of", name).descriptor
         except ValueError:  # the env calls the task otherwise (`tasks=`): nothing to tell
             continue
         if descriptor is not None:
             found[name] = descriptor
     return found
+
+
+def _ask(envs: VectorEnv, method: str, *args: Any) -> Any:
+    """`method(*args)` of the env: of its first sub-env on a Sync/AsyncVectorEnv (`call`), of
+    itself on a native vector env."""
+    base = envs.unwrapped
+    return base.call(method, *args)[0] if hasattr(base, "call") else getattr(base, method)(*args)
 
 
 def unbatch_info(info: dict[str, Any], j: int) -> dict[str, Any]:
