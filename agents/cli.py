@@ -192,8 +192,8 @@ def _add_run_parser(commands: Any) -> None:
     run_parser = commands.add_parser(
         "run",
         help="run one controller for exactly as many children of each task",
-        description="Run a controller (MNMS or a baseline) for exactly --children children per "
-        "task and write every child to --out as JSON.",
+        description="Run a controller (MNMS or a baseline) for exactly --children-per-task "
+        "children of each task and write every child to --out as JSON.",
     )
     add = run_parser.add_argument
     add("name", choices=CONTROLLERS, help="the controller")
@@ -207,8 +207,8 @@ def _add_run_parser(commands: Any) -> None:
     add(
         "--sources",
         nargs="+",
-        help="transfer baselines (portfolio, tpe-warm, source-best): the source tasks whose "
-        "tables rank the configs (shipped, or in $MNMS_TABLE_DIR)",
+        help="transfer baselines (portfolio, portfolio-nearest, tpe-warm, source-best): the "
+        "source tasks whose tables rank the configs (shipped, or in $MNMS_TABLE_DIR)",
     )
     _add_precision_argument(add, default="fp32")
     _add_backend_argument(add, default="train")

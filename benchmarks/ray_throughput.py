@@ -1,13 +1,12 @@
 """Children per second on each trainer, Ray's included, side by side on the same requests.
 
     python benchmarks/ray_throughput.py                        # CPU: two local Ray workers
-    python benchmarks/ray_throughput.py --children 32 --repeats 3 --out runs/ray-throughput
+    python benchmarks/ray_throughput.py --children-per-task 32 --repeats 3 --out runs/ray-throughput
 
-The requests are the main job's kind: `--children` configs drawn uniformly from the default
-space for each of `--tasks` (default `langid-es` and `word-sentiment-en`; seeded), one epoch
-each. Every path
-trains the same requests, interleaved, `--repeats` times; the fastest repeat is kept (noise on a
-shared machine only slows a run down) and the JSON keeps every sample:
+The requests are the main job's kind: `--children-per-task` configs drawn uniformly from the
+default space for each of `--tasks` (default `langid-es` and `word-sentiment-en`; seeded), one
+epoch each. Every path trains the same requests, interleaved, `--repeats` times; the fastest
+repeat is kept (noise on a shared machine only slows a run down) and the JSON keeps every sample:
 - `sequential`: `SequentialEvaluator`, one child after another (torch's default threads);
 - `batched`: `BatchedEvaluator` in this process;
 - `batched, N workers`: the same in N CPU processes (what `mnms search` does on N cores);
@@ -84,7 +83,7 @@ def timed(path: str, evaluator: Evaluator, requests: list[ChildRequest]) -> Samp
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(PAPER_PAIR))
-    parser.add_argument("--children", type=positive_int, default=16, help="per task")
+    parser.add_argument("--children-per-task", type=positive_int, default=16)
     parser.add_argument("--workers", type=positive_int, default=2, help="processes, Ray CPUs")
     parser.add_argument("--repeats", type=positive_int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of the configs drawn")
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = resolve_device(None)
     gpu = device.type == "cuda"
-    requests = requests_for(tuple(args.tasks), args.children, args.seed)
+    requests = requests_for(tuple(args.tasks), args.children_per_task, args.seed)
     groups = {(r.task, r.config.representation, r.config.representation_size): r for r in requests}
     warm_up = [replace(r, seed=r.seed + 1) for r in groups.values()]
     ray.init(num_cpus=args.workers, num_gpus=1 if gpu else 0, include_dashboard=False)

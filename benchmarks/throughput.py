@@ -3,7 +3,7 @@
     python benchmarks/throughput.py                      # CPU, or CUDA when present
     python benchmarks/throughput.py --device cpu --ks 1 8 32
 
-Workloads (DESIGN.md §6):
+Workloads:
 - `dense`: features of SST-2's size (6,920 train x 384, 872 validation, 1,821 test; a fixed
   synthetic Gaussian mixture, so the benchmark needs no data directory), a 2x128 ReLU MLP, Adam,
   10 epochs, batch 64.

@@ -141,6 +141,13 @@ class BatchedEvaluator(Evaluator):
         workers: int = 0,
     ) -> None:
         self.device = resolve_device(device)
+        if memory_limit is not None and (
+            not isinstance(memory_limit, int) or isinstance(memory_limit, bool) or memory_limit < 1
+        ):
+            raise ValueError(
+                f"memory_limit is bytes, an int >= 1 (or None: default_memory_limit), got "
+                f"{memory_limit!r}"
+            )
         self.memory_limit = memory_limit
         self.precision = check_precision(precision, self.device)
         self.tasks = tasks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -60,8 +61,10 @@ class _MNMSBase(gym.Env):
             raise ValueError(
                 f"invalid_action={invalid_action!r}; accepted: {list(INVALID_ACTION_MODES)}"
             )
-        if child_seeds is not None and (not isinstance(child_seeds, int) or child_seeds < 1):
-            raise ValueError(f"child_seeds must be an int >= 1, got {child_seeds!r}")
+        if child_seeds is not None:
+            if not isinstance(child_seeds, numbers.Integral) or child_seeds < 1:
+                raise ValueError(f"child_seeds must be an int >= 1, got {child_seeds!r}")
+            child_seeds = int(child_seeds)
         if next_task is not None and not callable(next_task):
             raise TypeError(f"next_task must be a callable () -> task name, got {next_task!r}")
         if backend not in BACKENDS:
@@ -75,6 +78,15 @@ class _MNMSBase(gym.Env):
                 "trains nothing"
             )
         render.check_render_mode(render_mode)
+        for keyword, value, kind in (
+            ("space", space, SearchSpace),
+            ("evaluator", evaluator, Evaluator),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(
+                    f"{keyword}= must be None or an instance of {kind.__name__}, got "
+                    f"{type(value).__name__} {value!r}"
+                )
         self.task_names: tuple[str, ...] = tuple(names)
         self.budget = check_budget(budget)
         self.backend = backend
@@ -123,13 +135,20 @@ class _MNMSBase(gym.Env):
     def masks_of(self, task: str) -> np.ndarray:
         """The masks of `task`'s episodes: what a controller that plans ahead may choose (on
         the table backend, the options its table covers)."""
-        return self._masks[self.task_names.index(task)]
+        return self._masks[self._index_of(task)]
 
     def card_of(self, task: str) -> TaskCard:
         """`task`'s card: name, modality, classes, data fingerprint and descriptor (on the
         table backend, its table's)."""
-        found = self.tasks[self.task_names.index(task)]
+        found = self.tasks[self._index_of(task)]
         return found if isinstance(found, TaskCard) else found.card
+
+    def _index_of(self, task: str) -> int:
+        if task not in self.task_names:
+            raise ValueError(
+                f"task {task!r} is not a task of this env; accepted: {list(self.task_names)}"
+            )
+        return self.task_names.index(task)
 
     def _pick_task(self, options: dict[str, Any] | None) -> None:
         name = (options or {}).get("task")
@@ -163,7 +182,13 @@ class _MNMSBase(gym.Env):
         )
 
     def _request(self, indices: Sequence[int]) -> ChildRequest:
-        """The training request for the child these option indices design."""
+        """The training request for the child these option indices design. On the train
+        backend the task is looked up again (`make_task` memoises it), so a child of a file task
+        whose files were edited since the env was made trains on the data as it is now."""
+        if self.backend == "train":
+            tasks = list(self.tasks)
+            tasks[self._task_index] = make_task(self.task.name)
+            self.tasks = tuple(tasks)
         config = self.space.decode(indices, self.task.modality, self.task_masks())
         return ChildRequest.for_task(self.task, config, seed=self._child_seed, budget=self.budget)
 
@@ -234,10 +259,27 @@ def _leading_seeds(seeds: Sequence[int]) -> int:
     return n
 
 
+def as_action(action: Any) -> int:
+    """`action` as an int: a Python or numpy integer, or a 0-d integer array (what agents pass
+    for a `Discrete` space); anything else is refused, not truncated."""
+    if isinstance(action, np.ndarray) and action.ndim == 0:
+        action = action[()]
+    if not isinstance(action, numbers.Integral) or isinstance(action, bool | np.bool_):
+        raise TypeError(
+            f"an action is an integer option index (Discrete), got {type(action).__name__} "
+            f"{action!r}"
+        )
+    return int(action)
+
+
 def open_store(store: str | Path | ResultStore | None) -> ResultStore | None:
     """A `ResultStore` from the `store=` keyword: a path, a store, None, or the default."""
     if store is None or isinstance(store, ResultStore):
         return store
+    if not isinstance(store, str | Path):
+        raise TypeError(
+            f"store= takes a path, a ResultStore or None, got {type(store).__name__} {store!r}"
+        )
     return ResultStore(None if store == DEFAULT_STORE else store)
 
 
@@ -259,8 +301,9 @@ class MNMSEnv(_MNMSBase):
     at every step (decisions have fewer options than the largest one, and some options do not
     apply to a task, e.g. text featurizers on `digits`). `action_masks()` and
     `info["action_mask"]` give the valid ones. An invalid action raises `ValueError` naming the
-    decision and its valid actions; with `invalid_action="wrap"` it is mapped to
-    `valid[action % len(valid)]` instead.
+    decision and its valid actions; with `invalid_action="wrap"` a non-negative one is mapped
+    to `valid[action % len(valid)]` instead. An action that is not an integer (`4.9`, `"a"`) is
+    refused with a `TypeError`, as `Discrete` does not contain it.
 
     ## Observation Space
 
@@ -375,7 +418,7 @@ class MNMSEnv(_MNMSBase):
         """The option index `action` picks at the current decision (see `check_option`)."""
         if self._step >= len(self.space):
             raise RuntimeError("the episode has ended; call reset() before step()")
-        return self.check_option(self._step, int(action))
+        return self.check_option(self._step, as_action(action))
 
     def decide(self, action: Any) -> bool:
         """Record one decision; True when it was the last (the child is ready to train)."""
@@ -475,7 +518,13 @@ class MNMSOneShotEnv(_MNMSBase):
         return self._obs(), {"task": self.task.name, "action_mask": self.action_masks()}
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.int64).reshape(-1)
+        action = np.asarray(action)
+        if action.dtype.kind not in "iu":  # floats would be truncated
+            raise TypeError(
+                "action must hold integer option indices (MultiDiscrete), got "
+                f"{action.dtype} {action.tolist()!r}"
+            )
+        action = action.reshape(-1)
         if action.shape != (len(self.space),):
             raise ValueError(
                 f"action must hold {len(self.space)} option indices, got shape {action.shape}"

@@ -9,9 +9,13 @@ its `to_info()` form, read back with `Child.from_info`. The results store keeps 
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, get_type_hints
+
+import numpy as np
 
 from mnms_env.space import ChildConfig
 from mnms_env.tasks import Task, TaskCard, make_task
@@ -19,9 +23,9 @@ from mnms_env.tasks import Task, TaskCard, make_task
 
 def check_budget(budget: object) -> int:
     """A budget is a whole number of training epochs, at least 1."""
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+    if not isinstance(budget, numbers.Integral) or isinstance(budget, bool) or budget < 1:
         raise ValueError(f"budget is a number of epochs, an int >= 1; got {budget!r}")
-    return budget
+    return int(budget)
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class ChildRequest:
     fingerprint: str = field(kw_only=True)
 
     def __post_init__(self) -> None:
-        check_budget(self.budget)
+        object.__setattr__(self, "budget", check_budget(self.budget))
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.fingerprint, str) or not self.fingerprint:
@@ -74,10 +78,40 @@ class ChildResult:
     best_epoch: int
     """Epoch (1-based) whose weights gave `val_accuracy`; 0 if no epoch finished."""
 
+    def __post_init__(self) -> None:
+        # numpy numbers (an evaluator's np.float32 accuracy, say) become plain ones: the store
+        # and JSON would otherwise keep them as bytes or refuse them
+        for name, kind in _RESULT_TYPES.items():
+            object.__setattr__(self, name, _plain(name, kind, getattr(self, name)))
+        for name in ("val_accuracy", "test_accuracy"):
+            if not 0.0 <= getattr(self, name) <= 1.0:  # NaN fails too
+                raise ValueError(
+                    f"ChildResult.{name} is a fraction in [0, 1], got {getattr(self, name)!r}"
+                )
+        if not (math.isfinite(self.seconds) and self.seconds >= 0):
+            raise ValueError(f"ChildResult.seconds must be finite and >= 0, got {self.seconds!r}")
+        if self.parameters < 0 or self.best_epoch < 0:
+            raise ValueError(
+                "ChildResult.parameters and best_epoch must be >= 0, got "
+                f"{self.parameters!r} and {self.best_epoch!r}"
+            )
+
 
 RESULT_FIELDS = tuple(f.name for f in fields(ChildResult))
-_RESULT_TYPES = get_type_hints(ChildResult)
-"""Each `ChildResult` field's type, to read numpy values back as plain ones."""
+_RESULT_TYPES: dict[str, type] = get_type_hints(ChildResult)
+"""Each `ChildResult` field's type, to store numpy values as plain ones."""
+_ACCEPTED = {float: numbers.Real, int: numbers.Integral, bool: (bool, np.bool_), str: str}
+
+
+def _plain(name: str, kind: type, value: object) -> object:
+    is_bool = isinstance(value, bool | np.bool_)
+    if not isinstance(value, _ACCEPTED[kind]) or (is_bool and kind is not bool):
+        raise ValueError(
+            f"ChildResult.{name} must be {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return kind(value)
+
+
 INFO_KEYS = ("task", "fingerprint", "config", "seed", "budget", *RESULT_FIELDS, "cached")
 """The keys of `Child.to_info()`."""
 
@@ -122,5 +156,5 @@ class Child:
             int(info["budget"]),
             fingerprint=info["fingerprint"],
         )
-        result = ChildResult(**{k: _RESULT_TYPES[k](info[k]) for k in RESULT_FIELDS})
+        result = ChildResult(**{k: info[k] for k in RESULT_FIELDS})
         return cls(request, result, bool(info["cached"]))

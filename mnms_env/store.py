@@ -57,9 +57,15 @@ class ResultStore:
         self.path = Path(path) if path is not None else default_store_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout = timeout
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(SCHEMA)
+        try:
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(SCHEMA)
+        except sqlite3.DatabaseError as err:  # a folder, another kind of file, no permission
+            raise ValueError(
+                f"results store {self.path}: cannot open it as an SQLite file ({err}); pass "
+                "the path of a new or existing results store"
+            ) from err
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

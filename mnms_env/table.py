@@ -237,8 +237,11 @@ ARRAYS = ("options", "val", "test", "seconds", "diverged", "best_epoch", "parame
 
 def table_dirs(table_dir: str | Path | None = None) -> list[Path]:
     """Where tables are looked for, in order: `table_dir`, `$MNMS_TABLE_DIR`, the shipped ones."""
-    dirs = [Path(d) for d in (table_dir, os.environ.get("MNMS_TABLE_DIR")) if d]
-    return [*dirs, SHIPPED_TABLES]
+    given = {"table_dir": table_dir, "MNMS_TABLE_DIR": os.environ.get("MNMS_TABLE_DIR")}
+    for source, d in given.items():
+        if d and not Path(d).is_dir():  # a misspelt folder would silently fall back to ours
+            raise TableError(f"{source}={str(d)!r} is not a directory of tables")
+    return [*(Path(d) for d in given.values() if d), SHIPPED_TABLES]
 
 
 def available_tables(table_dir: str | Path | None = None) -> list[str]:

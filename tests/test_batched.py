@@ -255,9 +255,10 @@ def test_children_of_every_optimizer_share_one_stack_and_train_as_alone() -> Non
         ({"workers": -1}, r"workers must be an int >= 0 \(0: train in this process\), got -1"),
         ({"workers": True}, r"workers must be an int >= 0 .*, got True"),
         ({"workers": 2, "device": "meta"}, r"workers=2 trains in CPU processes, but device='meta'"),
+        ({"memory_limit": "1GB"}, r"memory_limit is bytes, an int >= 1 .*, got '1GB'"),
     ],
 )
-def test_bad_workers_are_refused_by_name(kwargs: dict, message: str) -> None:
+def test_bad_workers_and_memory_limits_are_refused_by_name(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BatchedEvaluator(**{"device": "cpu", **kwargs})
 

@@ -376,7 +376,7 @@ def test_hindsight_source_counts_the_children_the_best_source_order_needs() -> N
     for sources, final, expected in [
         (("same",), reachable, 5.0),
         (("reversed", "same"), reachable, 5.0),
-        (("same",), float(table.val.max()) + 0.1, 0.0),
+        (("same",), (float(table.val.max()) + 1.0) / 2, 0.0),  # above every child
     ]:
         runs = {"langid-de": {"mnms": [scratch(final)]}}
         bound = transfer_bench.hindsight_source(runs, tables, {"langid-de": sources})

@@ -1,4 +1,5 @@
 import itertools
+import json
 import pickle
 from dataclasses import replace
 from pathlib import Path
@@ -97,6 +98,41 @@ def test_invalid_action_raises_with_the_valid_range() -> None:
         env.step(0)
 
 
+def test_an_action_that_is_not_an_integer_is_refused_not_truncated() -> None:
+    env = make()
+    env.reset(seed=0)
+    for action in (2.9, np.float32(2.0), "2", np.array([2])):
+        with pytest.raises(TypeError, match="an action is an integer option index"):
+            env.step(action)
+    env.step(np.array(2))  # a 0-d integer array is an integer
+    one_shot = make("MNMS-OneShot-v2")
+    one_shot.reset(seed=0)
+    with pytest.raises(TypeError, match="integer option indices"):
+        one_shot.step(np.full(len(SMALL), 0.5))
+
+
+def test_an_unknown_task_is_named_by_card_of_and_masks_of() -> None:
+    env = make().unwrapped
+    for method in (env.card_of, env.masks_of):
+        with pytest.raises(
+            ValueError, match=r"'digits' is not a task of this env; accepted: \['wine'\]"
+        ):
+            method("digits")
+
+
+def test_a_file_task_edited_while_the_env_lives_trains_on_the_new_data(tmp_path: Path) -> None:
+    path = tmp_path / "live.jsonl"
+    rows = [{"text": f"word{i % 7} other{i % 3}", "label": i % 2} for i in range(40)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = make(task=f"jsonl:{path}", space=None, store=tmp_path / "r.sqlite")
+    _, _, first = rollout(env, 0)
+    path.write_text(path.read_text() + "".join(json.dumps(r) + "\n" for r in rows[:10]))
+    _, _, second = rollout(env, 0)  # once: "make the request again from the task as it is now"
+    assert second["child"]["fingerprint"] != first["child"]["fingerprint"]
+    assert not second["child"]["cached"]
+    assert env.unwrapped.card_of(f"jsonl:{path}").fingerprint == second["child"]["fingerprint"]
+
+
 def test_invalid_action_wrap_maps_to_a_valid_option() -> None:
     env = make(invalid_action="wrap")
     obs, _ = env.reset(seed=0)
@@ -176,6 +212,12 @@ def test_default_space_and_flatten_observation() -> None:
         ({"device": "gpu"}, "device='gpu' is not a torch device"),
         ({"evaluator": SequentialEvaluator(), "precision": "bf16"}, "configure the default"),
         ({"backend": "table", "space": None, "device": "cpu"}, "configure the default"),
+        ({"space": [1, 2]}, "space= must be None or an instance of SearchSpace, got list"),
+        (
+            {"evaluator": "seq"},
+            "evaluator= must be None or an instance of Evaluator, got str 'seq'",
+        ),
+        ({"store": 5}, "store= takes a path, a ResultStore or None, got int 5"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:

@@ -153,7 +153,7 @@ def test_portfolio_tries_the_top_configs_first_and_none_twice() -> None:
 def test_portfolio_then_tries_the_unranked_configs_in_a_seeded_order() -> None:
     # three ranked tabular configs, and a text table that breast-cancer cannot use
     wine = [child("wine", A, 0.9), child("wine", B, 0.5), child("wine", C, 0.1)]
-    text = [child("langid-es", c, float(i)) for i, c in enumerate(load_table("langid-es").configs)]
+    text = [child("langid-es", c, i / 2100) for i, c in enumerate(load_table("langid-es").configs)]
     ranking = SourceScores.from_children(wine + text, ["wine", "langid-es"])
     every = set(enumerate_configs(benchmark_space(), "tabular"))  # 300
 

@@ -1,6 +1,9 @@
 import multiprocessing as mp
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from mnms_env.records import ChildRequest, ChildResult
 from mnms_env.space import ChildConfig
 from mnms_env.store import ResultStore
@@ -53,3 +56,24 @@ def test_two_processes_write_one_store(tmp_path: Path) -> None:
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0, 0]
     assert len(ResultStore(path)) == 200
+
+
+def test_numpy_results_are_stored_as_plain_values_and_nan_is_refused(tmp_path: Path) -> None:
+    """An evaluator's np.float32 accuracy once reached SQLite as raw bytes (and came back as
+    the reward); a NaN one failed with a bare AssertionError."""
+    result = ChildResult(np.float32(0.5), np.float64(0.25), 0.0, np.int64(10), "toy", False, 1)
+    store = ResultStore(tmp_path / "r.sqlite")
+    stored = store.put(_request(8), result)
+    assert stored == result and type(stored.val_accuracy) is float
+    assert type(stored.parameters) is int
+    with pytest.raises(ValueError, match=r"val_accuracy is a fraction in \[0, 1\], got nan"):
+        ChildResult(float("nan"), 0.5, 0.0, 1, "toy", True, 0)
+    with pytest.raises(ValueError, match="parameters must be int, got float 1.5"):
+        ChildResult(0.5, 0.5, 0.0, 1.5, "toy", False, 1)
+
+
+def test_a_path_that_is_not_a_store_is_named(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a database " * 100)
+    for path in (tmp_path, tmp_path / "notes.txt"):
+        with pytest.raises(ValueError, match=f"results store {path}: cannot open"):
+            ResultStore(path)

@@ -253,6 +253,9 @@ def test_table_backend_rejects_what_it_cannot_honour(tmp_path) -> None:
         gym.make("mnms_env:MNMS-v2", task=untabled, backend="table", table_dir=tmp_path)
     with pytest.raises(ValueError, match="accepted: \\['train', 'table'\\]"):
         gym.make("mnms_env:MNMS-v2", task="wine", backend="lookup")
+    missing = tmp_path / "tabels"  # misspelt: once searched our shipped tables silently
+    with pytest.raises(TableError, match=f"table_dir='{missing}' is not a directory of tables"):
+        gym.make("mnms_env:MNMS-v2", task="wine", backend="table", table_dir=missing)
     with pytest.raises(TableError, match="not in the table"):
         load_table("wine").row(ChildConfig(representation="raw", representation_size=0, l2=0.1))
     with pytest.raises(SpaceError):

@@ -312,6 +312,18 @@ def test_missing_column_names_it_and_the_columns_present(tmp_path: Path) -> None
         make_task(f"csv:{csv_path}")
 
 
+def test_listing_names_the_registered_task_whose_file_does_not_load(tmp_path: Path) -> None:
+    register_task("mine", _write_jsonl(tmp_path / "d.jsonl", _rows()), text_column="sentence")
+    with pytest.raises(TaskError, match=r"task 'mine' cannot be listed: .*no column 'sentence'"):
+        list_tasks()
+
+
+def test_labels_of_two_types_that_read_the_same_are_refused(tmp_path: Path) -> None:
+    rows = [{"text": f"t{i}", "label": [1, "1", 0][i % 3]} for i in range(30)]
+    with pytest.raises(TaskError, match=r"mixes types whose values read the same \(\[1, '1'\]\)"):
+        make_task(f"jsonl:{_write_jsonl(tmp_path / 'd.jsonl', rows)}")
+
+
 def test_a_single_label_class_is_refused(tmp_path: Path) -> None:
     path = _write_jsonl(
         tmp_path / "one.jsonl", [{"text": f"t{i}", "label": "pos"} for i in range(20)]

@@ -86,7 +86,10 @@ def _no_version() -> None:
 
 
 def _loaded_info(name: str) -> TaskInfo:
-    task = make_task(name, seed=0)
+    try:
+        task = make_task(name, seed=0)
+    except TaskError as err:  # a registered file edited or misdescribed since: say which task
+        raise TaskError(f"task {name!r} cannot be listed: {err}") from err
     return TaskInfo(name, task.modality, task.num_classes, task.sizes(), task.source)
 
 

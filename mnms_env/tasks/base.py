@@ -181,8 +181,14 @@ def encode_labels(raw: Sequence[object], *, task: str) -> tuple[np.ndarray, tupl
             f"task {task!r}: the label column holds a single class {classes!r}; "
             "a classification task needs at least 2"
         )
+    names = tuple(str(c) for c in classes)
+    if len(set(names)) < len(names):
+        raise TaskError(
+            f"task {task!r}: the label column mixes types whose values read the same "
+            f"({[c for c in classes if names.count(str(c)) > 1]!r}); give every label one type"
+        )
     index = {value: i for i, value in enumerate(classes)}
-    return np.array([index[v] for v in values], dtype=np.int64), tuple(str(c) for c in classes)
+    return np.array([index[v] for v in values], dtype=np.int64), names
 
 
 def stratified_split(
