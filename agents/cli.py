@@ -22,10 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -119,7 +122,31 @@ FIXED_ON_RESUME = (
 RUNNING_MEAN = 20
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM (what `timeout`, Slurm and Kubernetes send) ends a command as Ctrl-C does:
+    through its `finally` blocks, so the env closes its training workers instead of orphaning
+    them. Only the main thread can set a handler; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _sigterm_exits():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "tasks":
@@ -333,10 +360,16 @@ def env_kwargs(
 ) -> dict[str, Any]:
     """`gym.make` keywords for a backend: the tables, or real training on the default space
     (by `evaluator`, else by the env's own on `device` at `precision`). Training options given
-    with the table backend reach the env, which refuses them by name."""
+    with the table backend are refused by their flags."""
     if backend == "table":
-        given = {"device": device, "store": store, "precision": precision}
-        return {"backend": "table"} | {k: v for k, v in given.items() if v not in (None, "fp32")}
+        given = {"--device": device, "--store": store, "--precision": precision}
+        flags = [f"{k} {v}" for k, v in given.items() if v not in (None, "fp32")]
+        if flags:
+            raise ValueError(
+                f"{', '.join(flags)}: --backend table trains nothing and stores nothing; leave "
+                f"{'them' if len(flags) > 1 else 'it'} out"
+            )
+        return {"backend": "table"}
     store_kwargs = {"store": store} if store else {}
     trainer = (
         {"evaluator": evaluator}
@@ -404,6 +437,14 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
                 f"--resume continues the run as it was started; these settings differ from "
                 f"{saved_file}: "
                 + ", ".join(f"{k}={v!r} (run: {getattr(saved, k)!r})" for k, v in changed.items())
+            )
+        children = given.get("children", saved.children)
+        if saved.envs and children % saved.envs:
+            up = -(-children // saved.envs) * saved.envs
+            raise ValueError(
+                f"--children {children}: this run's {saved.envs} sub-envs were fixed "
+                f"when it started ({saved_file}), and each call trains one child in each, so "
+                f"--children must be a multiple of {saved.envs} (say {up})"
             )
         return replace(saved, **given), args.out
     settings = SearchSettings(**given)
@@ -512,10 +553,14 @@ def search(
             )
         )
 
-    agent.learn(max(0, settings.children - agent.num_children), checkpoint=checkpoint, callback=log)
-    bar.close()
-    writer.close()
-    env.close()
+    try:
+        agent.learn(
+            max(0, settings.children - agent.num_children), checkpoint=checkpoint, callback=log
+        )
+    finally:  # also on Ctrl-C or SIGTERM: the checkpoint holds every finished update
+        bar.close()
+        writer.close()
+        env.close()
     store = env.unwrapped.store  # None on the table backend: nothing is trained
     summary = _summary(agent, settings, run_name, trained=len(store) if store is not None else 0)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -19,6 +19,7 @@ model = MaskablePPO("MultiInputPolicy", SB3VecEnv(venv), n_steps=10).learn(16 * 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,13 +149,20 @@ def rollout_episodes(episodes: int, steps: int) -> int:
     """Episodes per rollout: the largest divisor of `episodes` up to `MAX_ROLLOUT_EPISODES`
     that gives a rollout of at least 2 steps (PPO's minimum), so every rollout is whole and
     `learn` never collects a step past `episodes` episodes."""
-    for d in range(min(episodes, MAX_ROLLOUT_EPISODES), 0, -1):
-        if episodes % d == 0 and d * steps >= 2:
-            return d
-    raise ValueError(
-        f"an on-policy rollout needs at least 2 steps; {episodes} episode(s) of {steps} step(s) "
-        "cannot be split into such rollouts (give more children)"
-    )
+    sizes = _rollout_sizes(episodes, steps)
+    if not sizes:
+        works = next(n for n in itertools.count(episodes + 1) if _rollout_sizes(n, steps))
+        raise ValueError(
+            f"an on-policy rollout needs at least 2 steps; {episodes} episode(s) of {steps} "
+            f"step(s) cannot be split into equal rollouts of at most {MAX_ROLLOUT_EPISODES} "
+            f"episodes and at least 2 steps (the children of every task together; {works} can)"
+        )
+    return sizes[0]
+
+
+def _rollout_sizes(episodes: int, steps: int) -> list[int]:
+    top = min(episodes, MAX_ROLLOUT_EPISODES)
+    return [d for d in range(top, 0, -1) if episodes % d == 0 and d * steps >= 2]
 
 
 def sb3_learn(

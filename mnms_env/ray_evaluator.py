@@ -20,6 +20,7 @@ records each child in the driver as its result arrives, so workers never open th
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,25 @@ from mnms_env.records import ChildRequest, ChildResult
 from mnms_env.tasks import make_task
 
 INSTALL = "pip install 'mnms-env[ray]'"
+
+
+REACH_SECONDS = 10.0
+"""How long `check_reachable` waits for a cluster's head to accept a connection."""
+
+
+def check_reachable(address: str) -> None:
+    """Raise `ConnectionError` unless the head at `"HOST:PORT"` (or `"ray://HOST:PORT"`)
+    accepts a TCP connection: `ray.init` retries an unreachable address for minutes, so a typo
+    would look like a hang. `"auto"` and `"local"` are left to Ray."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConnectionError(f"Ray address {address!r} is not HOST:PORT, 'auto' or 'local'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS).close()
+    except OSError as err:
+        raise ConnectionError(f"nothing accepts connections at {address!r}: {err}") from err
 
 
 def import_ray() -> Any:
@@ -127,8 +147,10 @@ class RayEvaluator(Evaluator):
         that could run no child is refused before a search starts; returns the `ray` module."""
         ray = import_ray()
         if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS") or "local"
             try:
-                ray.init(address=self.address or os.environ.get("RAY_ADDRESS") or "local")
+                check_reachable(address)
+                ray.init(address=address)
             except ConnectionError as err:
                 raise ConnectionError(
                     f"RayEvaluator(address={self.address!r}) found no Ray cluster ({err}); start "

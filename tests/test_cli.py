@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,7 +103,9 @@ def test_a_search_keeps_its_precision_when_resumed(tmp_path: Path) -> None:
     assert len(rows) > 2 and {row["device"] for row in rows} == {"cpu bf16"}
 
 
-def test_search_and_run_on_the_table_backend(tmp_path: Path) -> None:
+def test_search_and_run_on_the_table_backend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     args = ["search", "--backend", "table", "--tasks", "wine", "digits", "--children", "24"]
     assert main([*args, "--out", str(out)]) == 0
@@ -126,8 +133,21 @@ def test_search_and_run_on_the_table_backend(tmp_path: Path) -> None:
     history = tmp_path / "random.json"
     argv = ["run", "random", "--backend", "table", "--tasks", "wine", "--children-per-task", "5"]
     assert main([*argv, "--out", str(history)]) == 0
-    children = json.loads(history.read_text())["children"]
-    assert len(children) == 5 and all(c["seconds"] > 0 for c in children)
+    saved = json.loads(history.read_text())
+    assert len(saved["children"]) == 5 and all(c["seconds"] > 0 for c in saved["children"])
+    assert saved["trained"] == 0  # looked up, not trained
+    for refused, message in [
+        (["--seed", "-1"], "seed must be an int in [0, 2**32), got -1"),
+        (["--device", "cpu"], "--device cpu: --backend table trains nothing"),
+    ]:
+        with pytest.raises(SystemExit):
+            main([*argv, *refused, "--out", str(history)])
+        assert message in capsys.readouterr().err
+
+    # a resume keeps the run's sub-envs, so a new --children must be a multiple of them
+    with pytest.raises(SystemExit):
+        main(["search", "--out", str(out), "--resume", "--children", "36"])
+    assert "must be a multiple of 8 (say 40)" in capsys.readouterr().err
 
     # a transfer baseline ranks configs on the source tasks' tables
     argv = ["run", "portfolio", "--backend", "table", "--tasks", "langid-de"]
@@ -181,6 +201,49 @@ def test_search_workers_change_no_result_and_need_batched_calls(tmp_path: Path) 
         with pytest.raises(SystemExit):
             main([*args, *refused, "--out", str(tmp_path / "one")])
     assert not (tmp_path / "one").exists()
+
+
+def _children_of(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan a container's init may never reap)."""
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_sigterm_ends_a_search_and_its_training_workers(tmp_path: Path) -> None:
+    """SIGTERM (timeout, Slurm, Kubernetes) once left the spawned workers running for good."""
+    argv = ["search", "--tasks", "wine", "breast-cancer", "--children", "4000", "--workers", "2"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", *argv, "--out", str(tmp_path / "run")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children_of(process.pid)) < 2 and time.monotonic() < deadline:
+            assert process.poll() is None, "the search ended before its workers started"
+            time.sleep(0.2)
+        assert len(workers) >= 2, "the workers never started"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 60
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_alive, workers)), "training workers outlived the search"
+    finally:
+        process.kill()
+        for pid in workers if "workers" in locals() else ():
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert (tmp_path / "run" / "run.json").exists()
+    if checkpoint.exists():  # what finished before the signal resumes
+        assert torch.load(checkpoint, weights_only=True)["num_children"] % 8 == 0
 
 
 def test_a_run_from_before_the_vector_env_resumes_on_one_env(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -44,6 +45,7 @@ from mnms_env import (
     make_task,
 )
 from mnms_env.features import MissingExtraError
+from mnms_env.ray_evaluator import check_reachable
 
 CLUSTER_SECONDS = 180
 """The two-node scenario takes about 25 s on 2 cores; a hang is cut off here."""
@@ -326,6 +328,24 @@ def test_cli_search_and_run_train_on_ray(tmp_path: Path, monkeypatch: pytest.Mon
     argv = ["run", "random", "--ray", "--tasks", "wine", "--children-per-task", "2"]
     assert main([*argv, "--store", str(tmp_path / "s.sqlite"), "--out", str(history)]) == 0
     assert len(json.loads(history.read_text())["children"]) == 2
+
+
+def test_an_address_nothing_listens_at_is_refused_at_once(tmp_path: Path) -> None:
+    """`ray.init` retries an unreachable address for minutes: a typo looked like a hang."""
+    with socket.socket() as probe:  # a free port, closed again: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["search", "--tasks", "wine", "--children", "2", f"--ray=127.0.0.1:{port}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "agents.cli", *argv, "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=CLUSTER_SECONDS,
+    )
+    assert done.returncode == 2
+    assert f"nothing accepts connections at '127.0.0.1:{port}'" in done.stderr
+    with pytest.raises(ConnectionError, match="'nohost' is not HOST:PORT, 'auto' or 'local'"):
+        check_reachable("nohost")
 
 
 @pytest.mark.parametrize(

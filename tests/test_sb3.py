@@ -9,7 +9,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
 from test_vector import CountingEvaluator
 
-from agents.sb3 import SB3VecEnv
+from agents.sb3 import SB3VecEnv, rollout_episodes
 
 NUM_ENVS, EPISODES = 4, 2
 
@@ -51,3 +51,9 @@ def test_sb3_agent_learns_on_the_batched_vector_env(algo) -> None:
     model = algo("MultiInputPolicy", env, n_steps=len(SMALL), batch_size=NUM_ENVS * 5, seed=0)
     model.learn(total_timesteps=NUM_ENVS * len(SMALL) * EPISODES)
     assert evaluator.calls == [NUM_ENVS] * EPISODES  # one batched call per step that ends episodes
+
+
+def test_a_child_count_no_rollout_splits_names_one_that_does() -> None:
+    assert rollout_episodes(12, 1) == 6 and rollout_episodes(11, 14) == 1
+    with pytest.raises(ValueError, match=r"11 episode\(s\) of 1 step\(s\) .*; 12 can\)"):
+        rollout_episodes(11, 1)  # a prime above 8: once advised only "give more children"
