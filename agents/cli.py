@@ -130,11 +130,15 @@ def _terminate(signum: int, frame: object) -> None:
 def _sigterm_exits() -> Iterator[None]:
     """SIGTERM (what `timeout`, Slurm and Kubernetes send) ends a command as Ctrl-C does:
     through its `finally` blocks, so the env closes its training workers instead of orphaning
-    them. Only the main thread can set a handler; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
+    them. Only the main thread can set a handler, and one that ignores SIGTERM is kept."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous in (
+        signal.SIG_IGN,  # the caller chose to ignore it
+        None,  # a handler set from C, which Python cannot put back
+    ):
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
     finally:
@@ -402,9 +406,14 @@ def run_baseline(args: argparse.Namespace) -> int:
             evaluator.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(history.to_dict(), indent=2))
+    how = (
+        "looked up in the tables"
+        if args.backend == "table"
+        else f"{history.trained} trained, {history.cached} from the store"
+    )
     print(
-        f"{args.name}: {len(history.children)} children ({history.trained} trained, "
-        f"{history.cached} from the store) in {history.wall_seconds:.1f} s -> {args.out}"
+        f"{args.name}: {len(history.children)} children ({how}) in "
+        f"{history.wall_seconds:.1f} s -> {args.out}"
     )
     for task in history.tasks:
         best = history.best(task).result

@@ -20,6 +20,7 @@ source tasks, which must not include a target.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -66,8 +67,8 @@ class History:
 
     @property
     def trained(self) -> int:
-        """Children newly trained (`cached=False`, and not looked up in a benchmark table)."""
-        return sum(not c.cached and c.result.device != "table" for c in self.children)
+        """Children newly trained, or looked up in a benchmark table (`cached=False`)."""
+        return sum(not c.cached for c in self.children)
 
     @property
     def cached(self) -> int:
@@ -195,7 +196,7 @@ def run_controller(
     if name not in CONTROLLERS:
         raise ValueError(f"unknown controller {name!r}; accepted: {list(CONTROLLERS)}")
     check_children_per_task(children_per_task)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
     if pretrained is not None and name != "mnms":
         raise ValueError(f"pretrained= is a checkpoint of the mnms controller; got {name!r}")

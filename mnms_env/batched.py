@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import numbers
 import os
 import time
 from collections import defaultdict
@@ -142,13 +143,15 @@ class BatchedEvaluator(Evaluator):
     ) -> None:
         self.device = resolve_device(device)
         if memory_limit is not None and (
-            not isinstance(memory_limit, int) or isinstance(memory_limit, bool) or memory_limit < 1
+            not isinstance(memory_limit, numbers.Integral)
+            or isinstance(memory_limit, bool)
+            or memory_limit < 1
         ):
             raise ValueError(
                 f"memory_limit is bytes, an int >= 1 (or None: default_memory_limit), got "
                 f"{memory_limit!r}"
             )
-        self.memory_limit = memory_limit
+        self.memory_limit = None if memory_limit is None else int(memory_limit)
         self.precision = check_precision(precision, self.device)
         self.tasks = tasks
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -260,16 +261,20 @@ def _leading_seeds(seeds: Sequence[int]) -> int:
 
 
 def as_action(action: Any) -> int:
-    """`action` as an int: a Python or numpy integer, or a 0-d integer array (what agents pass
-    for a `Discrete` space); anything else is refused, not truncated."""
-    if isinstance(action, np.ndarray) and action.ndim == 0:
-        action = action[()]
-    if not isinstance(action, numbers.Integral) or isinstance(action, bool | np.bool_):
+    """`action` as an int: anything integer (`operator.index`: a Python or numpy integer, a 0-d
+    integer array or tensor), what agents pass for a `Discrete` space; a float, a string or a
+    bool is refused, not truncated."""
+    if type(action) is int:
+        return action
+    try:
+        if isinstance(action, bool | np.bool_):
+            raise TypeError("a bool is not an option index")
+        return operator.index(action)
+    except TypeError:
         raise TypeError(
             f"an action is an integer option index (Discrete), got {type(action).__name__} "
             f"{action!r}"
-        )
-    return int(action)
+        ) from None
 
 
 def open_store(store: str | Path | ResultStore | None) -> ResultStore | None:

@@ -42,10 +42,12 @@ REACH_SECONDS = 10.0
 def check_reachable(address: str) -> None:
     """Raise `ConnectionError` unless the head at `"HOST:PORT"` (or `"ray://HOST:PORT"`)
     accepts a TCP connection: `ray.init` retries an unreachable address for minutes, so a typo
-    would look like a hang. `"auto"` and `"local"` are left to Ray."""
-    if address in ("auto", "local"):
+    would look like a hang. `"auto"`, `"local"` and other schemes (a provider's
+    `"anyscale://..."`) are left to Ray."""
+    scheme, _, rest = address.rpartition("://")
+    if address in ("auto", "local") or scheme not in ("", "ray"):
         return
-    host, _, port = address.split("://")[-1].rpartition(":")
+    host, _, port = rest.rpartition(":")
     if not host or not port.isdigit():
         raise ConnectionError(f"Ray address {address!r} is not HOST:PORT, 'auto' or 'local'")
     try:

@@ -45,8 +45,10 @@ class ChildRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budget", check_budget(self.budget))
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        seed = self.seed
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        object.__setattr__(self, "seed", int(seed))
         if not isinstance(self.fingerprint, str) or not self.fingerprint:
             raise ValueError(
                 f"fingerprint must be the task's Task.fingerprint, got {self.fingerprint!r}; "
@@ -82,7 +84,9 @@ class ChildResult:
         # numpy numbers (an evaluator's np.float32 accuracy, say) become plain ones: the store
         # and JSON would otherwise keep them as bytes or refuse them
         for name, kind in _RESULT_TYPES.items():
-            object.__setattr__(self, name, _plain(name, kind, getattr(self, name)))
+            value = getattr(self, name)
+            if type(value) is not kind:  # the usual case costs one comparison
+                object.__setattr__(self, name, _plain(name, kind, value))
         for name in ("val_accuracy", "test_accuracy"):
             if not 0.0 <= getattr(self, name) <= 1.0:  # NaN fails too
                 raise ValueError(
@@ -105,6 +109,8 @@ _ACCEPTED = {float: numbers.Real, int: numbers.Integral, bool: (bool, np.bool_),
 
 def _plain(name: str, kind: type, value: object) -> object:
     is_bool = isinstance(value, bool | np.bool_)
+    if kind is bool and value in (0, 1) and isinstance(value, numbers.Integral):
+        return bool(value)  # SQLite's 0/1 (`ResultStore.rows()`)
     if not isinstance(value, _ACCEPTED[kind]) or (is_bool and kind is not bool):
         raise ValueError(
             f"ChildResult.{name} must be {kind.__name__}, got {type(value).__name__} {value!r}"

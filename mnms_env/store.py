@@ -55,13 +55,17 @@ class ResultStore:
 
     def __init__(self, path: str | Path | None = None, *, timeout: float = 60.0) -> None:
         self.path = Path(path) if path is not None else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout = timeout
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(SCHEMA)
-        except sqlite3.DatabaseError as err:  # a folder, another kind of file, no permission
+        except (FileExistsError, NotADirectoryError, sqlite3.DatabaseError) as err:
+            if isinstance(err, sqlite3.DatabaseError) and not any(
+                words in str(err) for words in ("not a database", "unable to open")
+            ):
+                raise  # a locked or failing disk, not a wrong path
             raise ValueError(
                 f"results store {self.path}: cannot open it as an SQLite file ({err}); pass "
                 "the path of a new or existing results store"
@@ -110,9 +114,12 @@ class ResultStore:
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self._connect() as db:
-            db.execute(
-                f"INSERT OR IGNORE INTO children ({columns}) VALUES ({marks})", tuple(row.values())
-            )
+            db.execute("BEGIN IMMEDIATE")  # no other writer between the read and the insert
+            if _read(db, key) is None:  # absent, or a row an older version stored unreadably
+                db.execute("DELETE FROM children WHERE key = ?", (key,))
+                db.execute(
+                    f"INSERT INTO children ({columns}) VALUES ({marks})", tuple(row.values())
+                )
             stored = _read(db, key)
         assert stored is not None  # just inserted, or inserted before
         return stored
@@ -135,6 +142,7 @@ def _read(db: sqlite3.Connection, key: str) -> ChildResult | None:
     ).fetchone()
     if row is None:
         return None
-    values = dict(zip(RESULT_FIELDS, row, strict=True))
-    values["diverged"] = bool(values["diverged"])
-    return ChildResult(**values)
+    try:
+        return ChildResult(**dict(zip(RESULT_FIELDS, row, strict=True)))
+    except ValueError:  # numpy values an older version stored as bytes: trained again
+        return None

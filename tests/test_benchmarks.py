@@ -273,7 +273,7 @@ def test_transfer_from_a_single_source_task(tmp_path) -> None:
 
 
 def test_ray_throughput_times_every_trainer_on_the_same_requests(tmp_path) -> None:
-    argv = ["--tasks", "wine", "--children", "2", "--repeats", "2", "--out", str(tmp_path)]
+    argv = ["--tasks", "wine", "--children-per-task", "2", "--repeats", "2", "--out", str(tmp_path)]
     report = ray_throughput.main(argv)
     paths = ["sequential", "batched", "ray, 2 workers", "batched, 2 workers"]
     assert [r["path"] for r in report["rows"]] == paths

@@ -135,7 +135,7 @@ def test_search_and_run_on_the_table_backend(
     assert main([*argv, "--out", str(history)]) == 0
     saved = json.loads(history.read_text())
     assert len(saved["children"]) == 5 and all(c["seconds"] > 0 for c in saved["children"])
-    assert saved["trained"] == 0  # looked up, not trained
+    assert "5 children (looked up in the tables)" in capsys.readouterr().out
     for refused, message in [
         (["--seed", "-1"], "seed must be an int in [0, 2**32), got -1"),
         (["--device", "cpu"], "--device cpu: --backend table trains nothing"),

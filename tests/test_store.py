@@ -1,4 +1,5 @@
 import multiprocessing as mp
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,13 @@ def test_a_path_that_is_not_a_store_is_named(tmp_path: Path) -> None:
     for path in (tmp_path, tmp_path / "notes.txt"):
         with pytest.raises(ValueError, match=f"results store {path}: cannot open"):
             ResultStore(path)
+
+
+def test_a_row_an_older_version_stored_as_bytes_is_trained_again(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.sqlite")
+    request = _request(8)
+    store.put(request, RESULT)
+    with sqlite3.connect(store.path) as db:  # as np.float32 reached the store before
+        db.execute("UPDATE children SET val_accuracy = ?", (np.float32(0.5).tobytes(),))
+    assert store.get(request) is None  # a miss, not a crash on every later search
+    assert store.put(request, RESULT) == RESULT and store.get(request) == RESULT and len(store) == 1
