@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -494,42 +495,15 @@ def search(
             f"--workers {workers} trains the vector env's batched calls; with --envs 0 or "
             "--backend table nothing trains in batches (leave --workers out)"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    store = out / "results.sqlite" if settings.backend == "train" else None
-    kwargs = env_kwargs(settings.backend, device, store, settings.precision, evaluator)
-    kwargs |= {"tasks": settings.tasks, "budget": settings.budget}
-    if batched and evaluator is None:
-        where = resolve_device(device)
-        if workers and where.type != "cpu":
-            raise ValueError(
-                f"--workers {workers} trains in CPU processes, but the children train on "
-                f"{where}; leave --workers out (or pass --workers 0)"
-            )
-        kwargs["workers"] = default_workers(where, settings.envs) if workers is None else workers
-    if settings.envs == 0:
-        env = gym.make("MNMS-v2", **kwargs)
-    else:  # one sub-env per child of an update: its children train in one batched call
-        env = gym.make_vec(
-            "MNMS-v2",
-            num_envs=settings.envs,
-            vectorization_mode="vector_entry_point",
-            **kwargs,
-        )
+    fresh = not out.exists()
+    try:
+        env, agent = _start(settings, out, device, workers, evaluator, batched)
+    except BaseException:
+        if fresh:  # a search that cannot start leaves no run directory (the store makes one)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     checkpoint = out / "checkpoint.pt"
-    if checkpoint.exists():
-        agent = MNMS.load(checkpoint, env)
-    elif settings.source is not None:
-        agent = MNMS.load(
-            settings.source,
-            env,
-            freeze=settings.freeze,
-            seed=settings.seed,
-            new_run=True,  # even on the checkpoint's own tasks: a new run, not its continuation
-            overrides={"batch_size": settings.batch_size, "replay": settings.replay},
-        )
-    else:
-        config = MNMSConfig(batch_size=settings.batch_size, replay=settings.replay)
-        agent = MNMS(env, config, seed=settings.seed)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps(asdict(settings), indent=2))
     run_name = f"mnms__{'+'.join(settings.tasks)}__seed{settings.seed}"
     writer = SummaryWriter(str(out / "tensorboard"))
@@ -576,6 +550,67 @@ def search(
     _plot(agent, out / "progress.png", run_name)
     _print_summary(summary, out)
     return summary
+
+
+def _start(
+    settings: SearchSettings,
+    out: Path,
+    device: str | None,
+    workers: int | None,
+    evaluator: Evaluator | None,
+    batched: bool,
+) -> tuple[gym.Env | gym.vector.VectorEnv, MNMS]:
+    """The search's env and agent (`_agent`); the env is closed if the agent cannot be made."""
+    store = out / "results.sqlite" if settings.backend == "train" else None
+    kwargs = env_kwargs(settings.backend, device, store, settings.precision, evaluator)
+    kwargs |= {"tasks": settings.tasks, "budget": settings.budget}
+    if batched and evaluator is None:
+        where = resolve_device(device)
+        if workers and where.type != "cpu":
+            raise ValueError(
+                f"--workers {workers} trains in CPU processes, but the children train on "
+                f"{where}; leave --workers out (or pass --workers 0)"
+            )
+        kwargs["workers"] = default_workers(where, settings.envs) if workers is None else workers
+    if settings.envs == 0:
+        env = gym.make("MNMS-v2", **kwargs)
+    else:  # one sub-env per child of an update: its children train in one batched call
+        env = gym.make_vec(
+            "MNMS-v2",
+            num_envs=settings.envs,
+            vectorization_mode="vector_entry_point",
+            **kwargs,
+        )
+    try:
+        return env, _agent(settings, env, out / "checkpoint.pt")
+    except BaseException:
+        env.close()
+        raise
+
+
+def _agent(settings: SearchSettings, env: gym.Env | gym.vector.VectorEnv, checkpoint: Path) -> MNMS:
+    """The agent of a new run, a transfer (`--from`), or a resumed run (`checkpoint` exists),
+    which must not have more children than `settings.children` already."""
+    if checkpoint.exists():
+        agent = MNMS.load(checkpoint, env)
+    elif settings.source is not None:
+        agent = MNMS.load(
+            settings.source,
+            env,
+            freeze=settings.freeze,
+            seed=settings.seed,
+            new_run=True,  # even on the checkpoint's own tasks: a new run, not its continuation
+            overrides={"batch_size": settings.batch_size, "replay": settings.replay},
+        )
+    else:
+        config = MNMSConfig(batch_size=settings.batch_size, replay=settings.replay)
+        agent = MNMS(env, config, seed=settings.seed)
+    if agent.num_children > settings.children:
+        raise ValueError(
+            f"--children {settings.children}: the run in {checkpoint.parent} has "
+            f"{agent.num_children} children already; --children is the total to reach"
+        )
+    return agent
 
 
 def _rewards_by_task(records: Sequence[Any]) -> dict[str, list[float]]:

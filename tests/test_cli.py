@@ -74,6 +74,13 @@ def test_search_writes_its_run_and_resumes(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["children"] == 8 and summary["settings"]["tasks"] == tasks
     assert len(ResultStore(out / "results.sqlite")) == summary["trained"] <= 8
+    with pytest.raises(SystemExit):  # a total below what the run has would rewrite run.json
+        main(["search", "--out", str(out), "--resume", "--children", "4"])
+    assert "has 8 children already" in capsys.readouterr().err
+    assert json.loads((out / "run.json").read_text())["children"] == 8
+    with pytest.raises(SystemExit):  # a search that cannot start leaves no run directory
+        main(["search", "--tasks", "langid-ez", "--out", str(tmp_path / "typo")])
+    assert not (tmp_path / "typo").exists()
 
     with pytest.raises(SystemExit):  # refuses to overwrite a run
         main(["search", "--out", str(out), "--children", "2"])
