@@ -288,10 +288,13 @@ def test_the_searcher_takes_tunes_properties_and_drops_errored_trials() -> None:
     assert searcher.set_search_properties("acc", "max", {"seed": 1})  # constants only: taken
     assert (searcher.metric, searcher.mode) == ("acc", "max")
     assert not searcher.set_search_properties("acc", "max", {"y": tune.choice([1, 2])})
-    for i, result in enumerate([{"acc": 0.5}, {"acc": float("nan")}, None, {"acc": 0.7}]):
+    # a tensor or 0-d array metric (a training loop's habit) is one number, not a failed trial
+    results = [{"acc": 0.5}, {"acc": float("nan")}, None, {"acc": torch.tensor(0.75)}]
+    results += [{"acc": np.array(0.25)}, {"acc": "high"}, {"acc": np.float32(0.5)}]
+    for i, result in enumerate(results):
         searcher.suggest(str(i))
         searcher.on_trial_complete(str(i), result, error=result is None)
-    assert [r.reward for r in searcher.controller.agent.history] == [0.5, 0.7]
+    assert [r.reward for r in searcher.controller.agent.history] == [0.5, 0.75, 0.25, 0.5]
     searcher.on_trial_complete("never-suggested", {"acc": 1.0})  # ignored, with a warning
 
 

@@ -12,7 +12,9 @@ study.optimize(objective, n_trials=64)
 
 MNMS searches categorical parameters (`trial.suggest_categorical`): given as `space=`, or else
 those of the study's first finished trial, which the independent sampler chose (as Optuna's
-CMA-ES sampler learns its space). Each trial's config is asked once from `MNMSAskTell`, in
+CMA-ES sampler learns its space). A `space=` must list each parameter's choices exactly as the
+objective suggests them: Optuna refuses any other ("CategoricalDistribution does not support
+dynamic value space"). Each trial's config is asked once from `MNMSAskTell`, in
 `sample_relative`, and told in `after_trial`: the value (negated when the study minimises), or
 None for a pruned or failed trial, or one whose parameters were fixed to other values
 (`enqueue_trial`). Float and integer parameters, and any the space lacks, are left to the

@@ -19,7 +19,8 @@ The space comes as `space=` (`{name: [options, ...]}`) or from the Tuner's `para
 constants pass through, and any other kind (`tune.uniform`, `tune.randint`, `grid_search`) is
 refused by name: MNMS chooses among listed options, so give a grid as `tune.choice([...])`.
 Each suggestion is asked from `MNMSAskTell`, each finished trial's metric told back (negated
-for `mode="min"`; an errored trial, or one without a finite metric, is dropped).
+for `mode="min"`; a 0-d tensor or array counts as its number; an errored trial, or one
+without a finite metric, is dropped, the latter with a warning).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from agents.mnms.ask_tell import MNMSAskTell, Space, is_finite_reward
+from agents.mnms.ask_tell import MNMSAskTell, Space, as_reward
 from agents.mnms.checkpoint import NewTaskInit
 from agents.mnms.config import MNMSConfig
 
@@ -121,9 +122,20 @@ class MNMSSearcher(Searcher):
             logger.warning("MNMSSearcher: trial %s was not suggested by it; ignored", trial_id)
             return
         value = None if error or result is None else result.get(self._metric)
-        finite = is_finite_reward(value)
-        reward = (value if self._mode == "max" else -value) if finite else None
-        self.controller.tell(self._tickets.pop(trial_id), reward)
+        reward = as_reward(value)
+        if reward is None and value is not None:
+            logger.warning(
+                "MNMSSearcher: trial %s reported %s=%r (%s), not one finite number; it is "
+                "dropped as a failed trial",
+                trial_id,
+                self._metric,
+                value,
+                type(value).__name__,
+            )
+        self.controller.tell(
+            self._tickets.pop(trial_id),
+            None if reward is None else reward if self._mode == "max" else -reward,
+        )
 
     def save(self, checkpoint_path: str) -> None:
         """Everything in one file (Tune renames it into place): the controller's checkpoint and

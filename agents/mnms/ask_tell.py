@@ -242,6 +242,14 @@ class MNMSAskTell:
         return task
 
 
+def as_reward(value: object) -> float | None:
+    """`value` as a float reward where it is one finite number: a Python or numpy number, or a
+    0-d array or tensor (what a training loop often reports); else None."""
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):
+        value = value.item()
+    return float(value) if is_finite_reward(value) else None
+
+
 def is_finite_reward(value: object) -> bool:
     """Whether `value` can be a reward: a finite real number, and not a bool (which Python
     counts as one)."""
