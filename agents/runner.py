@@ -20,7 +20,6 @@ source tasks, which must not include a target.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ import gymnasium as gym
 
 from agents.portfolio import SEARCHES, SourceScores
 from mnms_env import Child
+from mnms_env.records import is_whole
 
 TRANSFER = tuple(SEARCHES)
 """Transfer baselines: they try configs ranked on source tasks first, so `run_controller` needs
@@ -196,7 +196,7 @@ def run_controller(
     if name not in CONTROLLERS:
         raise ValueError(f"unknown controller {name!r}; accepted: {list(CONTROLLERS)}")
     check_children_per_task(children_per_task)
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+    if not is_whole(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
     if pretrained is not None and name != "mnms":
         raise ValueError(f"pretrained= is a checkpoint of the mnms controller; got {name!r}")

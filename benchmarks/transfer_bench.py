@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(err))
     args.out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, list[History]]] = {}
+    sources: dict[str, tuple[str, ...]] = {}  # each held-out task's source tasks
     rows, differentiation = [], {}
     for k, held_out in enumerate(split):
         suite = Suite(
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows += [{**row, "fold": k} for row in summarise(fold_runs, suite.targets)]
         for task in held_out:
             runs[task] = {c: fold_runs[c] for c in args.controllers}
+            sources[task] = suite.sources
         preferred = preferred_configs(agent, space, suite.sources, 2000, args.table_dir)
         distinct_configs = len({p["preferred"] for p in preferred.values()})
         differentiation[k] = {"distinct_preferred": distinct_configs, "tasks": preferred}
@@ -239,9 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "overall": overall,
         "rows": rows,
-        "hindsight_source": hindsight_source(
-            runs, tables, {t: tuple(u for u in args.tasks if u not in f) for f in split for t in f}
-        ),
+        "hindsight_source": hindsight_source(runs, tables, sources),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     (args.out / "differentiation.json").write_text(json.dumps(differentiation, indent=1))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import numbers
 import os
 import time
 from collections import defaultdict
@@ -56,7 +55,7 @@ from mnms_env.child import (
 )
 from mnms_env.evaluate import Evaluator, TaskLookup, task_features, task_of, train_request
 from mnms_env.features import PAD, Features
-from mnms_env.records import ChildRequest, ChildResult
+from mnms_env.records import ChildRequest, ChildResult, is_whole
 from mnms_env.space import ChildConfig
 from mnms_env.stacked_optim import stacked_optimizer
 from mnms_env.tasks import Task, make_task
@@ -142,11 +141,7 @@ class BatchedEvaluator(Evaluator):
         workers: int = 0,
     ) -> None:
         self.device = resolve_device(device)
-        if memory_limit is not None and (
-            not isinstance(memory_limit, numbers.Integral)
-            or isinstance(memory_limit, bool)
-            or memory_limit < 1
-        ):
+        if memory_limit is not None and (not is_whole(memory_limit) or memory_limit < 1):
             raise ValueError(
                 f"memory_limit is bytes, an int >= 1 (or None: default_memory_limit), got "
                 f"{memory_limit!r}"

@@ -187,9 +187,8 @@ class _MNMSBase(gym.Env):
         backend the task is looked up again (`make_task` memoises it), so a child of a file task
         whose files were edited since the env was made trains on the data as it is now."""
         if self.backend == "train":
-            tasks = list(self.tasks)
-            tasks[self._task_index] = make_task(self.task.name)
-            self.tasks = tuple(tasks)
+            i = self._task_index
+            self.tasks = (*self.tasks[:i], make_task(self.task.name), *self.tasks[i + 1 :])
         config = self.space.decode(indices, self.task.modality, self.task_masks())
         return ChildRequest.for_task(self.task, config, seed=self._child_seed, budget=self.budget)
 

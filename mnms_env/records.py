@@ -21,9 +21,15 @@ from mnms_env.space import ChildConfig
 from mnms_env.tasks import Task, TaskCard, make_task
 
 
+def is_whole(value: object) -> bool:
+    """Whether `value` is a whole number: a Python or numpy integer, and not a bool (which
+    Python counts as one)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_budget(budget: object) -> int:
     """A budget is a whole number of training epochs, at least 1."""
-    if not isinstance(budget, numbers.Integral) or isinstance(budget, bool) or budget < 1:
+    if not is_whole(budget) or budget < 1:
         raise ValueError(f"budget is a number of epochs, an int >= 1; got {budget!r}")
     return int(budget)
 
@@ -46,7 +52,7 @@ class ChildRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "budget", check_budget(self.budget))
         seed = self.seed
-        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        if not is_whole(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         object.__setattr__(self, "seed", int(seed))
         if not isinstance(self.fingerprint, str) or not self.fingerprint:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from agents.mnms.records import ChildRecord, Episode, UpdateStats
 from agents.mnms.replay import ReplayBank
 from agents.mnms.rule import normalised_advantages, seeded_baselines, updated_baselines
 from mnms_env import Child
+from mnms_env.records import is_whole
 
 
 def _on_one_thread(method: Callable) -> Callable:
@@ -75,7 +75,7 @@ class MNMS:
         seed: int = 0,
         tasks: Sequence[str] | None = None,
     ) -> None:
-        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        if not is_whole(seed) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.config = config if config is not None else MNMSConfig()
         self.seed = int(seed)
