@@ -25,6 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.mnms import unbatch_info
@@ -42,6 +43,12 @@ class SB3VecEnv(VecEnv):
     """
 
     def __init__(self, venv: gym.vector.VectorEnv) -> None:
+        mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        if mode != AutoresetMode.NEXT_STEP:
+            raise ValueError(
+                f"SB3VecEnv adapts Gymnasium's NEXT_STEP autoreset, got autoreset_mode={mode}; "
+                "make the vector env with the default mode"
+            )
         self.venv = venv
         self._actions: np.ndarray | None = None
         base = venv.unwrapped
@@ -59,8 +66,14 @@ class SB3VecEnv(VecEnv):
 
     def reset(self) -> dict[str, np.ndarray]:
         seeds = self._seeds if any(s is not None for s in self._seeds) else None
-        obs, _ = self.venv.reset(seed=seeds)
+        if any(options != self._options[0] for options in self._options):
+            raise ValueError(
+                f"set_options gave the sub-envs different options ({self._options}); a "
+                "Gymnasium vector env resets every sub-env with the same options"
+            )
+        obs, _ = self.venv.reset(seed=seeds, options=self._options[0] or None)
         self._reset_seeds()
+        self._reset_options()
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -185,6 +198,11 @@ def sb3_learn(
 
     if algo not in SB3_ALGORITHMS:
         raise ValueError(f"unknown SB3 algorithm {algo!r}; accepted: {list(SB3_ALGORITHMS)}")
+    if algo != "maskable-ppo" and getattr(env.unwrapped, "invalid_action", "wrap") == "raise":
+        raise ValueError(
+            f"{algo} samples actions without the masks, so its env needs "
+            "invalid_action='wrap' (it has 'raise'); or use 'maskable-ppo'"
+        )
     steps = episode_steps(env)
     rollout = rollout_episodes(episodes, steps) * steps
     policy = "MultiInputPolicy"

@@ -56,6 +56,12 @@ class _MNMSBase(gym.Env):
         names = [task] if task is not None else list([DEFAULT_TASK] if tasks is None else tasks)
         if isinstance(tasks, str):
             raise TypeError(f"tasks= takes a list of task names, got the string {tasks!r}")
+        not_names = [name for name in names if not isinstance(name, str)]
+        if not_names:
+            raise TypeError(
+                f"a task name is a str, got {type(not_names[0]).__name__} {not_names[0]!r} "
+                f"(tasks {names!r})"
+            )
         if not names or len(set(names)) != len(names):
             raise ValueError(f"tasks must be a non-empty list of distinct names, got {names!r}")
         if invalid_action not in INVALID_ACTION_MODES:

@@ -19,17 +19,19 @@ records each child in the driver as its result arrives, so workers never open th
 
 from __future__ import annotations
 
+import numbers
 import os
 import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from mnms_env.child import check_precision
 from mnms_env.evaluate import Evaluator, SequentialEvaluator, TaskLookup
 from mnms_env.features import MissingExtraError
-from mnms_env.records import ChildRequest, ChildResult
+from mnms_env.records import ChildRequest, ChildResult, is_whole
 from mnms_env.tasks import make_task
 
 INSTALL = "pip install 'mnms-env[ray]'"
@@ -96,6 +98,11 @@ class RayEvaluator(Evaluator):
         precision: str = "fp32",
         tasks: TaskLookup = make_task,
     ) -> None:
+        if address is not None and not isinstance(address, str):
+            raise TypeError(
+                f"address is a str (HOST:PORT, 'auto', 'local', ray://HOST:PORT) or None, got "
+                f"{type(address).__name__} {address!r}"
+            )
         if not _is_number(num_cpus) or num_cpus <= 0:
             raise ValueError(f"num_cpus is the CPUs one child reserves, > 0; got {num_cpus!r}")
         if not _is_number(num_gpus) or num_gpus < 0 or (num_gpus > 1 and num_gpus % 1):
@@ -103,12 +110,12 @@ class RayEvaluator(Evaluator):
                 "num_gpus is the GPUs one child reserves: 0 (train on the CPU), a fraction up "
                 f"to 1 (children share a GPU) or a whole number; got {num_gpus!r}"
             )
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        if not is_whole(max_retries) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         self.address = address
-        self.num_cpus = num_cpus
-        self.num_gpus = num_gpus
-        self.max_retries = max_retries
+        self.num_cpus = _plain(num_cpus)
+        self.num_gpus = _plain(num_gpus)
+        self.max_retries = int(max_retries)
         self.precision = check_precision(precision)
         self.tasks = tasks
         self.recheck_s = 30.0
@@ -149,14 +156,20 @@ class RayEvaluator(Evaluator):
         that could run no child is refused before a search starts; returns the `ray` module."""
         ray = import_ray()
         if not ray.is_initialized():
-            address = self.address or os.environ.get("RAY_ADDRESS") or "local"
+            from_env = not self.address and os.environ.get("RAY_ADDRESS")
+            address = self.address or from_env or "local"
             try:
                 check_reachable(address)
                 ray.init(address=address)
             except ConnectionError as err:
+                where, fix = (
+                    (f"RAY_ADDRESS={from_env!r}", "unset RAY_ADDRESS")
+                    if from_env
+                    else (f"RayEvaluator(address={self.address!r})", "pass address=None")
+                )
                 raise ConnectionError(
-                    f"RayEvaluator(address={self.address!r}) found no Ray cluster ({err}); start "
-                    "one with `ray start --head`, or pass address=None for a new local one"
+                    f"{where} names no running Ray cluster ({err}); start one with `ray start "
+                    f"--head`, or {fix} for a new local one"
                 ) from err
             self._connected = True
         self._check_resources(ray)
@@ -190,7 +203,12 @@ class RayEvaluator(Evaluator):
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _plain(value: numbers.Real) -> int | float:
+    """`value` as a plain int or float (numpy numbers are accepted, Ray wants plain ones)."""
+    return int(value) if is_whole(value) else float(value)
 
 
 def _train(

@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gymnasium.error import ClosedEnvironmentError, ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from mnms_env.batched import BatchedEvaluator
 from mnms_env.env import DEFAULT_STORE, MNMSEnv, open_store
 from mnms_env.evaluate import Evaluator
+from mnms_env.records import is_whole
 from mnms_env.store import ResultStore
 from mnms_env.tasks import TaskCard
 
@@ -49,8 +51,9 @@ class MNMSVectorEnv(VectorEnv):
         workers: int = 0,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(num_envs, int) or num_envs < 1:
+        if not is_whole(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        num_envs = int(num_envs)
         if kwargs.get("render_mode") is not None:
             raise ValueError(
                 f"render_mode={kwargs['render_mode']!r}: the batched vector env renders nothing; "
@@ -91,6 +94,7 @@ class MNMSVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._needs_reset = np.zeros(num_envs, dtype=bool)
+        self._started = False  # whether reset() has been called
 
     @property
     def space(self):  # noqa: ANN201 - the sub-envs' SearchSpace
@@ -112,6 +116,7 @@ class MNMSVectorEnv(VectorEnv):
         self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Reset every sub-env; an int seed gives sub-env i the seed `seed + i`."""
+        self._check_open()
         if seed is None or isinstance(seed, int):
             seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
         else:
@@ -125,12 +130,22 @@ class MNMSVectorEnv(VectorEnv):
             observations.append(obs)
             infos = self._add_info(infos, info, i)
         self._needs_reset[:] = False
+        self._started = True
         return self._stack(observations), infos
 
     def step(
         self, actions: Any
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        actions = np.asarray(actions).reshape(self.num_envs)
+        self._check_open()
+        if not self._started:
+            raise ResetNeeded("call reset() before step() on MNMSVectorEnv")
+        actions = np.asarray(actions)
+        if actions.size != self.num_envs:
+            raise ValueError(
+                f"step takes one action per sub-env ({self.num_envs}), got an array of shape "
+                f"{actions.shape}"
+            )
+        actions = actions.reshape(self.num_envs)
         # Every action is checked before any sub-env moves: one invalid action raises with the
         # sub-envs still in lockstep, as they were. A sub-env that ended last step is reset
         # instead (NEXT_STEP autoreset: its action is ignored).
@@ -164,6 +179,10 @@ class MNMSVectorEnv(VectorEnv):
         caller's to close)."""
         if self._owned is not None:
             self._owned.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClosedEnvironmentError("this MNMSVectorEnv is closed; make a new one")
 
     def action_masks(self) -> np.ndarray:
         """`(num_envs, max_options)`: the valid actions of each sub-env now."""

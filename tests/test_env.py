@@ -1,6 +1,7 @@
 import itertools
 import json
 import pickle
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -118,6 +119,16 @@ def test_an_unknown_task_is_named_by_card_of_and_masks_of() -> None:
             ValueError, match=r"'digits' is not a task of this env; accepted: \['wine'\]"
         ):
             method("digits")
+
+
+@pytest.mark.parametrize("backend", ["train", "table"])
+@pytest.mark.parametrize("kwargs", [{"task": ["wine"]}, {"task": 3}, {"tasks": ["wine", 3]}])
+def test_a_task_name_that_is_not_a_string_is_named(backend: str, kwargs: dict) -> None:
+    """A list for task= failed as `unhashable type`, an int with the table backend deep in
+    urllib's quote."""
+    bad = kwargs.get("task", 3)
+    with pytest.raises(TypeError, match=rf"a task name is a str, got \w+ {re.escape(repr(bad))}"):
+        gym.make("mnms_env:MNMS-v2", backend=backend, **kwargs)
 
 
 def test_a_file_task_edited_while_the_env_lives_trains_on_the_new_data(tmp_path: Path) -> None:

@@ -300,6 +300,11 @@ def test_it_refuses_bad_resources_and_names_the_missing_extra(
     ]:
         with pytest.raises(ValueError, match=match):
             RayEvaluator(**bad)
+    with pytest.raises(TypeError, match="address is a str .* got int 6379"):
+        RayEvaluator(address=6379)
+    numpy = RayEvaluator(num_cpus=np.int64(2), num_gpus=np.float64(0.5), max_retries=np.int64(1))
+    assert (numpy.num_cpus, numpy.num_gpus, numpy.max_retries) == (2, 0.5, 1)
+    assert all(type(v) in (int, float) for v in (numpy.num_cpus, numpy.num_gpus, numpy.max_retries))
     with pytest.raises(ValueError, match="num_gpus=1 per child, but the Ray cluster has 0 GPUs"):
         RayEvaluator(num_gpus=1).evaluate(TRAINED[:1])
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
@@ -330,20 +335,29 @@ def test_cli_search_and_run_train_on_ray(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(json.loads(history.read_text())["children"]) == 2
 
 
-def test_an_address_nothing_listens_at_is_refused_at_once(tmp_path: Path) -> None:
-    """`ray.init` retries an unreachable address for minutes: a typo looked like a hang."""
+@pytest.mark.parametrize("through", ["flag", "RAY_ADDRESS"])
+def test_an_address_nothing_listens_at_is_refused_at_once(through: str, tmp_path: Path) -> None:
+    """`ray.init` retries an unreachable address for minutes: a typo looked like a hang. The
+    error says where the address came from and how to get a local cluster instead."""
     with socket.socket() as probe:  # a free port, closed again: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    argv = ["search", "--tasks", "wine", "--children", "2", f"--ray=127.0.0.1:{port}"]
+    address = f"127.0.0.1:{port}"
+    flag, env = (
+        (f"--ray={address}", {}) if through == "flag" else ("--ray", {"RAY_ADDRESS": address})
+    )
+    argv = ["search", "--tasks", "wine", "--children", "2", flag]
     done = subprocess.run(
         [sys.executable, "-m", "agents.cli", *argv, "--out", str(tmp_path / "run")],
         capture_output=True,
         text=True,
         timeout=CLUSTER_SECONDS,
+        env={**os.environ, **env},
     )
     assert done.returncode == 2
-    assert f"nothing accepts connections at '127.0.0.1:{port}'" in done.stderr
+    assert f"nothing accepts connections at '{address}'" in done.stderr
+    fix = "pass address=None" if through == "flag" else f"RAY_ADDRESS='{address}' names no"
+    assert fix in done.stderr and ("unset RAY_ADDRESS" in done.stderr) == (through != "flag")
     with pytest.raises(ConnectionError, match="'nohost' is not HOST:PORT, 'auto' or 'local'"):
         check_reachable("nohost")
 

@@ -9,7 +9,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import VecEnv
 from test_vector import CountingEvaluator
 
-from agents.sb3 import SB3VecEnv, rollout_episodes
+from agents.sb3 import SB3VecEnv, rollout_episodes, sb3_learn
 
 NUM_ENVS, EPISODES = 4, 2
 
@@ -57,3 +57,29 @@ def test_a_child_count_no_rollout_splits_names_one_that_does() -> None:
     assert rollout_episodes(12, 1) == 6 and rollout_episodes(11, 14) == 1
     with pytest.raises(ValueError, match=r"11 episode\(s\) of 1 step\(s\) .*; 12 can\)"):
         rollout_episodes(11, 1)  # a prime above 8: once advised only "give more children"
+
+
+def test_set_options_reach_the_reset_and_other_autoreset_modes_are_refused() -> None:
+    env = make_venv(CountingEvaluator())
+    env.set_options({"task": "wine"})
+    assert env.reset()["task"].tolist() == [0] * NUM_ENVS  # as SB3's DummyVecEnv does
+    env.set_options([{"task": "wine"}, {}, {}, {}])
+    with pytest.raises(ValueError, match="different options"):
+        env.reset()
+    same_step = gym.make_vec(
+        "mnms_env:MNMS-v2",
+        num_envs=2,
+        vectorization_mode="sync",
+        task="wine",
+        space=SMALL,
+        store=None,
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+    with pytest.raises(ValueError, match="NEXT_STEP autoreset, got autoreset_mode="):
+        SB3VecEnv(same_step)
+
+
+def test_sb3_learn_refuses_an_env_that_raises_on_unmasked_actions() -> None:
+    env = gym.make("mnms_env:MNMS-v2", tasks=["wine", "digits"], backend="table")
+    with pytest.raises(ValueError, match="ppo samples actions without the masks.*'wrap'"):
+        sb3_learn("ppo", env, 8)

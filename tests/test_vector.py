@@ -108,6 +108,21 @@ def test_an_invalid_action_moves_no_sub_env() -> None:
     assert obs["step"].tolist() == [1, 1]  # still in lockstep: sub-env 0 did not move twice
 
 
+def test_it_refuses_a_step_before_reset_after_close_or_of_the_wrong_length() -> None:
+    """Its sub-envs are bare MNMSEnvs (no OrderEnforcing): a step before reset played whole
+    episodes on one task and child seed, and one after close started a new worker pool."""
+    envs = make_vec(np.int64(3))  # numpy ints are counts too
+    with pytest.raises(gym.error.ResetNeeded, match="call reset"):
+        envs.step(np.zeros(3, dtype=np.int64))
+    envs.reset(seed=0)
+    with pytest.raises(ValueError, match=r"one action per sub-env \(3\), got .* shape \(2,\)"):
+        envs.step(np.zeros(2, dtype=np.int64))
+    envs.close()
+    for call in (lambda: envs.reset(seed=0), lambda: envs.step(np.zeros(3, dtype=np.int64))):
+        with pytest.raises(gym.error.ClosedEnvironmentError, match="is closed"):
+            call()
+
+
 def test_same_seed_same_tasks_and_rewards() -> None:
     a, b = make_vec(3), make_vec(3)
     obs_a, _ = a.reset(seed=5)
