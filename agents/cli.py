@@ -6,15 +6,15 @@
 trains the children on a Ray cluster instead (`mnms_env.RayEvaluator`). A run directory holds
 everything needed to inspect or resume it:
 
-| file              | what                                                                 |
-|-------------------|----------------------------------------------------------------------|
-| `run.json`        | the run's settings (a resume reuses them)                            |
-| `results.sqlite`  | every trained child (the results store; not on the table backend)   |
-| `checkpoint.pt`   | the agent, saved after every update (no history: its size is bounded) |
-| `checkpoint.history.jsonl` | every child sampled, one JSON line each, appended per update  |
-| `tensorboard/`    | scalars: `charts/...` per task, `losses/...` per update              |
-| `summary.json`    | per task: best child (config, val/test accuracy), reward, decisions  |
-| `progress.png`    | best-so-far and running-mean reward per task                         |
+| file                          | what                                                           |
+|-------------------------------|----------------------------------------------------------------|
+| `run.json`                    | the run's settings (a resume reuses them)                      |
+| `results.sqlite`              | every trained child (the store; none on the table backend)     |
+| `checkpoint.pt`               | the agent, saved after every update (no history: bounded size) |
+| `checkpoint.pt.history.jsonl` | every child sampled, one JSON line each, appended per update   |
+| `tensorboard/`                | scalars: `charts/...` per task, `losses/...` per update        |
+| `summary.json`                | per task: best child (config, val/test accuracy), decisions    |
+| `progress.png`                | best-so-far and running-mean reward per task                   |
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
+from agents.mnms.checkpoint import read_checkpoint
 from agents.plots import png_figure
 from agents.tables_cli import add_tables_parser, run_tables
 from mnms_env import (
@@ -437,8 +438,7 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
         saved_file = args.out / "run.json"
         if not saved_file.exists():
             raise ValueError(f"--resume: {saved_file} does not exist; is {args.out} a run?")
-        # A run.json from before the batched main job ran one child at a time: resume it so.
-        saved = SearchSettings(**{"envs": 0, **json.loads(saved_file.read_text())})
+        saved = _saved_settings(saved_file)
         changed = {
             k: v for k, v in given.items() if k in FIXED_ON_RESUME and v != getattr(saved, k)
         }
@@ -449,22 +449,49 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
                 + ", ".join(f"{k}={v!r} (run: {getattr(saved, k)!r})" for k, v in changed.items())
             )
         children = given.get("children", saved.children)
+        if children < 1:
+            raise ValueError(f"--children is the total to reach, >= 1; got {children}")
         if saved.envs and children % saved.envs:
-            up = -(-children // saved.envs) * saved.envs
+            done = _children_done(args.out / "checkpoint.pt")
+            up = -(-max(children, done) // saved.envs) * saved.envs
             raise ValueError(
                 f"--children {children}: this run's {saved.envs} sub-envs were fixed "
                 f"when it started ({saved_file}), and each call trains one child in each, so "
-                f"--children must be a multiple of {saved.envs} (say {up})"
+                f"--children must be a multiple of {saved.envs} (say {up}; the run has {done})"
             )
         return replace(saved, **given), args.out
     settings = SearchSettings(**given)
     if settings.source is not None and not Path(settings.source).is_file():
-        raise ValueError(f"--from {settings.source}: no such checkpoint file")
+        run = Path(settings.source) / "checkpoint.pt"
+        hint = f" (a run's checkpoint is {run})" if run.is_file() else ""
+        raise ValueError(f"--from {settings.source}: no such checkpoint file{hint}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out if args.out is not None else Path("runs") / f"search-seed{settings.seed}-{stamp}"
     if (out / "run.json").exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it")
+    if (out / "checkpoint.pt").exists():
+        raise ValueError(
+            f"{out} holds a checkpoint.pt but no run.json, so no run of this command; pass "
+            "another --out"
+        )
     return settings, out
+
+
+def _saved_settings(path: Path) -> SearchSettings:
+    """The settings a run saved in `path`, refused by name if the file is not such settings."""
+    try:
+        # A run.json from before the batched main job ran one child at a time: resume it so.
+        return SearchSettings(**{"envs": 0, **json.loads(path.read_text())})
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(
+            f"{path} is not a run's settings ({type(err).__name__}: {err}); a run.json holds "
+            f"the fields of SearchSettings: {[f.name for f in fields(SearchSettings)]}"
+        ) from err
+
+
+def _children_done(checkpoint: Path) -> int:
+    """How many children the run checkpointed at `checkpoint` has (0 before its first)."""
+    return read_checkpoint(checkpoint)["num_children"] if checkpoint.exists() else 0
 
 
 def search(
@@ -504,7 +531,9 @@ def search(
         raise
     checkpoint = out / "checkpoint.pt"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps(asdict(settings), indent=2))
+    partial = out / "run.json.partial"  # replaced whole: a kill never leaves half a file
+    partial.write_text(json.dumps(asdict(settings), indent=2))
+    partial.replace(out / "run.json")
     run_name = f"mnms__{'+'.join(settings.tasks)}__seed{settings.seed}"
     writer = SummaryWriter(str(out / "tensorboard"))
     writer.add_text(
@@ -592,6 +621,7 @@ def _agent(settings: SearchSettings, env: gym.Env | gym.vector.VectorEnv, checkp
     """The agent of a new run, a transfer (`--from`), or a resumed run (`checkpoint` exists),
     which must not have more children than `settings.children` already."""
     if checkpoint.exists():
+        _check_own(checkpoint, settings)
         agent = MNMS.load(checkpoint, env)
     elif settings.source is not None:
         agent = MNMS.load(
@@ -611,6 +641,30 @@ def _agent(settings: SearchSettings, env: gym.Env | gym.vector.VectorEnv, checkp
             f"{agent.num_children} children already; --children is the total to reach"
         )
     return agent
+
+
+def _check_own(checkpoint: Path, settings: SearchSettings) -> None:
+    """Refuse a checkpoint that is not of the run `settings` describe (one copied in from
+    another run would be loaded as a transfer, or continue that run, and replace the history)."""
+    state = read_checkpoint(checkpoint)
+    config = state["config"]
+    differ = {
+        name: (mine, theirs)
+        for name, mine, theirs in (
+            ("tasks", list(settings.tasks), state["task_names"]),
+            ("seed", settings.seed, state["seed"]),
+            ("batch_size", settings.batch_size, config.get("batch_size")),
+            ("replay", settings.replay, config.get("replay")),
+            ("freeze", settings.freeze, state.get("trained_tasks") is not None),
+        )
+        if mine != theirs
+    }
+    if differ:
+        raise ValueError(
+            f"{checkpoint} is not this run's checkpoint: "
+            + ", ".join(f"{k}={v[0]!r} (checkpoint: {v[1]!r})" for k, v in differ.items())
+            + "; move it away, or pass another --out"
+        )
 
 
 def _rewards_by_task(records: Sequence[Any]) -> dict[str, list[float]]:

@@ -10,7 +10,7 @@ updates, each saved in both layouts:
 - `history inside` (format 1, the layout before): one file holding the whole history, rewritten
   at every update, so its size grows with the run;
 - `history file` (format 2, `MNMS.save`): the checkpoint without the history, plus the update's
-  own children appended to `checkpoint.history.jsonl` (both fsync'd, which the layout before
+  own children appended to `checkpoint.pt.history.jsonl` (both fsync'd, which the layout before
   did not do).
 
 Per layout and length, the median over the window: bytes written per update, seconds per save

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ RUN_FILES = (
     "run.json",
     "results.sqlite",
     "checkpoint.pt",
-    "checkpoint.history.jsonl",
+    "checkpoint.pt.history.jsonl",
     "summary.json",
     "progress.png",
 )
@@ -151,10 +152,16 @@ def test_search_and_run_on_the_table_backend(
             main([*argv, *refused, "--out", str(history)])
         assert message in capsys.readouterr().err
 
-    # a resume keeps the run's sub-envs, so a new --children must be a multiple of them
-    with pytest.raises(SystemExit):
-        main(["search", "--out", str(out), "--resume", "--children", "36"])
-    assert "must be a multiple of 8 (say 40)" in capsys.readouterr().err
+    # a resume keeps the run's sub-envs, so a new --children must be a multiple of them, and a
+    # suggestion is one the run can reach (it suggested 0 or fewer children than it had)
+    for children, message in [
+        ("36", "must be a multiple of 8 (say 40; the run has 24)"),
+        ("10", "must be a multiple of 8 (say 24; the run has 24)"),
+        ("-5", "--children is the total to reach, >= 1; got -5"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(["search", "--out", str(out), "--resume", "--children", children])
+        assert message in capsys.readouterr().err
 
     # a transfer baseline ranks configs on the source tasks' tables
     argv = ["run", "portfolio", "--backend", "table", "--tasks", "langid-de"]
@@ -165,6 +172,40 @@ def test_search_and_run_on_the_table_backend(
     assert ChildConfig(**first) == sources.configs[0]
     with pytest.raises(SystemExit):  # without sources it cannot rank
         main(argv[:-3] + ["--out", str(history)])
+
+
+def test_a_run_refuses_a_checkpoint_or_settings_file_that_is_not_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint copied in from another run was loaded as a transfer (or continued that
+    run) and the run's history replaced; a damaged run.json failed without naming it."""
+    table = ["search", "--backend", "table", "--children", "8"]
+    ref, other = tmp_path / "ref", tmp_path / "other"
+    assert main([*table, "--tasks", "wine", "digits", "--out", str(ref)]) == 0
+    assert main([*table, "--tasks", "wine", "--seed", "1", "--out", str(other)]) == 0
+    history = (other / "checkpoint.pt.history.jsonl").read_bytes()
+    shutil.copy(ref / "checkpoint.pt", other / "checkpoint.pt")
+    resume = ["search", "--out", str(other), "--resume", "--children", "16"]
+    with pytest.raises(SystemExit):
+        main(resume)
+    err = capsys.readouterr().err
+    assert "checkpoint.pt is not this run's checkpoint: tasks=['wine'] (checkpoint: " in err
+    assert "seed=1 (checkpoint: 0)" in err
+    assert (other / "checkpoint.pt.history.jsonl").read_bytes() == history  # nothing replaced
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    shutil.copy(ref / "checkpoint.pt", stray / "checkpoint.pt")
+    with pytest.raises(SystemExit):
+        main([*table, "--tasks", "wine", "digits", "--out", str(stray)])
+    assert "holds a checkpoint.pt but no run.json" in capsys.readouterr().err
+    for damaged in ("", '{"seed": "zero"}', '{"colour": 1}'):
+        (ref / "run.json").write_text(damaged)
+        with pytest.raises(SystemExit):
+            main(["search", "--out", str(ref), "--resume"])
+        assert f"{ref / 'run.json'} is not a run's settings (" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*table, "--tasks", "wine", "--from", str(ref), "--out", str(tmp_path / "t")])
+    assert f"(a run's checkpoint is {ref / 'checkpoint.pt'})" in capsys.readouterr().err
 
 
 def test_search_trains_each_update_in_one_batched_call(tmp_path: Path, monkeypatch) -> None:

@@ -33,7 +33,7 @@ from agents.mnms import (
     updated_baselines,
 )
 from agents.mnms.checkpoint import read_checkpoint
-from mnms_env import ResultStore, make_task
+from mnms_env import Decision, ResultStore, SearchSpace, make_task
 
 TESTS = Path(__file__).resolve().parent
 BEST = 0.9  # OptimumEvaluator's score of a task's optimum
@@ -252,7 +252,7 @@ def test_a_checkpoint_with_the_history_inside_resumes_in_the_new_layout(tmp_path
     agent = MNMS(make_env(list(DISTINCT), DISTINCT), MNMSConfig(batch_size=4), seed=2).learn(8)
     agent.save(tmp_path / "agent.pt")
     history_inside(tmp_path / "agent.pt", tmp_path / "old.pt", fingerprints=False)
-    assert not (tmp_path / "old.history.jsonl").exists()
+    assert not (tmp_path / "old.pt.history.jsonl").exists()
     restored = MNMS.load(tmp_path / "old.pt", make_env(list(DISTINCT), DISTINCT))
     assert restored.history == agent.history == read_history(tmp_path / "old.pt")
     assert {r.child.request.fingerprint for r in restored.history} == {
@@ -262,7 +262,7 @@ def test_a_checkpoint_with_the_history_inside_resumes_in_the_new_layout(tmp_path
     assert restored.history == agent.learn(8).history
     assert read_checkpoint(tmp_path / "old.pt")["format"] == CHECKPOINT_FORMAT == 2
     assert read_history(tmp_path / "old.pt") == agent.history
-    lines = (tmp_path / "old.history.jsonl").read_text().splitlines()
+    lines = (tmp_path / "old.pt.history.jsonl").read_text().splitlines()
     assert len(lines) == 16
 
 
@@ -277,7 +277,7 @@ def test_a_crash_between_the_history_append_and_the_checkpoint_replace(
     (or during the append: a torn last line) leaves records the checkpoint does not vouch for:
     they are ignored on reading, cut off by the next save, and the resumed run samples exactly
     the children an uninterrupted one does, each once in the file."""
-    path, history = tmp_path / "agent.pt", tmp_path / "agent.history.jsonl"
+    path, history = tmp_path / "agent.pt", tmp_path / "agent.pt.history.jsonl"
     config = MNMSConfig(batch_size=4)
     MNMS(make_env(list(DISTINCT), DISTINCT), config, seed=3).learn(8, checkpoint=path)
     written = history.read_bytes()
@@ -305,7 +305,7 @@ def test_a_crash_between_the_history_append_and_the_checkpoint_replace(
 def test_a_checkpoint_costs_the_same_however_long_the_run(tmp_path: Path) -> None:
     """Once the replay bank is full, every save writes a checkpoint of the same size and appends
     only its update's children to the history file."""
-    path, history = tmp_path / "agent.pt", tmp_path / "agent.history.jsonl"
+    path, history = tmp_path / "agent.pt", tmp_path / "agent.pt.history.jsonl"
     sizes, lines = [], []
 
     def measure(agent: MNMS, stats: Any) -> None:
@@ -323,7 +323,7 @@ def test_the_history_file_belongs_to_its_checkpoint(tmp_path: Path) -> None:
     """A checkpoint whose history file is missing or another's is refused by name on resume (a
     new run does not read it); an agent whose checkpoint another writer replaced writes its
     history whole."""
-    path, history = tmp_path / "agent.pt", tmp_path / "agent.history.jsonl"
+    path, history = tmp_path / "agent.pt", tmp_path / "agent.pt.history.jsonl"
     env = make_env(list(DISTINCT), DISTINCT)
     first = MNMS(env, MNMSConfig(batch_size=4), seed=1).learn(8, checkpoint=path)
     MNMS(make_env(list(DISTINCT), DISTINCT), MNMSConfig(batch_size=4), seed=2).learn(
@@ -332,10 +332,10 @@ def test_the_history_file_belongs_to_its_checkpoint(tmp_path: Path) -> None:
     first.learn(4, checkpoint=path)  # appending at its mark would keep the other's 4 records
     assert read_history(path) == first.history
     history.write_text(history.read_text().replace('"update":0', '"update":9', 1))
-    with pytest.raises(ValueError, match="agent.history.jsonl is not its checkpoint's history"):
+    with pytest.raises(ValueError, match="agent.pt.history.jsonl is not its checkpoint's history"):
         MNMS.load(path, make_env(list(DISTINCT), DISTINCT))
     history.unlink()
-    with pytest.raises(ValueError, match="agent.history.jsonl: no such history file; its "):
+    with pytest.raises(ValueError, match="agent.pt.history.jsonl: no such history file; its "):
         read_history(path)
     transferred = MNMS.load(path, make_env(["langid-es"], DISTINCT), new_run=True)
     assert transferred.history == [] and transferred.num_children == 0
@@ -406,6 +406,57 @@ def test_bad_checkpoints_and_settings_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="seed must be a non-negative int, got -1"):
         MNMS(make_env(list(DISTINCT), DISTINCT), seed=-1)
     assert MNMSConfig(replay=np.True_, batch_size=np.int64(4)) == MNMSConfig(batch_size=4)
+
+
+def test_checkpoints_differing_only_in_their_suffix_keep_their_own_histories(
+    tmp_path: Path,
+) -> None:
+    """`mnms.pt` and `mnms.ckpt` shared `mnms.history.jsonl`: saving one lost the other's."""
+    env = make_env(list(DISTINCT), DISTINCT)
+    first = MNMS(env, MNMSConfig(batch_size=4), seed=1).learn(8, checkpoint=tmp_path / "mnms.pt")
+    MNMS.load(tmp_path / "mnms.pt", make_env(["langid-es"], DISTINCT)).learn(
+        4, checkpoint=tmp_path / "mnms.ckpt"
+    )
+    assert read_history(tmp_path / "mnms.pt") == first.history
+    assert len(read_history(tmp_path / "mnms.ckpt")) == 4
+
+
+def test_load_refuses_what_it_would_load_wrongly(tmp_path: Path) -> None:
+    path = tmp_path / "a.pt"
+    MNMS(make_env(list(DISTINCT), DISTINCT), MNMSConfig(batch_size=4)).learn(4).save(path)
+    env = make_env(list(DISTINCT), DISTINCT)
+    # the same option counts with other options: every learned preference would move
+    widths = SearchSpace(
+        tuple(
+            Decision(d.name, d.options[::-1]) if d.name == "width" else d
+            for d in SMALL_SPACE.decisions
+        )
+    )
+    reordered = gym.make(
+        "MNMS-v2",
+        tasks=list(DISTINCT),
+        space=widths,
+        evaluator=OptimumEvaluator(DISTINCT),
+        store=None,
+    )
+    with pytest.raises(ValueError, match=r"decision 'width' has options \['16', '32'"):
+        MNMS.load(path, reordered)
+    with pytest.raises(ValueError, match="hidden_size=32 would resize the checkpoint's network, "):
+        MNMS.load(path, env, overrides={"hidden_size": 32})  # failed deep inside torch
+    with pytest.raises(ValueError, match=r"unknown MNMSConfig fields \['bogus'\]; accepted: "):
+        MNMS.load(path, env, overrides={"bogus": 1})
+    with pytest.raises(TypeError, match="overrides maps MNMSConfig fields to values, got list"):
+        MNMS.load(path, env, overrides=[("batch_size", 2)])
+    with pytest.raises(TypeError, match="a Gymnasium env or vector env .*, got NoneType None"):
+        MNMS.load(path, None)
+    with pytest.warns(UserWarning, match="are the checkpoint's in another order"):
+        swapped = MNMS.load(path, make_env(list(DISTINCT)[::-1], DISTINCT))
+    assert swapped.num_children == 0  # a new run, said aloud
+    with pytest.raises(ValueError, match="is a folder; a checkpoint is a file"):
+        MNMS.load(tmp_path, env)
+    (tmp_path / "run.json").write_text("{}")  # torch's advice to drop weights_only is left out
+    with pytest.raises(ValueError, match=r"run.json: not an MNMS checkpoint \(UnpicklingError\)$"):
+        read_checkpoint(tmp_path / "run.json")
 
 
 def test_an_exact_resume_takes_overrides(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from agents.mnms.checkpoint import (
     read_checkpoint,
     restore_policy,
     restore_state,
+    restored_config,
     write_checkpoint,
 )
 from agents.mnms.config import MNMSConfig
@@ -30,6 +32,7 @@ from agents.mnms.envs import (
     as_vector_env,
     env_descriptors,
     env_masks,
+    env_options,
     env_task_names,
     unbatch_info,
 )
@@ -100,6 +103,9 @@ class MNMS:
         self.task_masks: dict[str, np.ndarray] = {}
         """The masks last seen for each task, `(decisions, num_actions)`: used to sample
         decisions outside the env (`sample_decisions`)."""
+        self.options = env_options(self.envs)
+        """Each decision's name and options as text (`env_options`; None if the env does not
+        tell): a checkpoint keeps them, and refuses an env whose options differ."""
         self.task_descriptors = env_descriptors(self.envs, self.task_names)
         """Each task's `TaskCard.descriptor` where the env tells it: what a later transfer
         compares a new task with (`new_task_init="descriptor"`)."""
@@ -373,7 +379,7 @@ class MNMS:
 
     def save(self, path: str | Path) -> None:
         """Write the whole agent state to `path` atomically (a crash never leaves half a file),
-        its history to the history file beside it (`checkpoint.pt`: `checkpoint.history.jsonl`).
+        its history to the history file beside it (`checkpoint.pt`: `checkpoint.pt.history.jsonl`).
         Saving again to the same path appends the new children there, so a save costs the same
         however long the run."""
         write_checkpoint(self, path)
@@ -413,9 +419,17 @@ class MNMS:
         if new_task_init not in NEW_TASK_INITS:
             raise ValueError(f"new_task_init={new_task_init!r}; accepted: {list(NEW_TASK_INITS)}")
         state = read_checkpoint(path)
-        config = MNMSConfig(**{**state["config"], **(overrides or {})})
+        config = restored_config(state, overrides)
         agent = cls(env, config, seed=state["seed"] if seed is None else seed, tasks=tasks)
         resume = not new_run and list(agent.task_names) == state["task_names"]
+        if not resume and not new_run and sorted(agent.task_names) == sorted(state["task_names"]):
+            warnings.warn(
+                f"the env's tasks {list(agent.task_names)} are the checkpoint's in another order "
+                f"({state['task_names']}), so this is a new run from its policy (counters and "
+                "history start anew, and a save to the same path replaces its history); make "
+                "the env with the checkpoint's order to resume it",
+                stacklevel=2,
+            )
         new = [name for name in agent.task_names if name not in state["task_embeddings"]]
         restore_policy(
             agent,

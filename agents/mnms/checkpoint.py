@@ -11,17 +11,18 @@ grow with the run: the history (every child sampled) is appended to a JSON Lines
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 import zlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from agents.mnms.config import MNMSConfig
+from agents.mnms.config import NETWORK_SIZES, MNMSConfig
 from agents.mnms.history import (
     HistoryMark,
     append_records,
@@ -95,6 +96,7 @@ def checkpoint_state(agent: MNMS) -> dict[str, Any]:
         "seed": agent.seed,
         "sizes": list(agent.sizes),
         "num_actions": agent.num_actions,
+        "options": agent.options,
         "task_names": list(agent.task_names),
         "controller": weights,
         "task_embeddings": {name: table[i].clone() for i, name in enumerate(agent.task_names)},
@@ -109,6 +111,32 @@ def checkpoint_state(agent: MNMS) -> dict[str, Any]:
         "num_children": agent.num_children,
         "num_updates": agent.num_updates,
     }
+
+
+def restored_config(state: dict[str, Any], overrides: Mapping[str, Any] | None) -> MNMSConfig:
+    """The checkpoint's `MNMSConfig` with `overrides` replacing fields of it; the fields that
+    shape the controller's weights (`NETWORK_SIZES`) must stay."""
+    if overrides is None:
+        return MNMSConfig(**state["config"])
+    if not isinstance(overrides, Mapping):
+        raise TypeError(
+            f"overrides maps MNMSConfig fields to values, got {type(overrides).__name__} "
+            f"{overrides!r}"
+        )
+    accepted = [f.name for f in fields(MNMSConfig)]
+    unknown = [name for name in overrides if name not in accepted]
+    if unknown:
+        raise ValueError(f"overrides: unknown MNMSConfig fields {unknown}; accepted: {accepted}")
+    config = MNMSConfig(**state["config"])
+    resized = [n for n in NETWORK_SIZES if n in overrides and overrides[n] != getattr(config, n)]
+    if resized:
+        raise ValueError(
+            "overrides: "
+            + ", ".join(f"{n}={overrides[n]!r}" for n in resized)
+            + " would resize the checkpoint's network, which has "
+            + ", ".join(f"{n}={getattr(config, n)}" for n in resized)
+        )
+    return MNMSConfig(**{**state["config"], **overrides})
 
 
 def write_checkpoint(agent: MNMS, path: str | Path, *, extra: dict[str, Any] | None = None) -> None:
@@ -148,8 +176,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     that is not an MNMS checkpoint of a format this version reads is refused."""
     try:
         state = torch.load(path, weights_only=True)
+    except IsADirectoryError:
+        raise ValueError(
+            f"{path} is a folder; a checkpoint is a file (a run's: {Path(path) / 'checkpoint.pt'})"
+        ) from None
     except Exception as err:  # torch raises many kinds for a file that is not a checkpoint
-        raise ValueError(f"{path}: not an MNMS checkpoint ({type(err).__name__}: {err})") from err
+        # An unpickling error's text advises weights_only=False, which does not apply here.
+        first = next(iter(str(err).splitlines()), "")
+        why = "" if isinstance(err, pickle.UnpicklingError) or not first else f": {first}"
+        raise ValueError(f"{path}: not an MNMS checkpoint ({type(err).__name__}{why})") from err
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
     if found not in (HISTORY_INSIDE, CHECKPOINT_FORMAT):
         raise ValueError(
@@ -200,6 +235,15 @@ def restore_policy(
             f"{path} was trained on a space with option counts {state['sizes']} "
             f"(actions {state['num_actions']}); this env has {list(agent.sizes)} "
             f"(actions {agent.num_actions})"
+        )
+    saved = state.get("options")  # absent from checkpoints written before they were kept
+    if saved is not None and agent.options is not None and saved != agent.options:
+        (name, was), now = next(
+            (old, new) for old, new in zip(saved, agent.options, strict=True) if old != new
+        )
+        raise ValueError(
+            f"{path} was trained on a space whose decision {name!r} has options {was}; this "
+            f"env's {now[0]!r} has {now[1]}: each action would mean another option"
         )
     known = state["task_embeddings"]
     new = [name for name in agent.task_names if name not in known]

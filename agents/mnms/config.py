@@ -7,6 +7,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+NETWORK_SIZES = ("decision_embedding", "task_embedding", "hidden_size")
+"""The `MNMSConfig` fields that shape the controller's weights: a checkpoint's network keeps
+them."""
+
 _KINDS = {  # a config field's annotation: (accepted values, stored as, what an error says)
     "int": (numbers.Integral, int, "a whole number"),
     "float": (numbers.Real, float, "a number"),

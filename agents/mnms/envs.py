@@ -14,6 +14,11 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 def as_vector_env(env: gym.Env | VectorEnv) -> VectorEnv:
     """A vector env (a single env becomes a one-env `SyncVectorEnv`), checked against MNMS-v2."""
+    if not isinstance(env, gym.Env | VectorEnv):
+        raise TypeError(
+            f"MNMS needs a Gymnasium env or vector env with the MNMS-v2 contract, got "
+            f"{type(env).__name__} {env!r}"
+        )
     envs = env if isinstance(env, VectorEnv) else SyncVectorEnv([lambda: env])
     mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if mode != AutoresetMode.NEXT_STEP:
@@ -79,12 +84,7 @@ def env_descriptors(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarr
     """Each named task's descriptor (`TaskCard.descriptor`), from an env that tells its tasks'
     cards (`card_of`, as the MNMS envs do); a task whose card has none is left out, and so is
     every task of an env that cannot tell."""
-    base = envs.unwrapped
-    if hasattr(base, "call"):  # asked first: calling a missing attribute ends an async worker
-        tells = _ask(envs, "has_wrapper_attr", "card_of")
-    else:
-        tells = hasattr(base, "card_of")
-    if not tells:
+    if not _has(envs, "card_of"):
         return {}
     found = {}
     for name in names:
@@ -95,6 +95,29 @@ def env_descriptors(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarr
         if descriptor is not None:
             found[name] = descriptor
     return found
+
+
+def env_options(envs: VectorEnv) -> list[list[Any]] | None:
+    """`[decision name, [option as text, ...]]` of each decision, from an env that has a
+    `space` (`SearchSpace`, as the MNMS envs do; None for one without): what a checkpoint
+    compares with the env it is loaded onto, since equal option counts can mean other options."""
+    if not _has(envs, "space"):
+        return None
+    base = envs.unwrapped
+    space = base.get_attr("space")[0] if hasattr(base, "get_attr") else base.space
+    decisions = getattr(space, "decisions", None)  # another env's `space` may be anything
+    if decisions is None:
+        return None
+    return [[d.name, [repr(option) for option in d.options]] for d in decisions]
+
+
+def _has(envs: VectorEnv, attribute: str) -> bool:
+    """Whether the env (a Sync/AsyncVectorEnv's first sub-env) has `attribute`: asked, since
+    getting a missing attribute ends an async worker."""
+    base = envs.unwrapped
+    if hasattr(base, "call"):
+        return _ask(envs, "has_wrapper_attr", attribute)
+    return hasattr(base, attribute)
 
 
 def _ask(envs: VectorEnv, method: str, *args: Any) -> Any:

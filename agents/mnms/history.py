@@ -35,8 +35,9 @@ class HistoryMark:
 
 def history_path(checkpoint: Path) -> Path:
     """Where the checkpoint at `checkpoint` keeps its history: `checkpoint.pt` beside
-    `checkpoint.history.jsonl`."""
-    return checkpoint.with_suffix(HISTORY_SUFFIX)
+    `checkpoint.pt.history.jsonl`. The whole file name, so that checkpoints that differ only
+    in their suffix (`mnms.pt`, `mnms.ckpt`) never share one history file."""
+    return checkpoint.with_name(checkpoint.name + HISTORY_SUFFIX)
 
 
 def write_records(path: Path, records: Sequence[ChildRecord]) -> HistoryMark:
