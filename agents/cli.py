@@ -663,7 +663,7 @@ def _check_own(checkpoint: Path, settings: SearchSettings) -> None:
         raise ValueError(
             f"{checkpoint} is not this run's checkpoint: "
             + ", ".join(f"{k}={v[0]!r} (checkpoint: {v[1]!r})" for k, v in differ.items())
-            + "; move it away, or pass another --out"
+            + "; put the run's own checkpoint.pt back, or start a new run with another --out"
         )
 
 

@@ -178,6 +178,13 @@ def _rollout_sizes(episodes: int, steps: int) -> list[int]:
     return [d for d in range(top, 0, -1) if episodes % d == 0 and d * steps >= 2]
 
 
+def _raises_on_unmasked_actions(env: gym.Env) -> bool:
+    """Whether an MNMS env refuses some action an unmasked policy may sample."""
+    if getattr(env, "invalid_action", "wrap") != "raise":
+        return False
+    return not all(np.asarray(env.masks_of(task)).all() for task in env.task_names)
+
+
 def sb3_learn(
     algo: str,
     env: gym.Env,
@@ -198,9 +205,9 @@ def sb3_learn(
 
     if algo not in SB3_ALGORITHMS:
         raise ValueError(f"unknown SB3 algorithm {algo!r}; accepted: {list(SB3_ALGORITHMS)}")
-    if algo != "maskable-ppo" and getattr(env.unwrapped, "invalid_action", "wrap") == "raise":
+    if algo != "maskable-ppo" and _raises_on_unmasked_actions(env.unwrapped):
         raise ValueError(
-            f"{algo} samples actions without the masks, so its env needs "
+            f"{algo} samples actions without the masks, and some are invalid, so its env needs "
             "invalid_action='wrap' (it has 'raise'); or use 'maskable-ppo'"
         )
     steps = episode_steps(env)

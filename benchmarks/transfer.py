@@ -5,7 +5,7 @@
         --out runs/transfer-paper                                                # real training
 
 1. Pre-train one MNMS controller (seed 0) on the source tasks together, checkpointing after every
-   update (`OUT/pretrained.pt` and its history `OUT/pretrained.history.jsonl`; an interrupted
+   update (`OUT/pretrained.pt` and its history `OUT/pretrained.pt.history.jsonl`; an interrupted
    pre-training resumes from them).
 2. Differentiation (the paper's multitask claim): sample children from the pre-trained policy for
    each source task and write per-task histograms of every decision, with the total-variation

@@ -168,6 +168,9 @@ def test_a_checkpoint_round_trips_with_its_outstanding_asks(tmp_path: Path) -> N
     renamed = {f"p{i}": v for i, v in enumerate(SPACE.values())}
     with pytest.raises(ValueError, match=r"saved over parameters \['a', 'b'"):
         MNMSAskTell.load(tmp_path / "ask-tell.pt", renamed)
+    reordered = {name: options[::-1] for name, options in SPACE.items()}  # the same counts
+    with pytest.raises(ValueError, match=r"saved with parameter 'a' options \["):
+        MNMSAskTell.load(tmp_path / "ask-tell.pt", reordered)
 
 
 def test_a_controller_pre_trained_on_one_task_starts_another(tmp_path: Path) -> None:

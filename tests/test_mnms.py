@@ -441,7 +441,7 @@ def test_load_refuses_what_it_would_load_wrongly(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"decision 'width' has options \['16', '32'"):
         MNMS.load(path, reordered)
-    with pytest.raises(ValueError, match="hidden_size=32 would resize the checkpoint's network, "):
+    with pytest.raises(ValueError, match="hidden_size=32 would resize the checkpoint's network"):
         MNMS.load(path, env, overrides={"hidden_size": 32})  # failed deep inside torch
     with pytest.raises(ValueError, match=r"unknown MNMSConfig fields \['bogus'\]; accepted: "):
         MNMS.load(path, env, overrides={"bogus": 1})
@@ -455,8 +455,9 @@ def test_load_refuses_what_it_would_load_wrongly(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is a folder; a checkpoint is a file"):
         MNMS.load(tmp_path, env)
     (tmp_path / "run.json").write_text("{}")  # torch's advice to drop weights_only is left out
-    with pytest.raises(ValueError, match=r"run.json: not an MNMS checkpoint \(UnpicklingError\)$"):
+    with pytest.raises(ValueError, match=r"run.json: not an MNMS checkpoint \(Unpickl") as error:
         read_checkpoint(tmp_path / "run.json")
+    assert "Unsupported operand" in str(error.value) and "weights_only" not in str(error.value)
 
 
 def test_an_exact_resume_takes_overrides(tmp_path: Path) -> None:

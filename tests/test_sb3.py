@@ -10,6 +10,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from test_vector import CountingEvaluator
 
 from agents.sb3 import SB3VecEnv, rollout_episodes, sb3_learn
+from mnms_env import Decision, SearchSpace
 
 NUM_ENVS, EPISODES = 4, 2
 
@@ -61,8 +62,9 @@ def test_a_child_count_no_rollout_splits_names_one_that_does() -> None:
 
 def test_set_options_reach_the_reset_and_other_autoreset_modes_are_refused() -> None:
     env = make_venv(CountingEvaluator())
-    env.set_options({"task": "wine"})
-    assert env.reset()["task"].tolist() == [0] * NUM_ENVS  # as SB3's DummyVecEnv does
+    for _ in range(3):  # without the options the tasks are drawn: all 1 by chance once in 16
+        env.set_options({"task": "word-sentiment-da"})
+        assert env.reset()["task"].tolist() == [1] * NUM_ENVS  # as SB3's DummyVecEnv does
     env.set_options([{"task": "wine"}, {}, {}, {}])
     with pytest.raises(ValueError, match="different options"):
         env.reset()
@@ -83,3 +85,6 @@ def test_sb3_learn_refuses_an_env_that_raises_on_unmasked_actions() -> None:
     env = gym.make("mnms_env:MNMS-v2", tasks=["wine", "digits"], backend="table")
     with pytest.raises(ValueError, match="ppo samples actions without the masks.*'wrap'"):
         sb3_learn("ppo", env, 8)
+    every = SearchSpace((Decision("width", (16, 32)), Decision("dropout", (0.0, 0.1))))
+    valid = gym.make("mnms_env:MNMS-v2", task="wine", space=every, store=None)
+    assert sb3_learn("ppo", valid, 2) is not None  # no action is invalid: nothing to wrap

@@ -70,6 +70,12 @@ def choices(space: Space) -> dict[str, tuple[Any, ...]]:
     return out
 
 
+def _option_texts(space: Mapping[str, tuple[Any, ...]]) -> list[list[Any]]:
+    """`[name, [option as text, ...]]` of each parameter: what a checkpoint keeps to refuse a
+    space with other options on `load` (as `env_options` does for an env's space)."""
+    return [[name, [repr(option) for option in options]] for name, options in space.items()]
+
+
 def _every_option(space: Mapping[str, tuple[Any, ...]]) -> np.ndarray:
     """`(decisions, max_options)` masks marking every option of `space` valid."""
     sizes = np.array([len(options) for options in space.values()])
@@ -191,6 +197,7 @@ class MNMSAskTell:
         it), with the outstanding asks and the told children not yet learned from."""
         extra = {
             "space": list(self.space),
+            "options": _option_texts(self.space),
             "next_ticket": self.next_ticket,
             "tickets": list(self.pending),
             "pending": episodes_state(list(self.pending.values())),
@@ -202,14 +209,25 @@ class MNMSAskTell:
     def load(cls, path: str | Path, space: Space) -> MNMSAskTell:
         """The controller saved at `path` (or an `MNMS` checkpoint, on its own tasks), resumed
         exactly: weights, optimizer, baselines, replay, RNG, history and outstanding asks.
-        `space` must be the one it was saved with (checkpoints keep its names, not its
-        options)."""
+        `space` must be the one it was saved with, names and options (a transfer, `checkpoint=`
+        when constructing, needs only the same option counts)."""
         state = read_checkpoint(path)
         asks = state.get("extra", {})
         checked = choices(space)
         saved = asks.get("space", list(checked))
         if saved != list(checked):
             raise ValueError(f"{path} was saved over parameters {saved}; got {list(checked)}")
+        options = asks.get("options")  # absent from checkpoints written before they were kept
+        if options is not None and options != _option_texts(checked):
+            (name, was), (_, now) = next(
+                (old, new)
+                for old, new in zip(options, _option_texts(checked), strict=True)
+                if old != new
+            )
+            raise ValueError(
+                f"{path} was saved with parameter {name!r} options {was}; got {now}: each "
+                "learned preference would point at another option"
+            )
         controller = cls.__new__(cls)
         controller._attach(checked, MNMS.load(path, _SpaceEnv(checked, state["task_names"])), asks)
         return controller

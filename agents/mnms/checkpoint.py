@@ -131,10 +131,11 @@ def restored_config(state: dict[str, Any], overrides: Mapping[str, Any] | None) 
     resized = [n for n in NETWORK_SIZES if n in overrides and overrides[n] != getattr(config, n)]
     if resized:
         raise ValueError(
-            "overrides: "
+            "MNMSConfig "
             + ", ".join(f"{n}={overrides[n]!r}" for n in resized)
             + " would resize the checkpoint's network, which has "
             + ", ".join(f"{n}={getattr(config, n)}" for n in resized)
+            + ": keep its sizes"
         )
     return MNMSConfig(**{**state["config"], **overrides})
 
@@ -181,10 +182,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} is a folder; a checkpoint is a file (a run's: {Path(path) / 'checkpoint.pt'})"
         ) from None
     except Exception as err:  # torch raises many kinds for a file that is not a checkpoint
-        # An unpickling error's text advises weights_only=False, which does not apply here.
-        first = next(iter(str(err).splitlines()), "")
-        why = "" if isinstance(err, pickle.UnpicklingError) or not first else f": {first}"
-        raise ValueError(f"{path}: not an MNMS checkpoint ({type(err).__name__}{why})") from err
+        text = _unpickling_cause(str(err)) if isinstance(err, pickle.UnpicklingError) else str(err)
+        why = next(iter(text.splitlines()), "")
+        raise ValueError(
+            f"{path}: not an MNMS checkpoint ({type(err).__name__}{': ' + why if why else ''})"
+        ) from err
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
     if found not in (HISTORY_INSIDE, CHECKPOINT_FORMAT):
         raise ValueError(
@@ -192,6 +194,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{CHECKPOINT_FORMAT}"
         )
     return state
+
+
+def _unpickling_cause(text: str) -> str:
+    """The cause in torch's weights-only unpickling error, without its advice to load with
+    `weights_only=False` (which an MNMS checkpoint never needs)."""
+    _, _, cause = text.partition("WeightsUnpickler error:")
+    return " ".join(cause.split("Check the documentation")[0].split(" Please use")[0].split())
 
 
 def read_history(path: str | Path) -> list[ChildRecord]:
