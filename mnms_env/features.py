@@ -36,6 +36,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -156,7 +158,15 @@ def featurize(task: Task, representation: str, size: int = 0) -> Features:
     path = _cache_path(task, representation, size)
     if path.exists():
         shutil.rmtree(_parts_dir(path), ignore_errors=True)  # left by a crash after a save
-        return _load(path, representation)
+        try:
+            return _load(path, representation)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            warnings.warn(  # a cache entry is a copy: compute it again rather than fail for good
+                f"{path}: unreadable cached features ({type(error).__name__}: {error}); "
+                "computing them again",
+                stacklevel=2,
+            )
+            path.unlink(missing_ok=True)
     try:
         features = _compute(task, representation, featurizer, size)
     except FileNotFoundError:  # another process saved the same features and removed the parts
@@ -335,13 +345,28 @@ def _frequent(
     vocab = CountVectorizer(
         ngram_range=ngrams, max_features=size, token_pattern=WORD_PATTERN, dtype=np.float32
     )
-    vocab.fit(task.train.x)
+    if not _fitted(vocab, task.train.x):
+        return {
+            name: sp.csr_matrix((len(task.split(name)), size), dtype=np.float32) for name in SPLITS
+        }
     mats = {}
     for name in SPLITS:
         counts = vocab.transform(task.split(name).x)
         counts.resize((counts.shape[0], size))
         mats[name] = weigh(counts)
     return mats
+
+
+def _fitted(vocab: CountVectorizer, texts: np.ndarray) -> bool:
+    """Fit `vocab` on `texts`; False if they hold no word at all (emoji or punctuation only),
+    where every text's columns stay empty rather than failing as "empty vocabulary"."""
+    try:
+        vocab.fit(texts)
+    except ValueError as error:
+        if "empty vocabulary" not in str(error):
+            raise
+        return False
+    return True
 
 
 def _mean(counts: sp.csr_matrix) -> sp.csr_matrix:
@@ -463,8 +488,7 @@ def _tokens(task: Task, size: int) -> Splits:
     if size < 3:
         raise ValueError(f"representation 'tokens' needs a size >= 3 (2 ids reserved), got {size}")
     vocab = CountVectorizer(max_features=size - 2, token_pattern=WORD_PATTERN)
-    vocab.fit(task.train.x)
-    words = vocab.get_feature_names_out()
+    words = vocab.get_feature_names_out() if _fitted(vocab, task.train.x) else []
     ids = {word: i + 2 for i, word in enumerate(words)}
     analyze = vocab.build_analyzer()
     mats: Splits = {}

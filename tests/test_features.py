@@ -89,6 +89,31 @@ def test_second_use_loads_from_the_disk_cache(monkeypatch: pytest.MonkeyPatch) -
     assert (first.train != second.train).nnz == 0 and first.dim == second.dim
 
 
+def test_an_unreadable_cache_entry_is_computed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated or garbage file failed every later run, naming no file."""
+    monkeypatch.setenv("MNMS_CACHE_DIR", str(tmp_path))
+    task = make_task("wine")
+    expected = featurize(task, "raw", 0).train
+    path = features._cache_path(task, "raw", 0)
+    for garbage in (b"", b"x", path.read_bytes()[:100]):
+        path.write_bytes(garbage)
+        with pytest.warns(UserWarning, match="unreadable cached features"):
+            np.testing.assert_array_equal(featurize(task, "raw", 0).train, expected)
+        np.testing.assert_array_equal(featurize(task, "raw", 0).train, expected)  # repaired
+
+
+@pytest.mark.parametrize("representation", ["word-ngrams", "embedding-bag", "tokens"])
+def test_texts_without_a_word_give_empty_features(representation: str) -> None:
+    """sklearn's "empty vocabulary" failed the step of such a child."""
+    texts = np.array(["😀😀", "!!", "😡", "..."] * 10, dtype=object)
+    task = task_from_arrays("emoji", "text", texts, np.arange(40) % 2, seed=0)
+    found = featurize(task, representation, 256)
+    train = found.train.toarray() if sp.issparse(found.train) else found.train
+    assert train.shape[0] == len(task.train.y) and not train.any()
+
+
 def test_text_featurizer_on_a_tabular_task_is_refused() -> None:
     with pytest.raises(ValueError, match="applies to text tasks; task 'digits' is tabular"):
         featurize(make_task("digits"), "word-hash", 64)

@@ -166,10 +166,19 @@ def test_offline_without_local_copy_names_task_hub_id_and_data_dir(
     monkeypatch.setenv("MNMS_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    calls = []  # a local copy was meant: the hub is not tried (offline it retries for ~25 s)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(a))
     with pytest.raises(TaskError, match="MNMS_DATA_DIR") as caught:
         make_task("sst2")
     assert "'sst2'" in str(caught.value) and "SetFit/sst2" in str(caught.value)
-    assert str(tmp_path) in str(caught.value) and caught.value.__cause__ is not None
+    assert str(tmp_path) in str(caught.value) and calls == []
+    monkeypatch.undo()
+    monkeypatch.delenv("MNMS_DATA_DIR")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(TaskError, match="MNMS_DATA_DIR is unset") as caught:
+        make_task("sst2")
+    assert "SetFit/sst2" in str(caught.value) and caught.value.__cause__ is not None
 
 
 def test_hub_copy_uses_declared_columns_and_carves_validation(
@@ -189,7 +198,7 @@ def test_hub_copy_uses_declared_columns_and_carves_validation(
         calls.append((path, name, kwargs))
         return datasets.DatasetDict({"train": fake_split(60), "test": fake_split(30)})
 
-    monkeypatch.setenv("MNMS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MNMS_DATA_DIR")
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     task = make_task("trec")
     assert calls == [("CogComp/trec", None, {"revision": "refs/convert/parquet"})]
@@ -370,6 +379,86 @@ def test_a_folder_with_all_three_splits_uses_them_as_given(tmp_path: Path) -> No
     assert task.sizes() == {"train": 20, "validation": 6, "test": 8}
     assert _texts(task) == {s: {f"{s} {i}" for i in range(n)} for s, n in task.sizes().items()}
     assert make_task("mine", seed=5).fingerprint == task.fingerprint and task.source == str(folder)
+
+
+def test_a_dev_split_is_the_validation_split(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path / "dev", {"train": 20, "dev": 6, "test": 8})
+    assert make_task(f"jsonl:{folder}").sizes() == {"train": 20, "validation": 6, "test": 8}
+    _write_folder(folder, {"validation": 6})
+    with pytest.raises(TaskError, match="both a dev and a validation split"):
+        make_task(f"jsonl:{folder}")
+
+
+def test_a_relative_path_is_the_one_it_was_registered_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_jsonl(tmp_path / "rel.jsonl", _rows())
+    monkeypatch.chdir(tmp_path)
+    register_task("rel", "rel.jsonl")
+    monkeypatch.chdir("/")
+    assert make_task("rel").sizes()["train"] == 32
+
+
+@pytest.mark.parametrize(
+    ("write", "match"),
+    [
+        (  # a JSON null became a class "None"
+            lambda p: _write_jsonl(p / "a.jsonl", [*_rows(), {"text": "t", "label": None}]),
+            r"example 40 has label None \(NoneType\)",
+        ),
+        (  # True == 1: one class
+            lambda p: _write_jsonl(p / "a.jsonl", [*_rows(), {"text": "t", "label": True}]),
+            "mix bools and ints",
+        ),
+        (  # an unquoted comma shifted the row: the label became " great"
+            lambda p: (p / "a.csv").write_text("text,label\ngood, great,1\n" + "x,0\n" * 20),
+            r"a.csv, row 2: more fields than the header \(quote a text",
+        ),
+        (
+            lambda p: (p / "a.csv").write_text("text,label\nx,\n" + "x,0\ny,1\n" * 10),
+            r"a.csv, row 2: the 'label' field is empty",
+        ),
+        (
+            lambda p: (p / "a.csv").write_text("text,label,label\n" + "x,0,1\n" * 20),
+            r"the header names columns \['label'\] more than once",
+        ),
+        (  # latin-1 bytes: a bare UnicodeDecodeError
+            lambda p: (p / "a.jsonl").write_bytes(
+                b'{"text": "b", "label": 1}\n{"text": "caf\xe9"}\n'
+            ),
+            r"a.jsonl, line 2: not UTF-8",
+        ),
+        (
+            lambda p: (p / "a.csv").write_bytes(b"text,label\nb,1\ncaf\xe9,0\n"),
+            r"a.csv, line 3: not UTF-8",
+        ),
+    ],
+)
+def test_labels_and_rows_that_would_corrupt_a_task_are_refused(
+    tmp_path: Path, write, match: str
+) -> None:
+    write(tmp_path)
+    (path,) = tmp_path.iterdir()
+    with pytest.raises(TaskError, match=match):
+        make_task(f"{path.suffix[1:]}:{path}")
+
+
+def test_classes_only_validation_or_test_hold_are_refused(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path / "u", {"train": 20, "test": 8})
+    _write_jsonl(folder / "validation.jsonl", [{"text": "v", "label": 2}, *_rows(6)])
+    with pytest.raises(
+        TaskError, match=r"validation split holds classes the train split lacks \(\['2'\]\)"
+    ):
+        make_task(f"jsonl:{folder}")
+
+
+def test_missing_tabular_values_are_refused(tmp_path: Path) -> None:
+    rows = [{"text": [i, None if i == 3 else i % 3], "label": i % 2} for i in range(40)]
+    register_task("holes", _write_jsonl(tmp_path / "t.jsonl", rows), modality="tabular")
+    with pytest.raises(
+        TaskError, match="example 3 has None in column 1; tabular inputs must be finite"
+    ):
+        make_task("holes")
 
 
 def test_a_folder_without_validation_gets_it_carved_from_train(tmp_path: Path) -> None:

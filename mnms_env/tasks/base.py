@@ -99,7 +99,10 @@ class Task:
         for split_name in SPLITS:
             split = self.split(split_name)
             if len(split) == 0:
-                raise TaskError(f"task {self.name!r}: the {split_name} split is empty")
+                raise TaskError(
+                    f"task {self.name!r}: the {split_name} split is empty (a split cut from one "
+                    "pool takes 10% of each class: give every class about 5 examples or more)"
+                )
             if len(split.x) != len(split.y):
                 raise TaskError(
                     f"task {self.name!r}: {split_name} has {len(split.x)} inputs "

@@ -28,6 +28,7 @@ come from the registry for local copies and from the hub's `ClassLabel` or `labe
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -174,6 +175,13 @@ def load_named(name: str, spec: NamedDataset, seed: int) -> Task:
         parts = read_folder(folder)
         names = dict(enumerate(spec.classes))
         return assemble(name, "text", parts, seed=seed, source=str(folder), names=names)
+    root = os.environ.get("MNMS_DATA_DIR")
+    if root:  # a local copy was meant: the hub would retry for half a minute, offline
+        raise TaskError(
+            f"task {name!r}: MNMS_DATA_DIR={root!r} has no {spec.folder!r} folder; point it "
+            f"at the folder holding {spec.folder}/*.jsonl, or unset it to load "
+            f"{spec.hub_source!r} from the Hugging Face hub"
+        )
     dataset = _load_hub(name, spec)
     return from_dataset(
         name,
@@ -191,10 +199,8 @@ def _load_hub(name: str, spec: NamedDataset) -> datasets.DatasetDict:
     try:
         return datasets.load_dataset(spec.hub_id, spec.config, revision=spec.revision)
     except Exception as error:  # network, offline mode, missing dataset: all end here
-        root = os.environ.get("MNMS_DATA_DIR")
-        where = f"{root!r} has no {spec.folder!r} folder" if root else "unset"
         raise TaskError(
-            f"task {name!r}: no local copy (MNMS_DATA_DIR: {where}) and the hub dataset "
+            f"task {name!r}: no local copy (MNMS_DATA_DIR is unset) and the hub dataset "
             f"{spec.hub_source!r} could not be loaded ({type(error).__name__}: {error}). "
             f"Point MNMS_DATA_DIR at a folder holding {spec.folder}/*.jsonl, or go online."
         ) from error
@@ -203,7 +209,10 @@ def _load_hub(name: str, spec: NamedDataset) -> datasets.DatasetDict:
 LOCAL_SUFFIXES = (".jsonl",)
 """The kind of split file a named dataset's local folder holds (the layout of `shared/data`)."""
 
-_PARTS = (*SPLITS, "all")
+_PARTS = (*SPLITS, "dev", "all")
+DEV = "dev"
+"""A validation split's other common name, read as `validation` (a folder or `DatasetDict`
+may hold one or the other)."""
 _LISTED = 10
 """Files a refused folder's error names, at most."""
 
@@ -220,7 +229,7 @@ def split_files(folder: Path, suffixes: Sequence[str] = LOCAL_SUFFIXES) -> dict[
     if not folder.is_dir():
         raise TaskError(f"{folder}: no such folder")
     accepted = (
-        f"accepted: train, optionally with validation and test, or all alone, "
+        f"accepted: train, optionally with validation (or dev) and test, or all alone, "
         f"each a {' or '.join(suffixes)} file"
     )
     files: dict[str, list[Path]] = {}
@@ -246,7 +255,16 @@ def split_files(folder: Path, suffixes: Sequence[str] = LOCAL_SUFFIXES) -> dict[
         )
     if "all" not in files and "train" not in files:
         raise TaskError(f"{folder}: split files {found} but no train; {accepted}")
-    return {part: paths[0] for part, paths in files.items()}
+    return _dev_as_validation({part: paths[0] for part, paths in files.items()}, str(folder))
+
+
+def _dev_as_validation(parts: dict, where: str) -> dict:
+    """`parts` with a `dev` part named `validation`; both at once are refused."""
+    if DEV not in parts:
+        return parts
+    if "validation" in parts:
+        raise TaskError(f"{where}: holds both a dev and a validation split; keep one")
+    return {("validation" if part == DEV else part): value for part, value in parts.items()}
 
 
 def read_folder(
@@ -293,12 +311,22 @@ def read_csv(path: Path, text_column: str = "text", label_column: str = "label")
         if reader.fieldnames is None:
             raise TaskError(f"{path}: the file is empty; expected a header row and examples")
         _require_columns(reader.fieldnames, (text_column, label_column), where=str(path))
+        repeated = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+        if repeated:
+            raise TaskError(f"{path}: the header names columns {repeated} more than once")
         rows = list(reader)
     if not rows:
         raise TaskError(f"{path}: the file holds a header but no examples")
     for number, row in enumerate(rows, start=2):
         if row[text_column] is None or row[label_column] is None:
             raise TaskError(f"{path}, row {number}: fewer fields than the header")
+        if None in row:  # DictReader's key for the fields past the header's
+            raise TaskError(
+                f"{path}, row {number}: more fields than the header (quote a text that holds "
+                "a comma)"
+            )
+        if not row[label_column].strip():
+            raise TaskError(f"{path}, row {number}: the {label_column!r} field is empty")
     labels: list[object] = [row[label_column] for row in rows]
     if all(_is_int(v) for v in labels):
         labels = [int(v) for v in labels]  # type: ignore[call-overload]
@@ -331,6 +359,7 @@ def from_dataset(
     import datasets
 
     pieces = {"all": dataset} if isinstance(dataset, datasets.Dataset) else dict(dataset)
+    pieces = _dev_as_validation(pieces, f"task {name!r}")
     if not set(pieces) & set(SPLITS):
         if len(pieces) != 1:
             raise TaskError(
@@ -371,10 +400,16 @@ def assemble(
     """A `Task` from the splits a source has, cut by the split rules (module docstring).
     `names` maps raw label values to class names; unnamed classes keep `str(value)`."""
     labels = [v for _, ys in parts.values() for v in ys]
-    bad = next((v for v in labels if not isinstance(v, (str, int))), None)
+    bad = next((i for i, v in enumerate(labels) if not isinstance(v, str | int)), None)
     if bad is not None:
         raise TaskError(
-            f"task {name!r}: label {bad!r} is a {type(bad).__name__}; labels must be str or int"
+            f"task {name!r}: example {bad} has label {labels[bad]!r} "
+            f"({type(labels[bad]).__name__}); labels must be str or int"
+        )
+    if any(isinstance(v, bool) for v in labels) and any(type(v) is int for v in labels):
+        raise TaskError(  # True == 1: they would be counted as one class
+            f"task {name!r}: the labels mix bools and ints ({sorted(set(map(repr, labels)))[:6]}); "
+            "give every label one type"
         )
     y_all, classes = encode_labels(labels, task=name)
     value_of = {str(v): v for v in labels}
@@ -383,6 +418,14 @@ def assemble(
     y = {part: y_all[a:b] for part, a, b in zip(parts, offsets[:-1], offsets[1:], strict=True)}
     x = {part: _inputs(xs, modality, task=name) for part, (xs, _) in parts.items()}
     splits = {s: Split(x[part][idx], y[part][idx]) for s, (part, idx) in _layout(y, seed).items()}
+    trained = set(splits["train"].y.tolist())
+    for split in ("validation", "test"):
+        unseen = sorted(set(splits[split].y.tolist()) - trained)
+        if unseen:
+            raise TaskError(
+                f"task {name!r}: the {split} split holds classes the train split lacks "
+                f"({[classes[c] for c in unseen]}); no child could learn them"
+            )
     return Task(name, modality, classes, **splits, seed=seed, source=source)
 
 
@@ -428,6 +471,12 @@ def _inputs(values: Sequence[object], modality: Modality, *, task: str) -> np.nd
         raise TaskError(
             f"task {task!r}: tabular inputs must be equal-length vectors, got shape {x.shape}"
         )
+    if not np.isfinite(x).all():
+        row, column = np.argwhere(~np.isfinite(x))[0]
+        raise TaskError(
+            f"task {task!r}: example {row} has {values[row][column]!r} in column {column}; "
+            "tabular inputs must be finite numbers (fill or drop missing values)"
+        )
     return x
 
 
@@ -442,10 +491,19 @@ def _require_columns(present: Iterable[str], needed: Sequence[str], *, where: st
 
 
 def _open(path: Path) -> TextIO:
-    """UTF-8 (with or without a byte-order mark), with a TaskError for a missing file."""
+    """The file's text, UTF-8 with or without a byte-order mark; a missing file and bytes that
+    are not UTF-8 are refused by name (the latter by line). Decoded whole, so that the line is
+    exact: a reader's buffer decodes chunks ahead of the line it parses."""
     if not path.is_file():
         raise TaskError(f"{path}: no such file")
-    return path.open(encoding="utf-8-sig", newline="")
+    data = path.read_bytes()
+    try:
+        return io.StringIO(data.decode("utf-8-sig"), newline="")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise TaskError(
+            f"{path}, line {line}: not UTF-8 ({error.reason}); save the file as UTF-8"
+        ) from error
 
 
 def _is_int(value: object) -> bool:
