@@ -58,6 +58,8 @@ def incumbent_regret(history: History, task: str, table: Table) -> np.ndarray:
             best_reward, incumbent = child.result.val_accuracy, i
         found.append(quality[rows[incumbent]])
     found = np.asarray(found)
+    if best == worst:  # every config is the best: nothing to regret
+        return np.zeros(len(found))
     return (best - found) / (best - worst)
 
 

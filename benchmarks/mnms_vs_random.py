@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -122,14 +123,13 @@ def _plot(runs: dict, tasks: list[str], children: int, path: Path) -> None:
         for ax, task in zip(axes[0], tasks, strict=True):
             for method in METHODS:
                 curves = np.stack([best_so_far(h, task, children) for h in runs[method].values()])
-                line = ax.plot(x, np.nanmedian(curves, axis=0), label=method)[0]
-                ax.fill_between(
-                    x,
-                    np.nanmin(curves, axis=0),
-                    np.nanmax(curves, axis=0),
-                    alpha=0.2,
-                    color=line.get_color(),
-                )
+                with warnings.catch_warnings():  # before a task's first child no run has a best
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    median, low, high = (
+                        f(curves, axis=0) for f in (np.nanmedian, np.nanmin, np.nanmax)
+                    )
+                line = ax.plot(x, median, label=method)[0]
+                ax.fill_between(x, low, high, alpha=0.2, color=line.get_color())
             ax.set(title=task, xlabel="children trained (all tasks)", ylabel="best val accuracy")
             ax.legend()
 

@@ -38,6 +38,7 @@ import argparse
 import csv
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -169,8 +170,12 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
     envs = math.gcd(MNMSConfig.batch_size, total)
     settings = {"sources": list(suite.sources), "backend": suite.pretrain_on, "budget": budget}
     settings["envs"] = envs  # sub-envs sample the children: another number, another controller
+    settings["children"] = total  # a shorter one would reuse this one, a longer one extend it
     if path.exists():  # a checkpoint pre-trained otherwise would be resumed or transferred
         saved = json.loads(marker.read_text()) if marker.exists() else None
+        if saved is not None and "children" not in saved:  # written before the count was kept
+            done = read_checkpoint(path)["num_children"]
+            saved["children"] = total if done <= total else done
         refuse_other_settings(path, "a pre-trained controller", saved, settings)
     else:
         marker.write_text(json.dumps(settings))
@@ -185,6 +190,13 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
     agent = MNMS.load(path, env) if path.exists() else MNMS(env, seed=0)
     agent.learn(max(0, total - agent.num_children), checkpoint=path)
     print(f"pre-trained on {list(suite.sources)}: {agent.num_children} children", flush=True)
+    unseen = [task for task in suite.sources if task not in agent.task_masks]
+    if unseen:  # each child's task is drawn at random: a short pre-training can miss one
+        warnings.warn(
+            f"source tasks {unseen} drew no pre-training child (each child's task is drawn at "
+            f"random from the {len(suite.sources)} sources); the policy summaries leave them out",
+            stacklevel=2,
+        )
     return agent, env.unwrapped.space
 
 
@@ -254,6 +266,7 @@ def differentiation(
     """Per task and decision, the fraction of `samples` policy children choosing each option,
     and per decision the total-variation distance between the first two tasks."""
     histograms: dict[str, dict[str, dict[str, float]]] = {}
+    tasks = tuple(task for task in tasks if task in agent.task_masks)  # one never sampled: none
     for task in tasks:
         chosen = agent.sample_decisions(task, samples)
         histograms[task] = {

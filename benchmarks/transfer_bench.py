@@ -1,7 +1,7 @@
 """Transfer at the follow-up paper's scale: every table task held out once, K folds.
 
     python benchmarks/transfer_bench.py --out runs/transfer-bench          # all 26 tables
-    python benchmarks/transfer_bench.py --folds 3 --seeds 0 1 --children-per-task 25 \\
+    python benchmarks/transfer_bench.py --folds 2 --seeds 0 1 --children-per-task 25 \\
         --pretrain-children-per-task 50 --tasks wine digits langid-es langid-de --out runs/tb
 
 The tasks (default: every task of `BUILTIN_TABLE_TASKS` and `DATASET_TABLE_TASKS` with a table
@@ -86,7 +86,7 @@ def preferred_configs(
     (`transfer.differentiation`)."""
     histograms = differentiation(agent, space, tasks, samples)["histograms"]
     result = {}
-    for task in tasks:
+    for task in histograms:  # the tasks the pre-training sampled
         table = load_table(task, table_dir)
         chosen = agent.sample_decisions(task, samples)
         configs = Counter(space.decode(row, table.card.modality, table.covers) for row in chosen)

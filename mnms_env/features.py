@@ -157,16 +157,21 @@ def featurize(task: Task, representation: str, size: int = 0) -> Features:
     featurizer = registries.known(FEATURIZERS, "representation", representation)
     path = _cache_path(task, representation, size)
     if path.exists():
-        shutil.rmtree(_parts_dir(path), ignore_errors=True)  # left by a crash after a save
         try:
-            return _load(path, representation)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            warnings.warn(  # a cache entry is a copy: compute it again rather than fail for good
+            features = _load(path, representation)
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # not OSError:
+            # a passing I/O fault is no reason to redo hours of encoding. A cache entry is a
+            # copy: computed again (from its parts, if a slow featurizer left some), it
+            # replaces the bad file atomically (no unlink, which could remove another
+            # process's repair).
+            warnings.warn(
                 f"{path}: unreadable cached features ({type(error).__name__}: {error}); "
                 "computing them again",
                 stacklevel=2,
             )
-            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(_parts_dir(path), ignore_errors=True)  # left by a crash after a save
+            return features
     try:
         features = _compute(task, representation, featurizer, size)
     except FileNotFoundError:  # another process saved the same features and removed the parts

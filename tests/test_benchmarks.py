@@ -123,6 +123,10 @@ def test_transfer_on_tables_writes_speedups_and_differentiation_and_resumes(
     monkeypatch.setattr(controllers, "run_controller", refuse)
     monkeypatch.setattr(MNMS, "_collect", refuse)
     assert transfer.main(argv)["rows"] == summary["rows"]
+    # a shorter pre-training reused this one's 32 children and reported its own count
+    shorter = [*argv[:6], "8", *argv[7:]]
+    with pytest.raises(ValueError, match="'children': 32.*'children': 16"):
+        transfer.main(shorter)
 
 
 def test_transfer_with_real_training(tmp_path) -> None:

@@ -92,6 +92,8 @@ def test_incumbent_regret_measures_the_best_child_so_far_against_the_table() -> 
     run = History("hand-made", ("a",), 4, 0, 1, children, 1.0)
     # the incumbent is judged by its config's seed mean, not by its lucky reward
     np.testing.assert_allclose(incumbent_regret(run, "a", table), [1.0, 0.5, 0.5, 0.0])
+    flat = _table(dict.fromkeys((worst, middle, best), 0.5))  # 0/0 made every rank NaN
+    np.testing.assert_array_equal(incumbent_regret(run, "a", flat), [0.0] * 4)
 
 
 def test_average_ranks_share_ties_and_average_over_problems() -> None:

@@ -381,12 +381,12 @@ def test_a_folder_with_all_three_splits_uses_them_as_given(tmp_path: Path) -> No
     assert make_task("mine", seed=5).fingerprint == task.fingerprint and task.source == str(folder)
 
 
-def test_a_dev_split_is_the_validation_split(tmp_path: Path) -> None:
+def test_a_dev_split_is_named_as_not_read(tmp_path: Path) -> None:
+    """Reading it as validation would change the splits of every folder that holds one."""
     folder = _write_folder(tmp_path / "dev", {"train": 20, "dev": 6, "test": 8})
-    assert make_task(f"jsonl:{folder}").sizes() == {"train": 20, "validation": 6, "test": 8}
-    _write_folder(folder, {"validation": 6})
-    with pytest.raises(TaskError, match="both a dev and a validation split"):
-        make_task(f"jsonl:{folder}")
+    with pytest.warns(UserWarning, match="dev.jsonl is not read; a validation split is named"):
+        task = make_task(f"jsonl:{folder}")
+    assert task.sizes() == {"train": 18, "validation": 2, "test": 8}  # carved from train
 
 
 def test_a_relative_path_is_the_one_it_was_registered_at(
@@ -404,7 +404,7 @@ def test_a_relative_path_is_the_one_it_was_registered_at(
     [
         (  # a JSON null became a class "None"
             lambda p: _write_jsonl(p / "a.jsonl", [*_rows(), {"text": "t", "label": None}]),
-            r"example 40 has label None \(NoneType\)",
+            r"all: example 40 \(counting from 0\) has label None \(NoneType\)",
         ),
         (  # True == 1: one class
             lambda p: _write_jsonl(p / "a.jsonl", [*_rows(), {"text": "t", "label": True}]),
@@ -419,7 +419,7 @@ def test_a_relative_path_is_the_one_it_was_registered_at(
             r"a.csv, row 2: the 'label' field is empty",
         ),
         (
-            lambda p: (p / "a.csv").write_text("text,label,label\n" + "x,0,1\n" * 20),
+            lambda p: (p / "a.csv").write_text("text,label,label,,\n" + "x,0,1,,\n" * 20),
             r"the header names columns \['label'\] more than once",
         ),
         (  # latin-1 bytes: a bare UnicodeDecodeError
@@ -443,6 +443,12 @@ def test_labels_and_rows_that_would_corrupt_a_task_are_refused(
         make_task(f"{path.suffix[1:]}:{path}")
 
 
+def test_rows_with_empty_trailing_fields_load(tmp_path: Path) -> None:
+    """Exporters end rows with a comma; only a non-empty extra field is a shifted row."""
+    (tmp_path / "t.csv").write_text("text,label,,\n" + "x,0,\ny,1,,\n" * 10)
+    assert make_task(f"csv:{tmp_path / 't.csv'}").classes == ("0", "1")
+
+
 def test_classes_only_validation_or_test_hold_are_refused(tmp_path: Path) -> None:
     folder = _write_folder(tmp_path / "u", {"train": 20, "test": 8})
     _write_jsonl(folder / "validation.jsonl", [{"text": "v", "label": 2}, *_rows(6)])
@@ -456,9 +462,13 @@ def test_missing_tabular_values_are_refused(tmp_path: Path) -> None:
     rows = [{"text": [i, None if i == 3 else i % 3], "label": i % 2} for i in range(40)]
     register_task("holes", _write_jsonl(tmp_path / "t.jsonl", rows), modality="tabular")
     with pytest.raises(
-        TaskError, match="example 3 has None in column 1; tabular inputs must be finite"
+        TaskError, match=r"all: example 3 \(counting from 0\) has None in column 1; tabular inputs"
     ):
         make_task("holes")
+    rows = [{"text": [i, 1e39 if i == 3 else i % 3], "label": i % 2} for i in range(40)]
+    register_task("huge", _write_jsonl(tmp_path / "h.jsonl", rows), modality="tabular")
+    with pytest.raises(TaskError, match=r"\|x\| < 3.4e38"):
+        make_task("huge")
 
 
 def test_a_folder_without_validation_gets_it_carved_from_train(tmp_path: Path) -> None:

@@ -163,7 +163,7 @@ def register_task(
         raise TaskError(f"task {name!r}: modality {modality!r} is not one of {MODALITIES}")
     columns = {"text_column": text_column, "label_column": label_column}
     if isinstance(source, (str, os.PathLike)):
-        path, suffixes = Path(source).resolve(), tuple(external.READERS)  # not the cwd's later
+        path, suffixes = Path(source).absolute(), tuple(external.READERS)  # not a later cwd's
         if path.is_dir():
             external.split_files(path, suffixes)  # a bad layout is refused now, not at first use
         elif path.suffix not in suffixes or not path.is_file():

@@ -101,7 +101,7 @@ class Task:
             if len(split) == 0:
                 raise TaskError(
                     f"task {self.name!r}: the {split_name} split is empty (a split cut from one "
-                    "pool takes 10% of each class: give every class about 5 examples or more)"
+                    "pool takes 10% of each class: give every class 6 examples or more)"
                 )
             if len(split.x) != len(split.y):
                 raise TaskError(

@@ -28,10 +28,11 @@ come from the registry for local copies and from the hub's `ClassLabel` or `labe
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -209,10 +210,10 @@ def _load_hub(name: str, spec: NamedDataset) -> datasets.DatasetDict:
 LOCAL_SUFFIXES = (".jsonl",)
 """The kind of split file a named dataset's local folder holds (the layout of `shared/data`)."""
 
-_PARTS = (*SPLITS, "dev", "all")
+_PARTS = (*SPLITS, "all")
 DEV = "dev"
-"""A validation split's other common name, read as `validation` (a folder or `DatasetDict`
-may hold one or the other)."""
+"""A validation split's other common name: not read (that would change the splits of folders
+that hold one), but said, so that a user renames it rather than wonders."""
 _LISTED = 10
 """Files a refused folder's error names, at most."""
 
@@ -229,7 +230,7 @@ def split_files(folder: Path, suffixes: Sequence[str] = LOCAL_SUFFIXES) -> dict[
     if not folder.is_dir():
         raise TaskError(f"{folder}: no such folder")
     accepted = (
-        f"accepted: train, optionally with validation (or dev) and test, or all alone, "
+        f"accepted: train, optionally with validation and test, or all alone, "
         f"each a {' or '.join(suffixes)} file"
     )
     files: dict[str, list[Path]] = {}
@@ -255,16 +256,20 @@ def split_files(folder: Path, suffixes: Sequence[str] = LOCAL_SUFFIXES) -> dict[
         )
     if "all" not in files and "train" not in files:
         raise TaskError(f"{folder}: split files {found} but no train; {accepted}")
-    return _dev_as_validation({part: paths[0] for part, paths in files.items()}, str(folder))
+    dev = [
+        folder / f"{DEV}{suffix}" for suffix in suffixes if (folder / f"{DEV}{suffix}").is_file()
+    ]
+    if dev:
+        _warn_dev(f"{folder}: {dev[0].name} is not read")
+    return {part: paths[0] for part, paths in files.items()}
 
 
-def _dev_as_validation(parts: dict, where: str) -> dict:
-    """`parts` with a `dev` part named `validation`; both at once are refused."""
-    if DEV not in parts:
-        return parts
-    if "validation" in parts:
-        raise TaskError(f"{where}: holds both a dev and a validation split; keep one")
-    return {("validation" if part == DEV else part): value for part, value in parts.items()}
+def _warn_dev(what: str) -> None:
+    warnings.warn(
+        f"{what}; a validation split is named 'validation' (rename it to use it; without one, "
+        "validation is carved from train)",
+        stacklevel=3,
+    )
 
 
 def read_folder(
@@ -311,7 +316,8 @@ def read_csv(path: Path, text_column: str = "text", label_column: str = "label")
         if reader.fieldnames is None:
             raise TaskError(f"{path}: the file is empty; expected a header row and examples")
         _require_columns(reader.fieldnames, (text_column, label_column), where=str(path))
-        repeated = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+        names = reader.fieldnames
+        repeated = [c for c in (text_column, label_column) if names.count(c) > 1]
         if repeated:
             raise TaskError(f"{path}: the header names columns {repeated} more than once")
         rows = list(reader)
@@ -320,7 +326,7 @@ def read_csv(path: Path, text_column: str = "text", label_column: str = "label")
     for number, row in enumerate(rows, start=2):
         if row[text_column] is None or row[label_column] is None:
             raise TaskError(f"{path}, row {number}: fewer fields than the header")
-        if None in row:  # DictReader's key for the fields past the header's
+        if any(field.strip() for field in row.get(None, ())):  # DictReader's key for the rest
             raise TaskError(
                 f"{path}, row {number}: more fields than the header (quote a text that holds "
                 "a comma)"
@@ -359,7 +365,8 @@ def from_dataset(
     import datasets
 
     pieces = {"all": dataset} if isinstance(dataset, datasets.Dataset) else dict(dataset)
-    pieces = _dev_as_validation(pieces, f"task {name!r}")
+    if DEV in pieces:
+        _warn_dev(f"task {name!r}: the DatasetDict's {DEV!r} split is not read")
     if not set(pieces) & set(SPLITS):
         if len(pieces) != 1:
             raise TaskError(
@@ -400,12 +407,13 @@ def assemble(
     """A `Task` from the splits a source has, cut by the split rules (module docstring).
     `names` maps raw label values to class names; unnamed classes keep `str(value)`."""
     labels = [v for _, ys in parts.values() for v in ys]
-    bad = next((i for i, v in enumerate(labels) if not isinstance(v, str | int)), None)
-    if bad is not None:
-        raise TaskError(
-            f"task {name!r}: example {bad} has label {labels[bad]!r} "
-            f"({type(labels[bad]).__name__}); labels must be str or int"
-        )
+    for part, (_, ys) in parts.items():
+        bad = next((i for i, v in enumerate(ys) if not isinstance(v, str | int)), None)
+        if bad is not None:
+            raise TaskError(
+                f"task {name!r}, {part}: example {bad} (counting from 0) has label {ys[bad]!r} "
+                f"({type(ys[bad]).__name__}); labels must be str or int"
+            )
     if any(isinstance(v, bool) for v in labels) and any(type(v) is int for v in labels):
         raise TaskError(  # True == 1: they would be counted as one class
             f"task {name!r}: the labels mix bools and ints ({sorted(set(map(repr, labels)))[:6]}); "
@@ -416,7 +424,10 @@ def assemble(
     classes = tuple((names or {}).get(value_of[c], c) for c in classes)
     offsets = np.cumsum([0, *(len(ys) for _, ys in parts.values())])
     y = {part: y_all[a:b] for part, a, b in zip(parts, offsets[:-1], offsets[1:], strict=True)}
-    x = {part: _inputs(xs, modality, task=name) for part, (xs, _) in parts.items()}
+    x = {
+        part: _inputs(xs, modality, where=f"task {name!r}, {part}")
+        for part, (xs, _) in parts.items()
+    }
     splits = {s: Split(x[part][idx], y[part][idx]) for s, (part, idx) in _layout(y, seed).items()}
     trained = set(splits["train"].y.tolist())
     for split in ("validation", "test"):
@@ -449,33 +460,33 @@ def _layout(y: Mapping[str, np.ndarray], seed: int) -> dict[str, tuple[str, np.n
     return {s: layout[s] for s in SPLITS}
 
 
-def _inputs(values: Sequence[object], modality: Modality, *, task: str) -> np.ndarray:
+def _inputs(values: Sequence[object], modality: Modality, *, where: str) -> np.ndarray:
     """Text as an object array of str; tabular as a float32 `(n, d)` array."""
     if modality == "text":
         bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
         if bad is not None:
             raise TaskError(
-                f"task {task!r}: example {bad} has input {values[bad]!r} "
+                f"{where}: example {bad} has input {values[bad]!r} "
                 f"({type(values[bad]).__name__}); text inputs must be strings"
             )
         out = np.empty(len(values), dtype=object)
         out[:] = values
         return out
     try:
-        x = np.asarray(values, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value past float32's range is refused below
+            x = np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError) as error:
-        raise TaskError(
-            f"task {task!r}: tabular inputs must be numeric vectors ({error})"
-        ) from error
+        raise TaskError(f"{where}: tabular inputs must be numeric vectors ({error})") from error
     if x.ndim != 2:
         raise TaskError(
-            f"task {task!r}: tabular inputs must be equal-length vectors, got shape {x.shape}"
+            f"{where}: tabular inputs must be equal-length vectors, got shape {x.shape}"
         )
     if not np.isfinite(x).all():
         row, column = np.argwhere(~np.isfinite(x))[0]
         raise TaskError(
-            f"task {task!r}: example {row} has {values[row][column]!r} in column {column}; "
-            "tabular inputs must be finite numbers (fill or drop missing values)"
+            f"{where}: example {row} (counting from 0) has {values[row][column]!r} in "
+            f"column {column}; tabular inputs must be float32 numbers (finite, |x| < 3.4e38: "
+            "fill or drop missing values)"
         )
     return x
 
@@ -490,20 +501,27 @@ def _require_columns(present: Iterable[str], needed: Sequence[str], *, where: st
             )
 
 
-def _open(path: Path) -> TextIO:
-    """The file's text, UTF-8 with or without a byte-order mark; a missing file and bytes that
-    are not UTF-8 are refused by name (the latter by line). Decoded whole, so that the line is
-    exact: a reader's buffer decodes chunks ahead of the line it parses."""
+@contextmanager
+def _open(path: Path) -> Iterator[TextIO]:
+    """The file as UTF-8 text, with or without a byte-order mark; a missing file and bytes that
+    are not UTF-8 are refused by name, the latter by line (found by reading the bytes again: a
+    reader's buffer decodes ahead of the line it parses)."""
     if not path.is_file():
         raise TaskError(f"{path}: no such file")
-    data = path.read_bytes()
     try:
-        return io.StringIO(data.decode("utf-8-sig"), newline="")
+        with path.open(encoding="utf-8-sig", newline="") as file:
+            yield file
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise TaskError(
-            f"{path}, line {line}: not UTF-8 ({error.reason}); save the file as UTF-8"
-        ) from error
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError as found:
+            before = data[: found.start]
+            line = max(before.count(b"\n"), before.count(b"\r")) + 1
+            raise TaskError(
+                f"{path}, line {line}: not UTF-8 ({found.reason}); save the file as UTF-8"
+            ) from error
+        raise  # pragma: no cover - the bytes decode whole: not the file's fault
 
 
 def _is_int(value: object) -> bool:
