@@ -11,7 +11,7 @@ written.
 A folder holds `train.<suffix>`, optionally with `validation.<suffix>` and `test.<suffix>`, or
 one `all.<suffix>` pool (`split_files`). Refused, by name: a folder with none of these, a split
 given in two kinds (`train.jsonl` and `train.csv`), a pool beside split files, and split files
-without train.
+without train. A `dev` file is not read, and a warning says so.
 
 Split rules, the same for every source:
 
@@ -256,11 +256,9 @@ def split_files(folder: Path, suffixes: Sequence[str] = LOCAL_SUFFIXES) -> dict[
         )
     if "all" not in files and "train" not in files:
         raise TaskError(f"{folder}: split files {found} but no train; {accepted}")
-    dev = [
-        folder / f"{DEV}{suffix}" for suffix in suffixes if (folder / f"{DEV}{suffix}").is_file()
-    ]
-    if dev:
-        _warn_dev(f"{folder}: {dev[0].name} is not read")
+    dev = next((p for p in (folder / f"{DEV}{s}" for s in suffixes) if p.is_file()), None)
+    if dev is not None:
+        _warn_dev(f"{folder}: {dev.name} is not read")
     return {part: paths[0] for part, paths in files.items()}
 
 
