@@ -149,10 +149,11 @@ class BatchedEvaluator(Evaluator):
         self.memory_limit = None if memory_limit is None else int(memory_limit)
         self.precision = check_precision(precision, self.device)
         self.tasks = tasks
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        if not is_whole(workers) or workers < 0:
             raise ValueError(
                 f"workers must be an int >= 0 (0: train in this process), got {workers!r}"
             )
+        workers = int(workers)
         if workers and self.device.type != "cpu":
             raise ValueError(
                 f"workers={workers} trains in CPU processes, but device={str(self.device)!r}; "
@@ -375,9 +376,9 @@ class _StackedNet:
         if len(self.activations) == 1:
             return ACTIVATIONS[self.activations[0]](z)
         out = torch.zeros_like(z)
-        for a, name in enumerate(self.activations):
-            chosen = (self.activation_index == a).view(-1, 1, 1).to(z.dtype)
-            out = out + chosen * ACTIVATIONS[name](z)
+        for a, name in enumerate(self.activations):  # selected, not multiplied by 0 or 1: one
+            chosen = (self.activation_index == a).view(-1, 1, 1)  # child's NaN stays its own
+            out = torch.where(chosen, ACTIVATIONS[name](z), out)
         return out
 
     def _drop(self, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -42,7 +42,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"device={device!r} is not a torch device ({err})") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}, but CUDA is not available here; use 'cpu' or None")
+    if resolved.type not in ("cpu", "cuda") and not _available(resolved):
+        raise ValueError(
+            f"device={device!r}: this machine has no {resolved.type} device; use 'cpu'"
+        )
     return resolved
+
+
+def _available(device: torch.device) -> bool:
+    """Whether torch can train on `device` here (a backend torch has, with a device present)."""
+    backend = getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", None)
+    if device.type == "mps":
+        available = torch.backends.mps.is_available
+    return bool(available()) if callable(available) else False
 
 
 def device_name(device: torch.device) -> str:

@@ -20,6 +20,10 @@ import numpy as np
 from mnms_env.space import ChildConfig
 from mnms_env.tasks import Task, TaskCard, make_task
 
+SEED_LIMIT = 2**32
+"""Child seeds are below this: the trainers derive generator seeds from them (the batched
+one's dropout stream as `seed * 1_000_003 + k`), which must fit in 64 bits."""
+
 
 def is_whole(value: object) -> bool:
     """Whether `value` is a whole number: a Python or numpy integer, and not a bool (which
@@ -52,9 +56,13 @@ class ChildRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "budget", check_budget(self.budget))
         seed = self.seed
-        if not is_whole(seed) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if not is_whole(seed) or not 0 <= seed < SEED_LIMIT:
+            raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
         object.__setattr__(self, "seed", int(seed))
+        if not isinstance(self.config, ChildConfig):
+            raise TypeError(
+                f"config must be a ChildConfig, got {type(self.config).__name__} {self.config!r}"
+            )
         if not isinstance(self.fingerprint, str) or not self.fingerprint:
             raise ValueError(
                 f"fingerprint must be the task's Task.fingerprint, got {self.fingerprint!r}; "

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -98,9 +99,9 @@ class ChildConfig:
             "hidden_layers": self.hidden_layers >= 0,
             "width": self.width >= 1,
             "dropout": 0.0 <= self.dropout < 1.0,
-            "learning_rate": self.learning_rate > 0,
+            "learning_rate": 0 < self.learning_rate < math.inf,
             "batch_size": self.batch_size >= 1,
-            "l2": self.l2 >= 0,
+            "l2": 0 <= self.l2 < math.inf,
             "embedding_dim": self.embedding_dim >= 1,
             "filters": self.filters >= 1,
         }

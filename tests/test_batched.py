@@ -9,6 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from mnms_env import ChildConfig, ChildRequest, SequentialEvaluator, batched, default_space
+from mnms_env.activations import ACTIVATIONS
 from mnms_env.batched import BatchedEvaluator, batch_group
 from mnms_env.child import make_optimizer
 from mnms_env.stacked_optim import (
@@ -118,6 +119,22 @@ def test_a_diverged_child_does_not_disturb_the_others() -> None:
     for a, b in zip([together[0], together[1], together[3]], alone, strict=True):
         assert a.val_accuracy == pytest.approx(b.val_accuracy, abs=1 / 180)
         assert a.best_epoch == b.best_epoch
+
+
+def test_a_nan_activation_stays_with_its_own_child(monkeypatch) -> None:
+    """Activations were mixed as `out + chosen * act(z)`: 0 * NaN made a healthy child NaN."""
+    monkeypatch.setitem(ACTIVATIONS, "log1p", torch.log1p)  # NaN below -1
+
+    def request(activation: str) -> ChildRequest:
+        config = ChildConfig(
+            representation="raw", representation_size=0, activation=activation, batch_size=16
+        )
+        return ChildRequest.for_task("wine", config, budget=2)
+
+    together = BatchedEvaluator(device="cpu").evaluate([request("relu"), request("log1p")])
+    (alone,) = BatchedEvaluator(device="cpu").evaluate([request("relu")])
+    assert together[1].diverged and not alone.diverged
+    assert (together[0].val_accuracy, together[0].diverged) == (alone.val_accuracy, False)
 
 
 def test_oversized_request_lists_are_split_not_crashed() -> None:
@@ -258,7 +275,10 @@ def test_children_of_every_optimizer_share_one_stack_and_train_as_alone() -> Non
         ({"memory_limit": "1GB"}, r"memory_limit is bytes, an int >= 1 .*, got '1GB'"),
     ],
 )
-def test_bad_workers_and_memory_limits_are_refused_by_name(kwargs: dict, message: str) -> None:
+def test_bad_workers_and_memory_limits_are_refused_by_name(
+    kwargs: dict, message: str, monkeypatch
+) -> None:
+    monkeypatch.setattr(batched, "resolve_device", torch.device)  # as if 'meta' could train
     with pytest.raises(ValueError, match=message):
         BatchedEvaluator(**{"device": "cpu", **kwargs})
 

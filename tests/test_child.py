@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from mnms_env.child import ChildNet, train_child
+from mnms_env.child import ChildNet, resolve_device, train_child
 from mnms_env.features import featurize
-from mnms_env.space import ChildConfig
+from mnms_env.records import ChildRequest
+from mnms_env.space import ChildConfig, SpaceError
 from mnms_env.tasks.base import task_from_arrays
 
 RAW = ChildConfig(
@@ -114,3 +115,19 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns_with_the_fix(
         if warns:
             text = str(slow[0].message)
             assert "17x slower" in text and "precision='fp32'" in text and "avx512_bf16" in text
+
+
+def test_values_no_trainer_could_use_are_refused_where_they_enter() -> None:
+    """Each failed only inside training: an overflowing generator seed, a dict for a config, an
+    infinite rate, a device torch has no backend for here."""
+    config = ChildConfig(representation="raw", representation_size=0)
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*32\), got 4294967296"):
+        ChildRequest("wine", config, seed=2**32, fingerprint="fp")
+    with pytest.raises(TypeError, match="config must be a ChildConfig, got dict"):
+        ChildRequest("wine", {"width": 3}, fingerprint="fp")
+    for field in ("learning_rate", "l2"):
+        with pytest.raises(SpaceError, match=f"ChildConfig.{field}=inf is out of range"):
+            ChildConfig(**{field: float("inf")})
+    for device in ("mps", "xpu", "meta"):
+        with pytest.raises(ValueError, match=f"has no {device} device; use 'cpu'"):
+            resolve_device(device)
