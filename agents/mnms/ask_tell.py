@@ -38,7 +38,13 @@ import numpy as np
 from gymnasium import spaces
 
 from agents.mnms.agent import MNMS
-from agents.mnms.checkpoint import NewTaskInit, read_checkpoint, write_checkpoint
+from agents.mnms.checkpoint import (
+    NewTaskInit,
+    first_changed,
+    option_texts,
+    read_checkpoint,
+    write_checkpoint,
+)
 from agents.mnms.config import MNMSConfig
 from agents.mnms.records import Episode, UpdateStats
 from agents.mnms.replay import episodes_from_state, episodes_state
@@ -68,12 +74,6 @@ def choices(space: Space) -> dict[str, tuple[Any, ...]]:
         if not out[name]:
             raise ValueError(f"parameter {name!r} has no options")
     return out
-
-
-def _option_texts(space: Mapping[str, tuple[Any, ...]]) -> list[list[Any]]:
-    """`[name, [option as text, ...]]` of each parameter: what a checkpoint keeps to refuse a
-    space with other options on `load` (as `env_options` does for an env's space)."""
-    return [[name, [repr(option) for option in options]] for name, options in space.items()]
 
 
 def _every_option(space: Mapping[str, tuple[Any, ...]]) -> np.ndarray:
@@ -197,7 +197,7 @@ class MNMSAskTell:
         it), with the outstanding asks and the told children not yet learned from."""
         extra = {
             "space": list(self.space),
-            "options": _option_texts(self.space),
+            "options": option_texts(self.space.items()),
             "next_ticket": self.next_ticket,
             "tickets": list(self.pending),
             "pending": episodes_state(list(self.pending.values())),
@@ -218,12 +218,8 @@ class MNMSAskTell:
         if saved != list(checked):
             raise ValueError(f"{path} was saved over parameters {saved}; got {list(checked)}")
         options = asks.get("options")  # absent from checkpoints written before they were kept
-        if options is not None and options != _option_texts(checked):
-            (name, was), (_, now) = next(
-                (old, new)
-                for old, new in zip(options, _option_texts(checked), strict=True)
-                if old != new
-            )
+        if options is not None and options != option_texts(checked.items()):
+            (name, was), (_, now) = first_changed(options, option_texts(checked.items()))
             raise ValueError(
                 f"{path} was saved with parameter {name!r} options {was}; got {now}: each "
                 "learned preference would point at another option"

@@ -14,8 +14,8 @@ import os
 import pickle
 import warnings
 import zlib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -113,11 +113,24 @@ def checkpoint_state(agent: MNMS) -> dict[str, Any]:
     }
 
 
+def option_texts(decisions: Iterable[tuple[str, Iterable[Any]]]) -> list[list[Any]]:
+    """`[name, [option as text, ...]]` of each `(name, options)` decision: what a checkpoint
+    keeps of its space, since equal option counts can mean other options."""
+    return [[name, [repr(option) for option in options]] for name, options in decisions]
+
+
+def first_changed(saved: list[list[Any]], now: list[list[Any]]) -> tuple[list[Any], list[Any]]:
+    """The first `[name, options]` of `saved` (`option_texts`) that differs from `now`'s, with
+    `now`'s: what a refusal to load names."""
+    return next((old, new) for old, new in zip(saved, now, strict=True) if old != new)
+
+
 def restored_config(state: dict[str, Any], overrides: Mapping[str, Any] | None) -> MNMSConfig:
     """The checkpoint's `MNMSConfig` with `overrides` replacing fields of it; the fields that
     shape the controller's weights (`NETWORK_SIZES`) must stay."""
+    config = MNMSConfig(**state["config"])
     if overrides is None:
-        return MNMSConfig(**state["config"])
+        return config
     if not isinstance(overrides, Mapping):
         raise TypeError(
             f"overrides maps MNMSConfig fields to values, got {type(overrides).__name__} "
@@ -127,7 +140,6 @@ def restored_config(state: dict[str, Any], overrides: Mapping[str, Any] | None) 
     unknown = [name for name in overrides if name not in accepted]
     if unknown:
         raise ValueError(f"overrides: unknown MNMSConfig fields {unknown}; accepted: {accepted}")
-    config = MNMSConfig(**state["config"])
     resized = [n for n in NETWORK_SIZES if n in overrides and overrides[n] != getattr(config, n)]
     if resized:
         raise ValueError(
@@ -137,7 +149,7 @@ def restored_config(state: dict[str, Any], overrides: Mapping[str, Any] | None) 
             + ", ".join(f"{n}={getattr(config, n)}" for n in resized)
             + ": keep its sizes"
         )
-    return MNMSConfig(**{**state["config"], **overrides})
+    return replace(config, **overrides)
 
 
 def write_checkpoint(agent: MNMS, path: str | Path, *, extra: dict[str, Any] | None = None) -> None:
@@ -247,9 +259,7 @@ def restore_policy(
         )
     saved = state.get("options")  # absent from checkpoints written before they were kept
     if saved is not None and agent.options is not None and saved != agent.options:
-        (name, was), now = next(
-            (old, new) for old, new in zip(saved, agent.options, strict=True) if old != new
-        )
+        (name, was), now = first_changed(saved, agent.options)
         raise ValueError(
             f"{path} was trained on a space whose decision {name!r} has options {was}; this "
             f"env's {now[0]!r} has {now[1]}: each action would mean another option"

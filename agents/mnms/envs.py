@@ -11,6 +11,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
+from agents.mnms.checkpoint import option_texts
+
 
 def as_vector_env(env: gym.Env | VectorEnv) -> VectorEnv:
     """A vector env (a single env becomes a one-env `SyncVectorEnv`), checked against MNMS-v2."""
@@ -98,9 +100,8 @@ def env_descriptors(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarr
 
 
 def env_options(envs: VectorEnv) -> list[list[Any]] | None:
-    """`[decision name, [option as text, ...]]` of each decision, from an env that has a
-    `space` (`SearchSpace`, as the MNMS envs do; None for one without): what a checkpoint
-    compares with the env it is loaded onto, since equal option counts can mean other options."""
+    """`option_texts` of the env's `space` (`SearchSpace`, as the MNMS envs have; None for an
+    env without): what a checkpoint compares with the env it is loaded onto."""
     if not _has(envs, "space"):
         return None
     base = envs.unwrapped
@@ -108,7 +109,7 @@ def env_options(envs: VectorEnv) -> list[list[Any]] | None:
     decisions = getattr(space, "decisions", None)  # another env's `space` may be anything
     if decisions is None:
         return None
-    return [[d.name, [repr(option) for option in d.options]] for d in decisions]
+    return option_texts((d.name, d.options) for d in decisions)
 
 
 def _has(envs: VectorEnv, attribute: str) -> bool:
