@@ -123,18 +123,18 @@ class SourceScores:
         self, descriptor: np.ndarray | None, usable: Callable[[ChildConfig], bool]
     ) -> SourceScores:
         """The ranking of the one source task nearest a new task of `descriptor`
-        (`mnms_env.tasks.nearest_task`), among those with a descriptor whose best config the new
-        task can use (`usable`: the same modality and options); the ranking of all of them when
-        there is nothing to compare."""
-        candidates = {
+        (`mnms_env.tasks.nearest_task`), among those with a descriptor that rank a config the
+        new task can use (`usable`: the same modality and options); the ranking of all of them
+        when there is nothing to compare."""
+        candidates = {  # not only by the best config: a table without MiniLM can use the rest
             task: self.descriptors[task]
             for task, means in zip(self.tasks, self.means, strict=False)  # means may be ()
-            if task in self.descriptors and usable(max(means, key=means.__getitem__))
+            if task in self.descriptors and any(map(usable, means))
         }
         if descriptor is None or not candidates:
             warnings.warn(
                 "the nearest-task portfolio has nothing to compare (a task without a "
-                "descriptor, or no source task with one whose best config the task can use: "
+                "descriptor, or no source task with one that ranks a config the task can use: "
                 "sources from children carry none); it ranks by every source task",
                 stacklevel=2,
             )
@@ -147,8 +147,17 @@ class SourceScores:
     ) -> list[ChildConfig]:
         """The ranked configs `space` can produce for a task of `modality` whose episodes choose
         within `mask` (the env's `masks_of(task)`), best first: the others (another modality's
-        featurizer, an option the space lacks, a masked one) are left out."""
-        return [c for c in self.configs if _produces(space, modality, mask, c)]
+        featurizer, an option the space lacks, a masked one) are left out; none at all is
+        warned about, since a baseline would then transfer nothing."""
+        ranked = [c for c in self.configs if _produces(space, modality, mask, c)]
+        if not ranked:
+            warnings.warn(
+                f"the source tasks {list(self.tasks)} rank no config a {modality} task can use "
+                "under its options: the transfer baseline starts as its plain search (random "
+                "order, or TPE with no first trials)",
+                stacklevel=2,
+            )
+        return ranked
 
 
 def _ranked(

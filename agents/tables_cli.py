@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mnms_env.table import available_tables, load_table, table_dirs
+from mnms_env.table import TableError, available_tables, load_table, table_dirs
 from mnms_env.table_build import build_tables
 
 
@@ -48,7 +48,11 @@ def run_tables(args: argparse.Namespace) -> int:
         return 0
     print("looked for in: " + ", ".join(str(d) for d in table_dirs(args.table_dir)))
     for task in available_tables(args.table_dir):
-        table = load_table(task, args.table_dir)
+        try:
+            table = load_table(task, args.table_dir)
+        except TableError as err:  # one broken file hides none of the others
+            print(f"{task:24} not searchable: {err}")
+            continue
         card = table.card
         print(
             f"{task:24} {card.modality:8} {card.num_classes:>3} classes  "

@@ -29,6 +29,7 @@ import json
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -123,7 +124,19 @@ class Table:
     """How the table was built: device, package version, date."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_rows", {c: i for i, c in enumerate(self.configs)})
+        rows = {c: i for i, c in enumerate(self.configs)}
+        if len(rows) != len(self.configs):  # a lookup would answer with one of the copies
+            twice = next(c for i, c in enumerate(self.configs) if rows[c] != i)
+            raise ValueError(f"config {twice.to_json()} is in the table twice")
+        shapes = {name: (len(self.configs), len(self.seeds)) for name in PER_SEED}
+        shapes["parameters"] = (len(self.configs),)
+        for name, shape in shapes.items():
+            if np.shape(getattr(self, name)) != shape:
+                raise ValueError(
+                    f"{name} has shape {np.shape(getattr(self, name))}; {len(self.configs)} "
+                    f"configs and {len(self.seeds)} seeds make it {shape}"
+                )
+        object.__setattr__(self, "_rows", rows)
 
     @property
     def task(self) -> str:
@@ -196,6 +209,8 @@ class Table:
         try:
             with np.load(path) as data:
                 header = json.loads(str(data["header"]))
+                if not isinstance(header, dict):
+                    raise TableError(f"{path}: its header is not a table's (a JSON object)")
                 if header.get("version") != TABLE_VERSION:
                     raise TableError(
                         f"{path}: table format version {header.get('version')}, this package "
@@ -205,7 +220,7 @@ class Table:
                 arrays = {name: data[name] for name in ARRAYS}
         except TableError:
             raise
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        except UNREADABLE as err:
             raise TableError(
                 f"{path} is not a readable table ({type(err).__name__}: {err})"
             ) from err
@@ -233,6 +248,11 @@ class Table:
 
 ARRAYS = ("options", "val", "test", "seconds", "diverged", "best_epoch", "parameters", "covers")
 """The arrays of a table file beside its JSON header."""
+UNREADABLE = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)
+"""What numpy and json raise on a file that is not a table: empty, cut short, corrupted, another
+kind of file."""
+PER_SEED = ("val", "test", "seconds", "diverged", "best_epoch")
+"""The `(configs, seeds)` arrays of a table."""
 
 
 def table_dirs(table_dir: str | Path | None = None) -> list[Path]:
@@ -255,7 +275,14 @@ def load_table(task: str, table_dir: str | Path | None = None) -> Table:
     for directory in table_dirs(table_dir):
         path = table_file(directory, task)
         if path.exists():
-            return _load_checked(path.resolve())
+            stat = path.stat()  # a table rewritten since it was loaded is read again
+            table = _load_checked(path.resolve(), stat.st_mtime_ns, stat.st_size)
+            if table.task != task:  # the env would ask for the header's name, and find none
+                raise TableError(
+                    f"{path} holds the table of task {table.task!r}, not {task!r}; a table's "
+                    f"file is named after its task: {table_file(directory, table.task).name}"
+                )
+            return table
     raise TableError(
         f"no table for task {task!r} in {[str(d) for d in table_dirs(table_dir)]}; tables: "
         f"{available_tables(table_dir)}. Build one with `mnms tables build {task} --out DIR` "
@@ -264,7 +291,9 @@ def load_table(task: str, table_dir: str | Path | None = None) -> Table:
 
 
 @lru_cache(maxsize=64)
-def _load_checked(path: Path) -> Table:
+def _load_checked(path: Path, mtime_ns: int, size: int) -> Table:
+    """`Table.load(path)`, with a warning if the task's data here differs from the table's;
+    memoised on the file's modification time and size too."""
     table = Table.load(path)
     if not data_at_hand(table.task):  # a table task needs no data (nor the hub's)
         return table

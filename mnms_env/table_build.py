@@ -25,7 +25,7 @@ from mnms_env.records import ChildRequest
 from mnms_env.space import SearchSpace
 from mnms_env.store import ResultStore
 from mnms_env.table import Table, benchmark_space, enumerate_configs, table_file
-from mnms_env.tasks import make_task
+from mnms_env.tasks import check_task, make_task
 
 BUILTIN_TABLE_TASKS = (
     "wine",
@@ -134,10 +134,15 @@ def build_tables(
     progress: Progress | None = None,
 ) -> dict[str, Path]:
     """Build the table of each task over `benchmark_space()` into `out` (`table_file`)."""
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"seeds must be distinct ints >= 0, got {list(seeds)}")
+    if sorted(seeds) != list(range(len(seeds))) or not seeds:
+        raise ValueError(
+            f"seeds must be 0 .. n-1 (each once; the table backend draws a child's seed from "
+            f"them, so another one would never be read), got {list(seeds)}"
+        )
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1 children per batched call, got {chunk}")
+    for task in tasks:  # a misspelt last task is named before hours of training the first
+        check_task(task)
     evaluator = BatchedEvaluator(device=device)
     results = ResultStore(store or Path(out) / "build.sqlite")
     written = {}

@@ -317,5 +317,9 @@ def test_tables_build_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     listed = capsys.readouterr().out
     assert "wine                     tabular    3 classes    300 configs x 1 seeds" in listed
     assert "langid-es" in listed  # the shipped tables too
+    (out / "broken.npz").write_bytes(b"")
+    assert main(["tables", "list", "--table-dir", str(out)]) == 0
+    listed = capsys.readouterr().out
+    assert "broken                   not searchable:" in listed and "300 configs x 1" in listed
     with pytest.raises(SystemExit):
         main(["tables", "build", "wine", "--out", str(out), "--seeds", "0", "0"])

@@ -285,3 +285,26 @@ def test_nearest_portfolio_follows_the_source_task_described_most_like_each_targ
             sources=SourceScores.from_children(trained, ["wine"]),
         )
     assert [c.request.config for c in history.children] == [A, B]
+
+
+def test_nearest_portfolio_keeps_a_source_whose_best_config_the_target_cannot_use() -> None:
+    """A target without MiniLM (a table built without the encoder) still follows the nearest
+    source whose best config is a MiniLM one, through the configs it can use."""
+    names = ["langid-es", "word-sentiment-da"]  # langid-es's best config is a MiniLM one
+    ranking = SourceScores.from_tables(load_table(t) for t in names)
+    descriptor = load_table("langid-de").card.descriptor
+    nearest = ranking.nearest(descriptor, lambda c: c.representation not in ("minilm", "raw"))
+    assert nearest.tasks == ("langid-es",)
+
+
+def test_a_baseline_with_nothing_to_transfer_says_so() -> None:
+    with pytest.warns(UserWarning, match=r"rank no config a text task can use"):
+        history = run_controller(
+            "portfolio",
+            tasks=["langid-de"],
+            children_per_task=3,
+            seed=0,
+            env_kwargs=TABLES,
+            sources=SourceScores.from_tables([load_table("wine")]),
+        )
+    assert len(history.children) == 3

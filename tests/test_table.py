@@ -30,6 +30,7 @@ from mnms_env import (
 from mnms_env.features import FEATURIZERS
 from mnms_env.space import SpaceError
 from mnms_env.table import (
+    PER_SEED,
     SHIPPED_TABLES,
     Table,
     TableError,
@@ -329,10 +330,77 @@ def test_a_shipped_dataset_table_is_searched_without_its_data(monkeypatch) -> No
     assert env.unwrapped.task.num_classes == 3
 
 
-def test_a_file_that_is_not_a_table_is_refused_by_name(tmp_path) -> None:
-    (tmp_path / "broken.npz").write_bytes(b"half a table")
-    with pytest.raises(TableError, match="broken.npz is not a readable table"):
+def _npy_named_npz(path: Path) -> None:
+    np.save(path.with_suffix(".npy"), np.zeros(3))
+    path.with_suffix(".npy").rename(path)
+
+
+def _cut_short(path: Path) -> None:
+    load_table("wine").save(path)
+    path.write_bytes(path.read_bytes()[:-300])
+
+
+def _header_a_list(path: Path) -> None:
+    np.savez(path, header=np.array("[1, 2]"))
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: p.write_bytes(b"half a table"),
+        lambda p: p.write_bytes(b""),
+        _npy_named_npz,
+        _cut_short,
+        _header_a_list,
+    ],
+    ids=["text", "empty", "npy", "cut-short", "header-a-list"],
+)
+def test_a_file_that_is_not_a_table_is_refused_by_name(tmp_path, write) -> None:
+    write(tmp_path / "broken.npz")
+    with pytest.raises(TableError, match="broken.npz"):
         load_table("broken", tmp_path)
+
+
+def test_a_table_whose_rows_do_not_fit_is_refused(tmp_path) -> None:
+    """A lookup into a table with a repeated config, or fewer rows or seed columns than its
+    header declares, would answer with another config's or seed's accuracy, or fail mid-run."""
+    table = load_table("wine")
+    with pytest.raises(ValueError, match="in the table twice"):
+        replace(table, configs=(table.configs[1], *table.configs[1:]))
+    with pytest.raises(ValueError, match=r"val has shape \(300, 2\); 300 configs and 3 seeds"):
+        replace(table, val=table.val[:, :2])
+    arrays = dict(np.load(SHIPPED_TABLES / "wine.npz"))
+    np.savez(tmp_path / "wine.npz", **{**arrays, "test": table.test[:200]})
+    with pytest.raises(TableError, match=r"wine.npz: .*test has shape \(200, 3\)"):
+        load_table("wine", tmp_path)
+
+
+def test_a_table_file_named_for_another_task_is_refused_when_loaded(tmp_path) -> None:
+    load_table("wine").save(tmp_path / "wine-backup.npz")
+    with pytest.raises(TableError, match="holds the table of task 'wine', not 'wine-backup'"):
+        load_table("wine-backup", tmp_path)
+
+
+def test_a_table_rewritten_in_the_same_process_is_read_again(tmp_path) -> None:
+    table = load_table("wine")
+    replace(table, seeds=(0,), **{n: getattr(table, n)[:, :1] for n in PER_SEED}).save(
+        tmp_path / "wine.npz"
+    )
+    assert load_table("wine", tmp_path).seeds == (0,)
+    table.save(tmp_path / "wine.npz")
+    assert load_table("wine", tmp_path).seeds == (0, 1, 2)
+
+
+@pytest.mark.parametrize("seeds", [(1, 2, 3), (0, 10, 20), (0, 0), ()])
+def test_a_build_refuses_seeds_the_table_backend_would_not_read(tmp_path, seeds) -> None:
+    with pytest.raises(ValueError, match="seeds must be 0 .. n-1"):
+        build_tables(["wine"], tmp_path, seeds=seeds)
+
+
+def test_a_misspelt_task_is_named_before_any_table_is_built(tmp_path) -> None:
+    with pytest.raises(tasks.TaskError, match="unknown task 'winee'.*'wine'"):
+        build_tables(["wine", "winee"], tmp_path)
+    assert not list(tmp_path.iterdir())
     table = load_table("wine")
     table.save(tmp_path / "wine.npz")
     assert not list(tmp_path.glob("*.partial"))  # written aside, then moved into place

@@ -44,6 +44,7 @@ __all__ = [
     "TaskCard",
     "TaskError",
     "TaskInfo",
+    "check_task",
     "data_at_hand",
     "encode_labels",
     "list_tasks",
@@ -206,6 +207,12 @@ def data_at_hand(name: str) -> bool:
         return _entry(name).at_hand()
     except TaskError:
         return False
+
+
+def check_task(name: str) -> None:
+    """Raise `TaskError` as `make_task(name)` would for a name it does not know (with the
+    nearest registered names), without loading anything."""
+    _entry(name)
 
 
 def _entry(name: str) -> _Entry:
