@@ -32,7 +32,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import pairwise
@@ -209,19 +209,7 @@ class BatchedEvaluator(Evaluator):
         chunks = sorted(self._chunks(requests, limit), key=lambda chunk: -chunk[3])
         if not chunks:
             return
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=torch.set_num_threads,
-                initargs=(1,),
-            )
-        futures = {
-            self._pool.submit(
-                _train_in_worker, [requests[i] for i in part], task, self.precision
-            ): part
-            for part, task, _, _ in chunks
-        }
+        futures = self._submit(chunks, requests)
         try:
             for future in as_completed(futures):
                 yield from zip(futures[future], future.result(), strict=True)
@@ -236,6 +224,33 @@ class BatchedEvaluator(Evaluator):
         finally:
             for future in futures:
                 future.cancel()
+
+    def _submit(self, chunks: list, requests: Sequence[ChildRequest]) -> dict[Future, list[int]]:
+        """Each chunk's training, submitted to the worker pool. A pool whose worker died while
+        idle (the OOM killer, a kill) is replaced once: nothing of this call had started."""
+        try:
+            return self._submit_once(chunks, requests)
+        except BrokenProcessPool:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+            return self._submit_once(chunks, requests)
+
+    def _submit_once(
+        self, chunks: list, requests: Sequence[ChildRequest]
+    ) -> dict[Future, list[int]]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=torch.set_num_threads,
+                initargs=(1,),
+            )
+        return {
+            self._pool.submit(
+                _train_in_worker, [requests[i] for i in part], task, self.precision
+            ): part
+            for part, task, _, _ in chunks
+        }
 
     def close(self) -> None:
         """End the worker processes (a later call starts new ones)."""
@@ -376,9 +391,11 @@ class _StackedNet:
         if len(self.activations) == 1:
             return ACTIVATIONS[self.activations[0]](z)
         out = torch.zeros_like(z)
-        for a, name in enumerate(self.activations):  # selected, not multiplied by 0 or 1: one
-            chosen = (self.activation_index == a).view(-1, 1, 1)  # child's NaN stays its own
-            out = torch.where(chosen, ACTIVATIONS[name](z), out)
+        for a, name in enumerate(self.activations):
+            chosen = (self.activation_index == a).view(-1, 1, 1)
+            # Selected, not multiplied by 0 or 1, and fed 0 where not chosen: one child's NaN,
+            # or an activation's infinite gradient at another child's inputs, stays its own.
+            out = torch.where(chosen, ACTIVATIONS[name](torch.where(chosen, z, 0.0)), out)
         return out
 
     def _drop(self, h: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 
 from mnms_env.child import check_precision, resolve_device, train_child
 from mnms_env.features import Features, featurize
-from mnms_env.records import Child, ChildRequest, ChildResult
+from mnms_env.records import Child, ChildRequest, ChildResult, is_whole
 from mnms_env.store import ResultStore
 from mnms_env.tasks import Task, TaskError, make_task
 
@@ -53,8 +53,7 @@ def in_order(pairs: Iterable[tuple[int, Answer]], n: int, source: str) -> list[A
     an index out of range, answered twice or never is refused, naming `source`."""
     answers: dict[int, Answer] = {}
     for i, answer in pairs:
-        check_index(i, n, answers, source)
-        answers[i] = answer
+        answers[check_index(i, n, answers, source)] = answer
     if len(answers) != n:
         missing = sorted(set(range(n)) - set(answers))
         raise RuntimeError(
@@ -63,11 +62,13 @@ def in_order(pairs: Iterable[tuple[int, Answer]], n: int, source: str) -> list[A
     return [answers[i] for i in range(n)]
 
 
-def check_index(i: object, n: int, answered: Container[int], source: str) -> None:
-    """Refuse an answer to request index `i` that is out of range or a repeat."""
-    if not isinstance(i, int) or not 0 <= i < n or i in answered:
-        problem = "twice" if i in answered else f"outside 0..{n - 1}"
+def check_index(i: object, n: int, answered: Container[int], source: str) -> int:
+    """Request index `i` as an int (a numpy one is taken); refused if out of range or a
+    repeat."""
+    if not is_whole(i) or not 0 <= i < n or int(i) in answered:
+        problem = "twice" if is_whole(i) and int(i) in answered else f"outside 0..{n - 1}"
         raise RuntimeError(f"{source} answered request index {i!r} {problem}")
+    return int(i)
 
 
 def task_of(lookup: TaskLookup, request: ChildRequest) -> Task:
@@ -176,7 +177,7 @@ class CachedEvaluator(Evaluator):
         source = f"{type(self.evaluator).__name__}.stream"
         answered: set[int] = set()
         for k, result in self.evaluator.stream(misses) if misses else ():
-            check_index(k, len(misses), answered, source)
+            k = check_index(k, len(misses), answered, source)
             answered.add(k)
             request = misses[k]
             if self.store is not None:  # the stored result: another process may have been first

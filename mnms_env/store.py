@@ -58,8 +58,8 @@ class ResultStore:
         self._timeout = timeout
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._use_wal()
             with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
                 db.execute(SCHEMA)
         except (FileExistsError, NotADirectoryError, sqlite3.DatabaseError) as err:
             if isinstance(err, sqlite3.DatabaseError) and not any(
@@ -70,6 +70,21 @@ class ResultStore:
                 f"results store {self.path}: cannot open it as an SQLite file ({err}); pass "
                 "the path of a new or existing results store"
             ) from err
+
+    def _use_wal(self) -> None:
+        """Switch the file to WAL mode. SQLite answers "locked" at once, without its busy
+        timeout, while another process is switching a new file too (several workers opening
+        one store): retried until the timeout."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                with self._connect() as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

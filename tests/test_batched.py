@@ -137,6 +137,29 @@ def test_a_nan_activation_stays_with_its_own_child(monkeypatch) -> None:
     assert (together[0].val_accuracy, together[0].diverged) == (alone.val_accuracy, False)
 
 
+def test_an_activation_overflowing_at_a_neighbour_s_inputs_leaves_it_alone(monkeypatch) -> None:
+    """Every activation ran on every child's inputs: a softplus written out, log(1 + e^x),
+    overflows at a relu child's large ones, and its backward made that child's gradient NaN."""
+    monkeypatch.setitem(ACTIVATIONS, "softplus", lambda x: torch.log1p(torch.exp(x)))
+
+    def request(activation: str, learning_rate: float) -> ChildRequest:
+        config = _config(
+            hidden_layers=2,
+            width=32,
+            activation=activation,
+            optimizer="sgd",
+            learning_rate=learning_rate,
+            batch_size=32,
+        )
+        return ChildRequest.for_task("digits", config, seed=0, budget=2)
+
+    relu = request("relu", 0.3)
+    together = BatchedEvaluator(device="cpu").evaluate([relu, request("softplus", 1e-2)])
+    (alone,) = BatchedEvaluator(device="cpu").evaluate([relu])
+    assert not alone.diverged
+    assert (together[0].val_accuracy, together[0].diverged) == (alone.val_accuracy, False)
+
+
 def test_oversized_request_lists_are_split_not_crashed() -> None:
     requests = [
         ChildRequest.for_task("digits", _config(width=w), seed=w, budget=1) for w in (8, 16, 24)

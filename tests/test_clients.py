@@ -327,6 +327,29 @@ def test_batched_workers_train_as_this_process_does() -> None:
     assert run_scenario(WORKERS_SCENARIO) == "children 6 groups 4"
 
 
+IDLE_WORKER_KILLED_SCENARIO = """
+import os, signal, time
+from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest
+
+requests = [
+    ChildRequest.for_task("wine", ChildConfig("raw", 0, width=8), seed=s) for s in range(2)
+]
+evaluator = BatchedEvaluator(device="cpu", workers=1)
+first = [r.val_accuracy for r in evaluator.evaluate(requests)]
+for pid in list(evaluator._pool._processes):  # as the OOM killer would, between two calls
+    os.kill(pid, signal.SIGKILL)
+time.sleep(1)
+assert [r.val_accuracy for r in evaluator.evaluate(requests)] == first
+evaluator.close()
+print("recovered")
+"""
+
+
+def test_a_worker_killed_between_calls_is_replaced() -> None:
+    """The pool broke for good: every later call raised BrokenProcessPool."""
+    assert run_scenario(IDLE_WORKER_KILLED_SCENARIO) == "recovered"
+
+
 UNGUARDED_SCRIPT = """
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest
 config = ChildConfig(representation="raw", representation_size=0)

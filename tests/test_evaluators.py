@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from mnms_env import (
@@ -183,3 +184,14 @@ def test_an_evaluator_that_answers_wrongly_is_named(indices, match) -> None:
         Broken(indices).evaluate(requests)
     with pytest.raises(RuntimeError, match=match):
         CachedEvaluator(Broken(indices), None).children(requests)
+
+
+def test_an_evaluator_may_answer_with_numpy_indices() -> None:
+    """`for i in np.argsort(...)` yields numpy ints; they were refused as out of range."""
+    requests = TRAINED[:2]
+    indices = list(np.array([1, 0]))
+    assert len(Broken(indices).evaluate(requests)) == 2
+    children = CachedEvaluator(Broken(indices), None).children(requests)
+    assert [c.request for c in children] == list(requests)
+    with pytest.raises(RuntimeError, match="index np.int64.0. twice"):
+        Broken(list(np.array([0, 0]))).evaluate(requests)

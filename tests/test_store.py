@@ -59,6 +59,26 @@ def test_two_processes_write_one_store(tmp_path: Path) -> None:
     assert len(ResultStore(path)) == 200
 
 
+def _opener(path: str, barrier) -> None:
+    barrier.wait()
+    ResultStore(path).put(_request(1), RESULT)
+
+
+def test_processes_opening_a_new_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """Switching a new file to WAL answered "database is locked" at once, without the busy
+    timeout, to a process racing another one's switch (a few trials in ten failed so)."""
+    ctx = mp.get_context("fork")  # the processes start together: the race is at creation
+    for trial in range(10):
+        path, barrier = str(tmp_path / f"new-{trial}.sqlite"), ctx.Barrier(16)
+        procs = [ctx.Process(target=_opener, args=(path, barrier)) for _ in range(16)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        assert [p.exitcode for p in procs] == [0] * 16
+        assert len(ResultStore(path)) == 1
+
+
 def test_numpy_results_are_stored_as_plain_values_and_nan_is_refused(tmp_path: Path) -> None:
     """An evaluator's np.float32 accuracy once reached SQLite as raw bytes (and came back as
     the reward); a NaN one failed with a bare AssertionError."""
