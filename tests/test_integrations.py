@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +199,63 @@ def test_a_controller_pre_trained_on_one_task_starts_another(tmp_path: Path) -> 
         MNMSAskTell({"x": [1, 2, 3]}, tasks="b", checkpoint=tmp_path / "a.pt")
 
 
+def test_a_checkpoint_s_own_task_is_continued_with_a_warning_and_its_sizes_kept(
+    tmp_path: Path,
+) -> None:
+    """Transferring with the default task name kept the source's embedding: no transfer. A
+    `config=` beside `checkpoint=` was refused for a network size the user never set."""
+    small = MNMSConfig(batch_size=4, hidden_size=32, learning_rate=1e-2)
+    source = MNMSAskTell(SPACE, config=small, seed=0)
+    drive(source, "default", 8)
+    source_file = tmp_path / "a.pt"
+    source.save(source_file)
+    with pytest.warns(UserWarning, match=r"tasks \['default'\] are the checkpoint's own"):
+        MNMSAskTell(SPACE, checkpoint=source_file)
+    config = MNMSConfig(batch_size=2)
+    target = MNMSAskTell(SPACE, tasks="new", config=config, checkpoint=source_file)
+    assert target.agent.config == replace(config, hidden_size=32)
+    with pytest.raises(ValueError, match="hidden_size=16 would resize"):
+        MNMSAskTell(SPACE, tasks="new", config=MNMSConfig(hidden_size=16), checkpoint=source_file)
+
+
+def test_an_env_checkpoint_is_resumed_only_onto_its_own_options(tmp_path: Path) -> None:
+    """`MNMSAskTell.load` of an `MNMS` checkpoint checked nothing of the space."""
+    optima = {"langid-es": {"width": 64}}
+    evaluator = OptimumEvaluator(optima)
+    env = gym.make("MNMS-v2", task="langid-es", space=SMALL_SPACE, evaluator=evaluator, store=None)
+    MNMS(env, MNMSConfig(batch_size=4), seed=0).learn(4).save(tmp_path / "env.pt")
+    assert MNMSAskTell.load(tmp_path / "env.pt", SMALL_SPACE).tasks == ("langid-es",)
+    reordered = {d.name: d.options[::-1] for d in SMALL_SPACE.decisions}
+    with pytest.raises(ValueError, match="saved with parameter"):
+        MNMSAskTell.load(tmp_path / "env.pt", reordered)
+    renamed = {d.name.upper(): d.options for d in SMALL_SPACE.decisions}
+    with pytest.raises(ValueError, match="was saved over parameters"):
+        MNMSAskTell.load(tmp_path / "env.pt", renamed)
+
+
+def test_the_sampler_leaves_fixed_parameters_to_optuna() -> None:
+    """Under `PartialFixedSampler` the sampler answered for a fixed parameter too, which
+    Optuna refuses."""
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        sampler = optuna.samplers.PartialFixedSampler({"a": 1}, MNMSSampler(SPACE))
+    study = optimise(sampler, 12)
+    assert all(t.params["a"] == 1 for t in study.trials) and len(study.trials) == 12
+
+
+def test_a_parameter_of_the_space_sampled_independently_is_not_warned_about() -> None:
+    """With n_jobs > 1 a trial begun before the space was known samples its parameters
+    independently; it was warned about as "not in its categorical space" that held it."""
+    sampler = MNMSSampler(SPACE)
+    study = optuna.create_study(sampler=sampler)
+    trial = study.ask()
+    choice = optuna.distributions.CategoricalDistribution([0, 1, 2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampler.sample_independent(study, study._storage.get_trial(trial._trial_id), "a", choice)
+    with pytest.warns(UserWarning, match="parameter 'z'"):
+        sampler.sample_independent(study, study._storage.get_trial(trial._trial_id), "z", choice)
+
+
 def test_checkpoints_pass_between_mnms_on_an_env_and_the_integrations(tmp_path: Path) -> None:
     optima = {"langid-es": {"hidden_layers": 2, "width": 64}}
     env = gym.make(
@@ -284,6 +343,15 @@ def test_the_tune_searcher_finds_the_optimum_under_a_concurrency_limit(tmp_path:
     ]
     again.on_trial_complete("t0", {"loss": 0.2})
     assert again.controller.told[-1].reward == pytest.approx(-0.2)
+
+
+def test_the_searcher_suggests_list_parameters_as_lists() -> None:
+    """`widths/0` was unflattened as a dict key: the trainable got {'0': 64, '1': 128}."""
+    searcher = MNMSSearcher(metric="acc", mode="max")
+    space = {"widths": [tune.choice([32, 64]), tune.choice([128, 256])], "lr": 0.1}
+    assert searcher.set_search_properties("acc", "max", space)
+    suggested = searcher.suggest("0")
+    assert isinstance(suggested["widths"], list) and len(suggested["widths"]) == 2
 
 
 def test_the_searcher_takes_tunes_properties_and_drops_errored_trials() -> None:

@@ -108,7 +108,7 @@ class MNMSSampler(BaseSampler):
         with self._lock:
             ticket, config = self.controller.ask()
             self._asked[trial._trial_id] = (ticket, config)
-        return config
+        return {name: value for name, value in config.items() if name in search_space}
 
     def sample_independent(
         self,
@@ -117,11 +117,12 @@ class MNMSSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        if self.controller is not None and param_name not in self._warned:
+        space = {} if self.controller is None else self.controller.space
+        if space and param_name not in space and param_name not in self._warned:
             self._warned.add(param_name)
             warnings.warn(
                 f"MNMSSampler: parameter {param_name!r} ({type(param_distribution).__name__}) "
-                f"is not in its categorical space {list(self.controller.space)}; "
+                f"is not in its categorical space {list(space)}; "
                 f"{type(self._independent).__name__} samples it",
                 stacklevel=2,
             )

@@ -41,7 +41,7 @@ try:
     from ray.tune.search import Searcher
     from ray.tune.search.sample import Categorical
     from ray.tune.search.variant_generator import parse_spec_vars
-    from ray.tune.utils.util import flatten_dict, unflatten_dict
+    from ray.tune.utils.util import flatten_dict, unflatten_list_dict
 except ImportError as err:  # pragma: no cover - the ray extra
     raise ImportError("MNMSSearcher needs Ray Tune: pip install 'mnms-env[ray]'") from err
 
@@ -109,11 +109,12 @@ class MNMSSearcher(Searcher):
         if self._metric is None or self._mode is None:
             raise RuntimeError(
                 f"MNMSSearcher needs metric and mode (got {self._metric!r}, {self._mode!r}): "
-                "pass them to it or to tune.TuneConfig"
+                "pass them to it or to tune.TuneConfig (Tune passes TuneConfig's on only with a "
+                "param_space: with space= and none, pass them to MNMSSearcher)"
             )
         ticket, config = self.controller.ask()
         self._tickets[trial_id] = ticket
-        return unflatten_dict(config)
+        return unflatten_list_dict(config)  # `widths/0` is an item of a list
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False

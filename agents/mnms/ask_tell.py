@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -45,7 +46,7 @@ from agents.mnms.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from agents.mnms.config import MNMSConfig
+from agents.mnms.config import NETWORK_SIZES, MNMSConfig
 from agents.mnms.records import Episode, UpdateStats
 from agents.mnms.replay import episodes_from_state, episodes_state
 from mnms_env import SearchSpace
@@ -74,6 +75,18 @@ def choices(space: Space) -> dict[str, tuple[Any, ...]]:
         if not out[name]:
             raise ValueError(f"parameter {name!r} has no options")
     return out
+
+
+def _set_fields(config: MNMSConfig) -> dict[str, Any]:
+    """`config` as a checkpoint's overrides: every field, but the network's sizes only where they
+    are not the defaults (a checkpoint's network keeps its own sizes; one set otherwise is
+    checked against them)."""
+    default = MNMSConfig()
+    return {
+        name: value
+        for name, value in asdict(config).items()
+        if name not in NETWORK_SIZES or value != getattr(default, name)
+    }
 
 
 def _every_option(space: Mapping[str, tuple[Any, ...]]) -> np.ndarray:
@@ -112,8 +125,10 @@ class MNMSAskTell:
     Without `checkpoint` the controller starts from scratch (`config`, `seed`); with one, from
     that checkpoint's policy (its space must have the same option counts): each task it knows
     keeps its embedding, each new one starts as `new_task_init` says (`NEW_TASK_INITS`),
-    the optimizer starts anew, `config` (if given) replaces the checkpoint's, and `seed` the
-    sampling RNG. Every option of the space is valid for every task.
+    the optimizer starts anew, `config` (if given) replaces the checkpoint's hyperparameters
+    (its network's sizes stay the checkpoint's), and `seed` the sampling RNG; a task the
+    checkpoint knows is warned about, as that continues its search rather than transferring.
+    Every option of the space is valid for every task.
     """
 
     def __init__(
@@ -134,13 +149,21 @@ class MNMSAskTell:
         if checkpoint is None:
             agent = MNMS(env, config, seed=seed)
         else:
+            known = [n for n in names if n in read_checkpoint(checkpoint)["task_embeddings"]]
+            if known:
+                warnings.warn(
+                    f"tasks {known} are the checkpoint's own: each keeps its learned embedding, "
+                    "so this continues those searches; name a new objective's task (tasks=...) "
+                    "to transfer to it",
+                    stacklevel=2,
+                )
             agent = MNMS.load(
                 checkpoint,
                 env,
                 seed=seed,
                 new_task_init=new_task_init,
                 new_run=True,
-                overrides=None if config is None else asdict(config),
+                overrides=None if config is None else _set_fields(config),
             )
         self._attach(checked, agent, {})
 
@@ -214,10 +237,12 @@ class MNMSAskTell:
         state = read_checkpoint(path)
         asks = state.get("extra", {})
         checked = choices(space)
-        saved = asks.get("space", list(checked))
+        # An `MNMS` checkpoint keeps its env's options (absent from ones written before them).
+        options = asks.get("options", state.get("options"))
+        named = [name for name, _ in options] if options is not None else list(checked)
+        saved = asks.get("space", named)
         if saved != list(checked):
             raise ValueError(f"{path} was saved over parameters {saved}; got {list(checked)}")
-        options = asks.get("options")  # absent from checkpoints written before they were kept
         if options is not None and options != option_texts(checked.items()):
             (name, was), (_, now) = first_changed(options, option_texts(checked.items()))
             raise ValueError(
