@@ -235,13 +235,22 @@ def _check_splits(
 def _check_sequences(
     representation: str, size: int, mats: Splits, vocabulary: np.ndarray | None
 ) -> None:
-    """Refuse token ids outside `[0, size)` and a vocabulary that does not name every id."""
+    """Refuse token ids outside `[0, size)`, padding before a token (the CNN reads each text
+    up to its count of tokens: front padding, Keras' default, would hide the words) and a
+    vocabulary that does not name every id."""
     for name in SPLITS:
         mat = mats[name]
         if mat.size and not 0 <= mat.min() <= mat.max() < size:
             raise ValueError(
                 f"representation {representation!r}: split {name!r} has token ids "
                 f"{mat.min()}..{mat.max()}, outside [0, {size})"
+            )
+        inner = (mat[:, :-1] == PAD) & (mat[:, 1:] != PAD)
+        if inner.any():
+            row = int(np.flatnonzero(inner.any(axis=1))[0])
+            raise ValueError(
+                f"representation {representation!r}: split {name!r} row {row} has padding "
+                f"({PAD}) before a token: {mat[row].tolist()[:12]}...; pad at the end only"
             )
     if not isinstance(vocabulary, np.ndarray) or vocabulary.shape != (size,):
         raise ValueError(

@@ -16,6 +16,7 @@ from contextlib import closing, contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from mnms_env import features
 from mnms_env.paths import cache_dir
 from mnms_env.records import RESULT_FIELDS, ChildRequest, ChildResult
 
@@ -62,13 +63,20 @@ class ResultStore:
             with self._connect() as db:
                 db.execute(SCHEMA)
         except (FileExistsError, NotADirectoryError, sqlite3.DatabaseError) as err:
+            if isinstance(err, sqlite3.DatabaseError) and "readonly" in str(err):
+                raise ValueError(  # SQLite writes beside even a store it only reads (WAL)
+                    f"results store {self.path}: this process cannot write it ({err}); a "
+                    "store needs a file and folder it may write: copy it to one, or pass "
+                    "store=None"
+                ) from err
             if isinstance(err, sqlite3.DatabaseError) and not any(
                 words in str(err) for words in ("not a database", "unable to open")
             ):
                 raise  # a locked or failing disk, not a wrong path
             raise ValueError(
                 f"results store {self.path}: cannot open it as an SQLite file ({err}); pass "
-                "the path of a new or existing results store"
+                "the path of a new or existing results store in a folder this process may "
+                "write"
             ) from err
 
     def _use_wal(self) -> None:
@@ -98,11 +106,14 @@ class ResultStore:
 
     @staticmethod
     def key(request: ChildRequest) -> str:
-        """Identity of a request: the task's name and data, the config, seed and budget."""
+        """Identity of a request: the task's name and data, the config, seed and budget, and
+        the featurizers' version (`features.FEATURES_VERSION`)."""
         text = (
             f"{request.task}|{request.fingerprint}|{request.config.to_json()}|{request.seed}|"
             f"{request.budget}"
         )
+        if features.FEATURES_VERSION > 1:  # the featurizers' output changed: train anew (keys
+            text += f"|features-v{features.FEATURES_VERSION}"  # of version 1 predate this)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def get(self, request: ChildRequest) -> ChildResult | None:

@@ -222,9 +222,14 @@ def test_tokens_are_word_ids_of_the_training_vocabulary_and_cached() -> None:
     assert (again.train == feats.train).all() and again.vocabulary.tolist() == vocabulary
 
 
-def _ids(task, size: int, high: int = 3, kind=np.int32, vocabulary: bool = True) -> dict:
-    """Token ids `high` everywhere, of dtype `kind`, with or without a vocabulary of 4 words."""
+def _ids(
+    task, size: int, high: int = 3, kind=np.int32, vocabulary: bool = True, front: int = 0
+) -> dict:
+    """Token ids `high` everywhere but `front` leading pads, of dtype `kind`, with or without a
+    vocabulary of 4 words."""
     mats = {s: np.full((len(task.split(s)), 4), high, dtype=kind) for s in features.SPLITS}
+    for mat in mats.values():
+        mat[:, :front] = features.PAD
     return mats | ({"vocabulary": np.array(["", "", "a", "b"])} if vocabulary else {})
 
 
@@ -235,6 +240,7 @@ def _ids(task, size: int, high: int = 3, kind=np.int32, vocabulary: bool = True)
         ("ids-high", {"high": 9}, r"token ids 9..9, outside \[0, 4\)"),
         ("ids-unnamed", {"vocabulary": False}, r"must give 'vocabulary'.*its 4 token ids"),
         ("ids-float", {"kind": np.float32}, r"'train' must be a 2-D numpy array of int32"),
+        ("ids-front-padded", {"front": 2}, r"row 0 has padding \(0\) before a token"),
     ],
 )
 def test_a_sequence_featurizer_is_checked_before_a_cnn_reads_it(

@@ -9,7 +9,9 @@ run instead of the suite.
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -231,6 +233,46 @@ def test_an_env_checkpoint_is_resumed_only_onto_its_own_options(tmp_path: Path) 
     renamed = {d.name.upper(): d.options for d in SMALL_SPACE.decisions}
     with pytest.raises(ValueError, match="was saved over parameters"):
         MNMSAskTell.load(tmp_path / "env.pt", renamed)
+
+
+def test_a_space_of_functions_or_numpy_values_resumes_anywhere(tmp_path: Path) -> None:
+    """Options were compared by repr: a function's holds its address, so a checkpoint with
+    function options was refused in any other process, and numpy numbers were refused against
+    the Python ones they equal. The Tune searcher's save could not pickle a lambda."""
+    space = {"act": [_double, _halve], "lr": np.array([1e-3, 1e-2])}
+    MNMSAskTell(space).save(tmp_path / "f.pt")
+    saved = torch.load(tmp_path / "f.pt", weights_only=False)["extra"]["options"]
+    functions = [f"{__name__}._double", f"{__name__}._halve"]
+    assert saved == [["act", functions], ["lr", ["0.001", "0.01"]]]
+    assert MNMSAskTell.load(tmp_path / "f.pt", {"act": [_double, _halve], "lr": [1e-3, 1e-2]})
+    searcher = MNMSSearcher({"act": [lambda x: x, _halve]}, metric="acc", mode="max")
+    searcher.save(str(tmp_path / "tune.pkl"))
+    again = MNMSSearcher(metric="acc", mode="max")
+    again.restore(str(tmp_path / "tune.pkl"))
+    restored = again.controller.space["act"]
+    assert restored[0](3) == 3 and restored[1] is _halve
+
+
+def _double(x: float) -> float:
+    return 2 * x
+
+
+def _halve(x: float) -> float:
+    return x / 2
+
+
+def test_a_study_with_the_sampler_pickles_and_resumes() -> None:
+    """Optuna's resume recipes pickle the study (or its sampler); the sampler's lock and a
+    lambda inside the controller's env did not pickle."""
+    study = optimise(MNMSSampler(SPACE, config=MNMSConfig(batch_size=4)), 8)
+    again = pickle.loads(pickle.dumps(study))
+    assert again.sampler.controller.agent.num_updates == 2
+    again.optimize(
+        lambda trial: score({k: trial.suggest_categorical(k, list(v)) for k, v in SPACE.items()}),
+        n_trials=4,
+    )
+    assert len(again.trials) == 12 and again.sampler.controller.agent.num_updates == 3
+    assert copy.deepcopy(again.sampler).controller.agent.num_updates == 3
 
 
 def test_the_sampler_leaves_fixed_parameters_to_optuna() -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnms_env import features
 from mnms_env.records import ChildRequest, ChildResult
 from mnms_env.space import ChildConfig
 from mnms_env.store import ResultStore
@@ -77,6 +78,26 @@ def test_processes_opening_a_new_store_at_once_all_open_it(tmp_path: Path) -> No
             p.join(timeout=60)
         assert [p.exitcode for p in procs] == [0] * 16
         assert len(ResultStore(path)) == 1
+
+
+def test_a_result_trained_on_other_features_is_not_answered(tmp_path: Path, monkeypatch) -> None:
+    """Bumping `FEATURES_VERSION` recomputed the features but the store kept answering with
+    results trained on the old ones."""
+    store = ResultStore(tmp_path / "s.sqlite")
+    store.put(_request(1), RESULT)
+    monkeypatch.setattr(features, "FEATURES_VERSION", features.FEATURES_VERSION + 1)
+    assert store.get(_request(1)) is None
+    monkeypatch.undo()
+    assert store.get(_request(1)) == RESULT
+
+
+def test_a_store_this_process_cannot_write_is_named_as_such(tmp_path: Path, monkeypatch) -> None:
+    def readonly(self) -> None:  # what SQLite says of a store in a folder one may only read
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(ResultStore, "_use_wal", readonly)
+    with pytest.raises(ValueError, match="s.sqlite: this process cannot write it"):
+        ResultStore(tmp_path / "s.sqlite")
 
 
 def test_numpy_results_are_stored_as_plain_values_and_nan_is_refused(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ without a finite metric, is dropped, the latter with a warning).
 from __future__ import annotations
 
 import logging
-import pickle
 import tempfile
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -38,6 +37,7 @@ from agents.mnms.checkpoint import NewTaskInit
 from agents.mnms.config import MNMSConfig
 
 try:
+    from ray import cloudpickle
     from ray.tune.search import Searcher
     from ray.tune.search.sample import Categorical
     from ray.tune.search.variant_generator import parse_spec_vars
@@ -152,12 +152,12 @@ class MNMSSearcher(Searcher):
             "files": files,
         }
         with open(checkpoint_path, "wb") as file:
-            pickle.dump(state, file)
+            cloudpickle.dump(state, file)  # a space may hold lambdas
 
     def restore(self, checkpoint_path: str) -> None:
         """Resume exactly what `save` wrote (the file is trusted: it is a pickle)."""
         with open(checkpoint_path, "rb") as file:
-            state = pickle.load(file)
+            state = cloudpickle.load(file)
         with tempfile.TemporaryDirectory() as folder:
             for name, data in state["files"].items():
                 Path(folder, name).write_bytes(data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import warnings
 import zlib
 from collections.abc import Iterable, Mapping
@@ -116,7 +117,17 @@ def checkpoint_state(agent: MNMS) -> dict[str, Any]:
 def option_texts(decisions: Iterable[tuple[str, Iterable[Any]]]) -> list[list[Any]]:
     """`[name, [option as text, ...]]` of each `(name, options)` decision: what a checkpoint
     keeps of its space, since equal option counts can mean other options."""
-    return [[name, [repr(option) for option in options]] for name, options in decisions]
+    return [[name, [_option_text(option) for option in options]] for name, options in decisions]
+
+
+def _option_text(option: Any) -> str:
+    """`repr(option)`, the same in every process: a numpy number as the Python one it equals,
+    a function or class by its qualified name, and no object's memory address."""
+    if isinstance(option, np.generic):
+        option = option.item()
+    if callable(option) and hasattr(option, "__qualname__"):
+        return f"{getattr(option, '__module__', None)}.{option.__qualname__}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(option))
 
 
 def first_changed(saved: list[list[Any]], now: list[list[Any]]) -> tuple[list[Any], list[Any]]:

@@ -4,6 +4,7 @@ tasks, and a vector env's info dict split per sub-env."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -21,7 +22,7 @@ def as_vector_env(env: gym.Env | VectorEnv) -> VectorEnv:
             f"MNMS needs a Gymnasium env or vector env with the MNMS-v2 contract, got "
             f"{type(env).__name__} {env!r}"
         )
-    envs = env if isinstance(env, VectorEnv) else SyncVectorEnv([lambda: env])
+    envs = env if isinstance(env, VectorEnv) else SyncVectorEnv([partial(_given, env)])
     mode = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if mode != AutoresetMode.NEXT_STEP:
         raise ValueError(
@@ -80,6 +81,11 @@ def env_masks(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarray]:
             f"the env does not know tasks {list(names)} by these names (its own: "
             f"{env_task_names(envs, None)[0]}); name them as the env does: {error}"
         ) from error
+
+
+def _given(env: gym.Env) -> gym.Env:
+    """`env` itself: the env function of a one-env `SyncVectorEnv` (a lambda would not pickle)."""
+    return env
 
 
 def env_descriptors(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarray]:
