@@ -253,10 +253,18 @@ class BatchedEvaluator(Evaluator):
         }
 
     def close(self) -> None:
-        """End the worker processes (a later call starts new ones)."""
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        """End the worker processes at once (a later call starts new ones): training that an
+        interrupted call left running is abandoned, not waited for (a SIGTERM's grace period
+        would run out first)."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        workers = list((pool._processes or {}).values())  # Python 3.14: terminate_workers()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join()
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_pool": None}  # a copy starts workers of its own

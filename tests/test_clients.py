@@ -350,6 +350,29 @@ def test_a_worker_killed_between_calls_is_replaced() -> None:
     assert run_scenario(IDLE_WORKER_KILLED_SCENARIO) == "recovered"
 
 
+INTERRUPTED_THEN_CLOSED_SCENARIO = """
+import os, signal, threading
+from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest
+
+config = ChildConfig("raw", 0, hidden_layers=2, width=64, batch_size=16)
+endless = ChildRequest.for_task("digits", config, budget=100_000)  # hours of training
+evaluator = BatchedEvaluator(device="cpu", workers=1)
+evaluator.evaluate([ChildRequest.for_task("wine", config)])  # the worker is up
+threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C, mid-child
+try:
+    evaluator.evaluate([endless])
+except KeyboardInterrupt:
+    evaluator.close()
+    print("closed")
+"""
+
+
+def test_close_after_an_interrupted_call_does_not_wait_for_its_training() -> None:
+    """`close()` (the CLI's `finally`, on Ctrl-C or SIGTERM) joined the workers, which went
+    on training the abandoned child to its end."""
+    assert run_scenario(INTERRUPTED_THEN_CLOSED_SCENARIO) == "closed"
+
+
 UNGUARDED_SCRIPT = """
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest
 config = ChildConfig(representation="raw", representation_size=0)
