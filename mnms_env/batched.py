@@ -209,8 +209,9 @@ class BatchedEvaluator(Evaluator):
         chunks = sorted(self._chunks(requests, limit), key=lambda chunk: -chunk[3])
         if not chunks:
             return
-        futures = self._submit(chunks, requests)
+        futures: dict[Future, list[int]] = {}
         try:
+            futures = self._submit(chunks, requests)
             for future in as_completed(futures):
                 yield from zip(futures[future], future.result(), strict=True)
         except BrokenProcessPool as err:
@@ -227,7 +228,8 @@ class BatchedEvaluator(Evaluator):
 
     def _submit(self, chunks: list, requests: Sequence[ChildRequest]) -> dict[Future, list[int]]:
         """Each chunk's training, submitted to the worker pool. A pool whose worker died while
-        idle (the OOM killer, a kill) is replaced once: nothing of this call had started."""
+        idle (the OOM killer, a kill) is replaced once: no result of this call had come back,
+        so resubmitting every chunk loses and repeats none."""
         try:
             return self._submit_once(chunks, requests)
         except BrokenProcessPool:

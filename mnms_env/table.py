@@ -128,8 +128,11 @@ class Table:
         if len(rows) != len(self.configs):  # a lookup would answer with one of the copies
             twice = next(c for i, c in enumerate(self.configs) if rows[c] != i)
             raise ValueError(f"config {twice.to_json()} is in the table twice")
+        if len(set(self.seeds)) != len(self.seeds):  # a repeated seed's column is never read
+            raise ValueError(f"seeds {list(self.seeds)} repeat a seed")
         shapes = {name: (len(self.configs), len(self.seeds)) for name in PER_SEED}
         shapes["parameters"] = (len(self.configs),)
+        shapes["covers"] = (len(self.space.decisions), self.space.max_options)
         for name, shape in shapes.items():
             if np.shape(getattr(self, name)) != shape:
                 raise ValueError(
@@ -248,7 +251,16 @@ class Table:
 
 ARRAYS = ("options", "val", "test", "seconds", "diverged", "best_epoch", "parameters", "covers")
 """The arrays of a table file beside its JSON header."""
-UNREADABLE = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)
+UNREADABLE = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,  # Python 3.10 on a .npy file: `with ndarray` (3.11: TypeError)
+    zipfile.BadZipFile,
+    zlib.error,
+)
 """What numpy and json raise on a file that is not a table: empty, cut short, corrupted, another
 kind of file."""
 PER_SEED = ("val", "test", "seconds", "diverged", "best_epoch")

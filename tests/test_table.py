@@ -369,6 +369,10 @@ def test_a_table_whose_rows_do_not_fit_is_refused(tmp_path) -> None:
         replace(table, configs=(table.configs[1], *table.configs[1:]))
     with pytest.raises(ValueError, match=r"val has shape \(300, 2\); 300 configs and 3 seeds"):
         replace(table, val=table.val[:, :2])
+    with pytest.raises(ValueError, match=r"seeds \[0, 0, 1\] repeat a seed"):
+        replace(table, seeds=(0, 0, 1))
+    with pytest.raises(ValueError, match=r"covers has shape \(8, 5\)"):
+        replace(table, covers=table.covers[:8])
     arrays = dict(np.load(SHIPPED_TABLES / "wine.npz"))
     np.savez(tmp_path / "wine.npz", **{**arrays, "test": table.test[:200]})
     with pytest.raises(TableError, match=r"wine.npz: .*test has shape \(200, 3\)"):

@@ -81,6 +81,8 @@ class MNMSSampler(BaseSampler):
         self._asked: dict[int, tuple[int, dict[str, Any]]] = {}
         """Ticket and config of each running trial the controller sampled, by trial id."""
         self._warned: set[str] = set()
+        self._told_other = False
+        """Whether a trial that ran other values than sampled has been warned about."""
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -152,6 +154,13 @@ class MNMSSampler(BaseSampler):
                 return
             ticket, config = self._asked.pop(trial._trial_id)
             ran = all(trial.params[k] == v for k, v in config.items() if k in trial.params)
+            if not ran and not self._told_other:
+                self._told_other = True
+                warnings.warn(
+                    f"MNMSSampler: trial {trial.number} ran other values than it sampled (a "
+                    "fixed or enqueued parameter); such trials are not learned from",
+                    stacklevel=2,
+                )
             reward = None
             if state == TrialState.COMPLETE and ran and math.isfinite(values[0]):
                 maximise = study.direction == StudyDirection.MAXIMIZE

@@ -25,6 +25,7 @@ without a finite metric, is dropped, the latter with a warning).
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -85,6 +86,8 @@ class MNMSSearcher(Searcher):
         self.controller = None if space is None else self._start(space)
         self._tickets: dict[str, int] = {}
         """The controller's ticket of each trial suggested and not yet complete."""
+        self._spec: dict | None = None
+        """The Tuner's `param_space`, when the space came from it: suggestions are placed in it."""
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict, **spec: Any
@@ -98,6 +101,7 @@ class MNMSSearcher(Searcher):
         self._mode = mode or self._mode
         if self.controller is None:
             self.controller = self._start(tune_choices(config))
+            self._spec = copy.deepcopy(config)
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
@@ -114,7 +118,9 @@ class MNMSSearcher(Searcher):
             )
         ticket, config = self.controller.ask()
         self._tickets[trial_id] = ticket
-        return unflatten_list_dict(config)  # `widths/0` is an item of a list
+        if self._spec is None:
+            return unflatten_list_dict(config)
+        return _placed(self._spec, config)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -149,6 +155,7 @@ class MNMSSearcher(Searcher):
             "metric": self._metric,
             "mode": self._mode,
             "tickets": self._tickets,
+            "param_space": self._spec,
             "files": files,
         }
         with open(checkpoint_path, "wb") as file:
@@ -163,6 +170,21 @@ class MNMSSearcher(Searcher):
                 Path(folder, name).write_bytes(data)
             self.controller = MNMSAskTell.load(Path(folder, _CHECKPOINT), state["space"])
         self._metric, self._mode, self._tickets = state["metric"], state["mode"], state["tickets"]
+        self._spec = state.get("param_space")  # absent from files written before it was kept
+
+
+def _placed(spec: dict, config: Mapping[str, Any]) -> dict:
+    """`spec` (a `param_space`) with each suggested value at its path (`widths/0`: item 0 of
+    list `widths`), so a list keeps its constant items (Tune replaces a suggested list
+    whole)."""
+    tree = copy.deepcopy(spec)
+    for name, value in config.items():
+        *parents, last = name.split("/")
+        node = tree
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+    return tree
 
 
 def tune_choices(param_space: Mapping[str, Any]) -> dict[str, Sequence[Any]]:

@@ -121,13 +121,10 @@ def option_texts(decisions: Iterable[tuple[str, Iterable[Any]]]) -> list[list[An
 
 
 def _option_text(option: Any) -> str:
-    """`repr(option)`, the same in every process: a numpy number as the Python one it equals,
-    a function or class by its qualified name, and no object's memory address."""
-    if isinstance(option, np.generic):
-        option = option.item()
-    if callable(option) and hasattr(option, "__qualname__"):
-        return f"{getattr(option, '__module__', None)}.{option.__qualname__}"
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(option))
+    """`repr(option)` (what checkpoints have always kept), without an object's memory address
+    (a function's repr holds one): the same in every process."""
+    text = repr(option)
+    return text if isinstance(option, str) else re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 def first_changed(saved: list[list[Any]], now: list[list[Any]]) -> tuple[list[Any], list[Any]]:
