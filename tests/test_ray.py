@@ -245,14 +245,15 @@ node = cluster.add_node(num_cpus=1)
 ray.init(address=cluster.address)
 raw = ChildConfig(representation="raw", representation_size=0, width=16, batch_size=8)
 quick = ChildRequest.for_task("wine", replace(raw, batch_size=64))
-slow = [ChildRequest.for_task("breast-cancer", raw, seed=s, budget=40) for s in range(4)]
+slow = [ChildRequest.for_task("breast-cancer", raw, seed=s, budget=120) for s in range(4)]
 requests = [quick, *slow]
 store = ResultStore(store_path)
 seen = []
 try:
     for i, child in CachedEvaluator(RayEvaluator(tasks=logged), store).stream_children(requests):
         seen.append(i)
-        if len(seen) == 1:  # remove the second node while a slow child trains on it (about 1 s)
+        if len(seen) == 1:  # remove the second node while a slow child trains on it (about 2 s: a
+            # shorter one could finish while a loaded machine removes the node)
             mine = [node.node_id, "breast-cancer"]
             while not any(line.split() == mine for line in open(log_path)):
                 time.sleep(0.02)
