@@ -31,7 +31,7 @@ import gymnasium as gym
 
 from agents.portfolio import SEARCHES, SourceScores
 from mnms_env import Child
-from mnms_env.records import is_whole
+from mnms_env.records import check_budget, is_whole
 
 TRANSFER = tuple(SEARCHES)
 """Transfer baselines: they try configs ranked on source tasks first, so `run_controller` needs
@@ -106,9 +106,9 @@ class History:
 
 
 def check_children_per_task(children_per_task: object) -> int:
-    if not isinstance(children_per_task, int) or children_per_task < 1:
+    if not is_whole(children_per_task) or children_per_task < 1:
         raise ValueError(f"children_per_task must be an int >= 1, got {children_per_task!r}")
-    return children_per_task
+    return int(children_per_task)
 
 
 class QuotaSpent(RuntimeError):
@@ -132,7 +132,6 @@ class ChildQuota(gym.Wrapper):
         self.schedule = tuple(tasks) if tasks is not None else tuple(env.unwrapped.task_names)
         self.children_per_task = check_children_per_task(children_per_task)
         self.records: list[Child] = []
-        self._fresh = False
 
     @property
     def total(self) -> int:
@@ -152,16 +151,14 @@ class ChildQuota(gym.Wrapper):
                 f"tasks go round-robin over {list(self.schedule)}; the next child is for "
                 f"{task!r}, but reset asked for {asked!r}"
             )
-        self._fresh = True
         return self.env.reset(seed=seed, options={**(options or {}), "task": task})
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        if self._fresh and len(self.records) >= self.total:
+        if len(self.records) >= self.total:  # only the next episode's first step gets here
             raise QuotaSpent(
                 f"every task has had its {self.children_per_task} children ({self.total} in "
                 "all); the controller started one more episode"
             )
-        self._fresh = False
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
             if "child" not in info:
@@ -195,9 +192,10 @@ def run_controller(
     """
     if name not in CONTROLLERS:
         raise ValueError(f"unknown controller {name!r}; accepted: {list(CONTROLLERS)}")
-    check_children_per_task(children_per_task)
+    children_per_task = check_children_per_task(children_per_task)
     if not is_whole(seed) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    seed, budget = int(seed), check_budget(budget)  # numpy ints: the controllers take ints
     if pretrained is not None and name != "mnms":
         raise ValueError(f"pretrained= is a checkpoint of the mnms controller; got {name!r}")
     tasks = tuple(tasks)

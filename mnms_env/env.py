@@ -108,12 +108,17 @@ class _MNMSBase(gym.Env):
             )
             tables = [self.evaluator.tables[name] for name in names]
             self.tasks: tuple[Task | TaskCard, ...] = tuple(t.card for t in tables)
-            self._masks = [t.covers for t in tables]  # the options each table holds
+            self._masks = [_frozen(t.covers) for t in tables]  # the options each table holds
             self.store = None
         else:
+            if table_dir is not None:
+                raise ValueError(
+                    f"table_dir={str(table_dir)!r} is read by backend='table' only; this env "
+                    "trains its children (backend='train')"
+                )
             self.tasks = tuple(make_task(name) for name in names)
             self.space = space if space is not None else default_space()
-            self._masks = [self.space.masks(t.modality) for t in self.tasks]
+            self._masks = [_frozen(self.space.masks(t.modality)) for t in self.tasks]
             self.child_seeds = child_seeds or 1
             self.evaluator = (
                 evaluator
@@ -158,6 +163,10 @@ class _MNMSBase(gym.Env):
         return self.task_names.index(task)
 
     def _pick_task(self, options: dict[str, Any] | None) -> None:
+        if options is not None and (not isinstance(options, dict) or set(options) - {"task"}):
+            raise ValueError(  # a misspelt key would quietly give a random task
+                f"reset options are a dict whose only key is 'task', got {options!r}"
+            )
         name = (options or {}).get("task")
         if name is None and self.next_task is not None:
             name = self.next_task()
@@ -225,6 +234,14 @@ class _MNMSBase(gym.Env):
         self.__dict__.update(state)
         if self.backend == "train":
             self.tasks = tuple(make_task(name) for name in self.task_names)
+
+
+def _frozen(mask: np.ndarray) -> np.ndarray:
+    """A read-only copy of `mask`: one caller's edit of the masks an env returns changed every
+    env of the process (a table's masks are shared)."""
+    out = np.array(mask, dtype=bool)
+    out.setflags(write=False)
+    return out
 
 
 def table_backend(
@@ -518,6 +535,9 @@ class MNMSOneShotEnv(_MNMSBase):
         super().__init__(task, tasks, **kwargs)
         self.action_space = spaces.MultiDiscrete(np.array(self.space.sizes, dtype=np.int64))
         self.observation_space = spaces.Dict({"task": spaces.Discrete(len(self.tasks))})
+        self._decisions: list[int] | None = []
+        """The option indices of this episode's child once designed; None until then (`[]`
+        before the first reset: a step needs one)."""
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -525,29 +545,34 @@ class MNMSOneShotEnv(_MNMSBase):
         super().reset(seed=seed)
         self._pick_task(options)
         self._child = None
+        self._decisions = None
         return self._obs(), {"task": self.task.name, "action_mask": self.action_masks()}
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if self._decisions is not None:  # another child would skip the task schedule
+            raise RuntimeError("the episode has ended; call reset() before step()")
         action = np.asarray(action)
         if action.dtype.kind not in "iu":  # floats would be truncated
             raise TypeError(
                 "action must hold integer option indices (MultiDiscrete), got "
                 f"{action.dtype} {action.tolist()!r}"
             )
-        action = action.reshape(-1)
         if action.shape != (len(self.space),):
             raise ValueError(
                 f"action must hold {len(self.space)} option indices, got shape {action.shape}"
             )
         indices = [self.check_option(i, int(a)) for i, a in enumerate(action)]
         [child] = self.cache.children([self._request(indices)])
-        self._child = child
+        self._child, self._decisions = child, indices
         info = {
             "task": self.task.name,
             "action_mask": self.action_masks(),
             "child": child.to_info(),
         }
         return self._obs(), child.result.val_accuracy, True, False, info
+
+    def _decided(self) -> Sequence[int]:
+        return self._decisions or ()
 
     def action_masks(self) -> np.ndarray:
         masks = self.task_masks()

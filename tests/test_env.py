@@ -191,8 +191,46 @@ def test_one_shot_designs_the_whole_child() -> None:
     obs, reward, terminated, truncated, info = env.step(np.array([0, 1, 1, 0, 1]))
     assert terminated and not truncated and reward == info["child"]["val_accuracy"]
     assert info["child"]["config"]["representation"] == "char-hash"
+    with pytest.raises(RuntimeError, match="the episode has ended; call reset"):
+        env.step(np.array([0, 1, 1, 0, 1]))  # it trained another child, outside any schedule
+    env.reset(seed=0)
     with pytest.raises(ValueError, match="'representation'"):
         env.step(np.array([2, 0, 0, 0, 0]))
+    with pytest.raises(ValueError, match=r"5 option indices, got shape \(1, 5\)"):
+        env.step(np.array([[0, 1, 1, 0, 1]]))
+
+
+def test_one_shot_renders_the_decisions_it_was_given() -> None:
+    """It showed the decisions of the canonical config: options a child without hidden layers
+    ignores were drawn as their defaults, not as chosen."""
+    action = [1, 1, 0, 1, 2, 1, 0, 0, 0]  # no hidden layers: width, activation, dropout unused
+    frames = []
+    for env_id in ("MNMS-v2", "MNMS-OneShot-v2"):
+        env = gym.make(f"mnms_env:{env_id}", task="langid-es", backend="table", render_mode="ansi")
+        env.reset(seed=0)
+        for a in action if env_id == "MNMS-v2" else [np.array(action)]:
+            env.step(a)
+        frames.append(env.render())
+    assert frames[0] == frames[1] and "gelu" in frames[0]
+
+
+def test_the_masks_an_env_returns_are_read_only() -> None:
+    """One caller's edit of a returned mask made every env of the process refuse that option."""
+    env = gym.make("mnms_env:MNMS-v2", task="langid-es", backend="table")
+    env.reset(seed=0)
+    for mask in (env.unwrapped.task_masks(), env.unwrapped.masks_of("langid-es")):
+        with pytest.raises(ValueError, match="read-only"):
+            mask[0, 0] = False
+    assert make().unwrapped.task_masks().flags.writeable is False
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"Task": "wine"}, r"only key is 'task', got \{'Task': 'wine'\}"), (["wine"], "a dict")],
+)
+def test_reset_options_other_than_a_task_are_refused(options, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make().reset(seed=0, options=options)
 
 
 def test_pickle_round_trip() -> None:
@@ -229,6 +267,7 @@ def test_default_space_and_flatten_observation() -> None:
             "evaluator= must be None or an instance of Evaluator, got str 'seq'",
         ),
         ({"store": 5}, "store= takes a path, a ResultStore or None, got int 5"),
+        ({"table_dir": "tables"}, "table_dir='tables' is read by backend='table' only"),
     ],
 )
 def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:

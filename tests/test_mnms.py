@@ -473,6 +473,32 @@ def test_an_exact_resume_takes_overrides(tmp_path: Path) -> None:
     )
 
 
+def test_a_lower_replay_capacity_on_load_keeps_only_the_newest(tmp_path: Path) -> None:
+    """The whole saved bank was kept, and the next update replayed children past the new
+    capacity."""
+    env = make_env(list(DISTINCT), DISTINCT)
+    saved = MNMS(env, MNMSConfig(batch_size=4)).learn(16)
+    saved.save(tmp_path / "a.pt")
+    agent = MNMS.load(tmp_path / "a.pt", env, overrides={"replay_capacity": 5})
+
+    def kept(agent: MNMS) -> list[tuple]:
+        return [(e.task, e.actions.tolist(), e.reward) for e in agent.replay.episodes]
+
+    assert len(kept(saved)) == 16 and kept(agent) == kept(saved)[-5:]
+
+
+def test_a_reward_that_is_not_a_finite_number_is_refused_before_it_is_learned() -> None:
+    """A NaN reward made b(t) and every weight NaN, and a later sample failed in torch."""
+    agent = MNMS(make_env(list(DISTINCT), DISTINCT), MNMSConfig(batch_size=4)).learn(4)
+    task = agent.task_names[0]
+    episodes = agent.sample_episodes(task, 2)
+    episodes[0].reward = 0.5
+    before = dict(agent.baselines)
+    with pytest.raises(ValueError, match=f"fresh child 1 of task {task!r} has reward nan"):
+        agent.update(episodes)
+    assert agent.baselines == before and agent.num_updates == 1
+
+
 def test_transfer_can_start_new_tasks_at_the_mean_embedding(tmp_path: Path) -> None:
     source = MNMS(make_env(["langid-es", "langid-de"], RELATED), seed=0).learn(8)
     source.save(tmp_path / "source.pt")

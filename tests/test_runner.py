@@ -7,6 +7,7 @@ import runpy
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from small_space import SMALL
 
@@ -29,10 +30,11 @@ CHILDREN = 3
 
 
 def run(name: str, **kwargs) -> History:
-    kwargs = {"env_kwargs": {"space": SMALL, "store": None}, "children_per_task": CHILDREN} | kwargs
+    defaults = {"env_kwargs": {"space": SMALL, "store": None}, "children_per_task": CHILDREN}
+    kwargs = defaults | {"seed": 0} | kwargs
     if name in TRANSFER:  # a source whose configs SMALL lacks: the baselines fall back on SMALL's
         kwargs.setdefault("sources", SourceScores.from_tables([load_table("breast-cancer")]))
-    return run_controller(name, tasks=TASKS, seed=0, **kwargs)
+    return run_controller(name, tasks=TASKS, **kwargs)
 
 
 @pytest.mark.parametrize("name", CONTROLLERS)
@@ -121,3 +123,26 @@ def test_the_mnms_schedule_refuses_one_episode_more_and_bad_counts() -> None:
     for name in ("mnms", "random"):
         with pytest.raises(ValueError, match="children_per_task must be an int >= 1, got 0"):
             run(name, children_per_task=0)
+        with pytest.raises(ValueError, match="children_per_task must be an int >= 1, got True"):
+            run(name, children_per_task=True)
+
+
+@pytest.mark.parametrize("name", ["mnms", "random", "tpe"])
+def test_numpy_counts_run_and_the_history_is_plain_json(name: str) -> None:
+    """A numpy seed failed inside each controller, a numpy budget made the history unwritable."""
+    history = run(name, children_per_task=np.int64(2), seed=np.int64(3), budget=np.int64(1))
+    assert json.loads(json.dumps(history.to_dict()))["seed"] == 3 and history.budget == 1
+
+
+def test_the_quota_holds_on_one_shot_episodes_stepped_without_reset() -> None:
+    """A one-shot env trained a child at every step after the first, without a reset: past
+    the quota and outside the round-robin."""
+    one_shot = gym.make("mnms_env:MNMS-OneShot-v2", tasks=list(TASKS), space=SMALL, store=None)
+    env = ChildQuota(one_shot, 1)
+    _, info = env.reset()
+    masks = np.split(info["action_mask"], np.cumsum(SMALL.sizes)[:-1])
+    action = [int(mask.argmax()) for mask in masks]  # the first valid option of each
+    env.step(np.array(action))
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(np.array(action))
+    assert len(env.records) == 1

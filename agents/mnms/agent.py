@@ -148,6 +148,12 @@ class MNMS:
         `sample_episodes` and someone else's objective rewarded (a fresh child sampled before
         an earlier update is off-policy, which the clipped importance ratio corrects)."""
         cfg = self.config
+        for i, episode in enumerate(fresh):  # a NaN would enter b(t) and every weight
+            if not math.isfinite(episode.reward):
+                raise ValueError(
+                    f"fresh child {i} of task {episode.task!r} has reward {episode.reward!r}; "
+                    "a reward is a finite number (set it on each sampled episode)"
+                )
         replayed = self.replay.sample(cfg.replay_batch, self.rng) if cfg.replay else []
         batch = fresh + replayed
         index = {name: i for i, name in enumerate(self.task_names)}

@@ -25,6 +25,10 @@ class ReplayBank:
 
     def add(self, episodes: Sequence[Episode]) -> None:
         self.episodes.extend(episodes)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Keep the newest `capacity` entries."""
         del self.episodes[: max(0, len(self.episodes) - self.capacity)]
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Episode]:
@@ -38,8 +42,9 @@ class ReplayBank:
 
     def load_state_dict(self, state: dict[str, Any], keep: Callable[[str], bool]) -> None:
         """Restore the entries whose task `keep` accepts (a transferred agent drops the tasks
-        its new env lacks)."""
+        its new env lacks), the newest `capacity` of them (a load may lower the capacity)."""
         self.episodes = episodes_from_state(state, keep)
+        self._trim()
 
 
 def episodes_state(episodes: Sequence[Episode]) -> dict[str, Any]:
