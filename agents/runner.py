@@ -145,6 +145,8 @@ class ChildQuota(gym.Wrapper):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         task = self.next_task
+        if options is not None and not isinstance(options, dict):
+            return self.env.reset(seed=seed, options=options)  # the env names what it takes
         asked = (options or {}).get("task")
         if asked is not None and asked != task:
             raise ValueError(

@@ -162,11 +162,16 @@ class _MNMSBase(gym.Env):
             )
         return self.task_names.index(task)
 
-    def _pick_task(self, options: dict[str, Any] | None) -> None:
+    def _start_episode(self, seed: int | None, options: dict[str, Any] | None) -> None:
+        """Check `options`, then seed (if `seed`) and pick the episode's task and child seed."""
         if options is not None and (not isinstance(options, dict) or set(options) - {"task"}):
             raise ValueError(  # a misspelt key would quietly give a random task
                 f"reset options are a dict whose only key is 'task', got {options!r}"
             )
+        gym.Env.reset(self, seed=seed)
+        self._pick_task(options)
+
+    def _pick_task(self, options: dict[str, Any] | None) -> None:
         name = (options or {}).get("task")
         if name is None and self.next_task is not None:
             name = self.next_task()
@@ -232,6 +237,7 @@ class _MNMSBase(gym.Env):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._masks = [_frozen(m) for m in self._masks]  # pickling drops the read-only flag
         if self.backend == "train":
             self.tasks = tuple(make_task(name) for name in self.task_names)
 
@@ -425,8 +431,7 @@ class MNMSEnv(_MNMSBase):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        super().reset(seed=seed)
-        self._pick_task(options)
+        self._start_episode(seed, options)
         self._chosen[:] = 0
         self._step = 0
         self._child = None
@@ -542,15 +547,14 @@ class MNMSOneShotEnv(_MNMSBase):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        super().reset(seed=seed)
-        self._pick_task(options)
+        self._start_episode(seed, options)
         self._child = None
         self._decisions = None
         return self._obs(), {"task": self.task.name, "action_mask": self.action_masks()}
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         if self._decisions is not None:  # another child would skip the task schedule
-            raise RuntimeError("the episode has ended; call reset() before step()")
+            raise RuntimeError("the episode has ended (or none began); call reset() before step()")
         action = np.asarray(action)
         if action.dtype.kind not in "iu":  # floats would be truncated
             raise TypeError(

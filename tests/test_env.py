@@ -15,6 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mnms_env
 from agents.random_search import masked_uniform
+from agents.runner import ChildQuota
 from mnms_env import (
     BatchedEvaluator,
     CachedEvaluator,
@@ -191,7 +192,7 @@ def test_one_shot_designs_the_whole_child() -> None:
     obs, reward, terminated, truncated, info = env.step(np.array([0, 1, 1, 0, 1]))
     assert terminated and not truncated and reward == info["child"]["val_accuracy"]
     assert info["child"]["config"]["representation"] == "char-hash"
-    with pytest.raises(RuntimeError, match="the episode has ended; call reset"):
+    with pytest.raises(RuntimeError, match="the episode has ended .or none began.; call reset"):
         env.step(np.array([0, 1, 1, 0, 1]))  # it trained another child, outside any schedule
     env.reset(seed=0)
     with pytest.raises(ValueError, match="'representation'"):
@@ -222,6 +223,7 @@ def test_the_masks_an_env_returns_are_read_only() -> None:
         with pytest.raises(ValueError, match="read-only"):
             mask[0, 0] = False
     assert make().unwrapped.task_masks().flags.writeable is False
+    assert pickle.loads(pickle.dumps(env)).unwrapped.task_masks().flags.writeable is False
 
 
 @pytest.mark.parametrize(
@@ -229,8 +231,14 @@ def test_the_masks_an_env_returns_are_read_only() -> None:
     [({"Task": "wine"}, r"only key is 'task', got \{'Task': 'wine'\}"), (["wine"], "a dict")],
 )
 def test_reset_options_other_than_a_task_are_refused(options, match: str) -> None:
+    env = make(tasks=["wine", "digits"], task=None)
+    env.reset(seed=0)
+    state = env.unwrapped.np_random.bit_generator.state
     with pytest.raises(ValueError, match=match):
-        make().reset(seed=0, options=options)
+        env.reset(seed=5, options=options)
+    assert env.unwrapped.np_random.bit_generator.state == state  # refused before reseeding
+    with pytest.raises(ValueError, match="reset options are a dict whose only key is 'task'"):
+        ChildQuota(env, 1).reset(options=options)
 
 
 def test_pickle_round_trip() -> None:
