@@ -168,7 +168,7 @@ class _MNMSBase(gym.Env):
             raise ValueError(  # a misspelt key would quietly give a random task
                 f"reset options are a dict whose only key is 'task', got {options!r}"
             )
-        gym.Env.reset(self, seed=seed)
+        super().reset(seed=seed)
         self._pick_task(options)
 
     def _pick_task(self, options: dict[str, Any] | None) -> None:

@@ -134,7 +134,7 @@ def build_tables(
     progress: Progress | None = None,
 ) -> dict[str, Path]:
     """Build the table of each task over `benchmark_space()` into `out` (`table_file`)."""
-    if sorted(seeds) != list(range(len(seeds))) or not seeds:
+    if not seeds or sorted(seeds) != list(range(len(seeds))):
         raise ValueError(
             f"seeds must be 0 .. n-1 (each once; the table backend draws a child's seed from "
             f"them, so another one would never be read), got {list(seeds)}"

@@ -243,8 +243,9 @@ class MNMSAskTell:
         saved = asks.get("space", named)
         if saved != list(checked):
             raise ValueError(f"{path} was saved over parameters {saved}; got {list(checked)}")
-        if options is not None and options != option_texts(checked.items()):
-            (name, was), (_, now) = first_changed(options, option_texts(checked.items()))
+        given = option_texts(checked.items())
+        if options is not None and options != given:
+            (name, was), (_, now) = first_changed(options, given)
             raise ValueError(
                 f"{path} was saved with parameter {name!r} options {was}; got {now}: each "
                 "learned preference would point at another option"
