@@ -112,6 +112,8 @@ class Featurizer:
     """True: token id sequences, the input of the text CNN (`bag` False and `sized` True)."""
     size_unit: str = "buckets"
     """What its size counts, as the env's picture of a child labels it."""
+    min_size: int = 2
+    """The smallest size it accepts when sized (`tokens` reserves two ids, so it needs 3)."""
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -124,6 +126,12 @@ class Featurizer:
                 "a sequence Featurizer has bag=False and sized=True (its size is the number of "
                 f"token ids), got bag={self.bag}, sized={self.sized}"
             )
+        if (
+            isinstance(self.min_size, bool)
+            or not isinstance(self.min_size, int)
+            or (self.min_size < 2)
+        ):
+            raise ValueError(f"Featurizer.min_size is a whole number >= 2, got {self.min_size!r}")
         if not callable(self.compute):
             raise ValueError(f"Featurizer.compute must be callable, got {self.compute!r}")
         registries.modules(self.package, "Featurizer.package")
@@ -189,8 +197,10 @@ def _compute(task: Task, representation: str, featurizer: Featurizer, size: int)
             f"representation {representation!r} applies to {featurizer.modality} tasks; "
             f"task {task.name!r} is {task.modality}"
         )
-    if featurizer.sized and size < 2:
-        raise ValueError(f"representation {representation!r} needs a size >= 2, got {size!r}")
+    if featurizer.sized and size < featurizer.min_size:
+        raise ValueError(
+            f"representation {representation!r} needs a size >= {featurizer.min_size}, got {size!r}"
+        )
     if not featurizer.sized and size != 0:
         raise ValueError(f"representation {representation!r} has no size; got {size!r} (use 0)")
     if not featurizer.available():
@@ -201,7 +211,8 @@ def _compute(task: Task, representation: str, featurizer: Featurizer, size: int)
     _check_splits(task, representation, featurizer, size, mats)
     if featurizer.sequence:
         _check_sequences(representation, size, mats, vocabulary)
-        return Features(representation, size, **mats, vocabulary=vocabulary)
+        # strings: an object array (of str or anything else) could not be read from the cache
+        return Features(representation, size, **mats, vocabulary=np.asarray(vocabulary, dtype=str))
     return Features(representation, mats["train"].shape[1], **mats)
 
 
@@ -499,8 +510,6 @@ vocabulary; the words get ids 2 and up."""
 def _tokens(task: Task, size: int) -> Splits:
     """The `size - 2` most frequent training words (lowercased, `WORD_PATTERN`, as
     `embedding-bag` counts them), each text as their ids, cut at `MAX_TOKENS`."""
-    if size < 3:
-        raise ValueError(f"representation 'tokens' needs a size >= 3 (2 ids reserved), got {size}")
     vocab = CountVectorizer(max_features=size - 2, token_pattern=WORD_PATTERN)
     words = vocab.get_feature_names_out() if _fitted(vocab, task.train.x) else []
     ids = {word: i + 2 for i, word in enumerate(words)}
@@ -521,5 +530,13 @@ def _tokens(task: Task, size: int) -> Splits:
 
 register_featurizer(
     "tokens",
-    Featurizer("text", bag=False, sized=True, compute=_tokens, sequence=True, size_unit="words"),
+    Featurizer(
+        "text",
+        bag=False,
+        sized=True,
+        compute=_tokens,
+        sequence=True,
+        size_unit="words",
+        min_size=len((PAD, UNKNOWN)) + 1,
+    ),
 )

@@ -117,7 +117,7 @@ def rgb_array(scene: Scene) -> np.ndarray:
         va="center",
         color="0.35",
     )
-    boxes = [_input_box(scene), *_layer_boxes(scene), ("output", f"{scene.classes} classes", 2.0)]
+    boxes = layout(scene)
     step = 15.2 / len(boxes)
     fontsize = 10 if len(boxes) <= 5 else 8.5
     for i, (title, body, height) in enumerate(boxes):
@@ -180,15 +180,48 @@ def _result_line(result: ChildResult, cached: bool) -> str:
     )
 
 
-def _input_box(scene: Scene) -> tuple[str, str, float]:
+Box = tuple[str, str, float]
+"""(title, body, height) of one box of the picture."""
+
+
+def layout(scene: Scene) -> list[Box]:
+    """The picture's boxes from input to output: the input, a text CNN's convolutions, the
+    hidden layers and the output."""
+    return [
+        _input_box(scene),
+        *_cnn_box(scene),
+        *_layer_boxes(scene),
+        ("output", f"{scene.classes} classes", 2.0),
+    ]
+
+
+def _input_box(scene: Scene) -> Box:
     representation = scene.value("representation")
-    if representation != UNKNOWN and scene.config.is_dense:
-        return "input", f"{representation}\n(dense)", 2.0
-    unit = "size" if representation == UNKNOWN else FEATURIZERS[representation].size_unit
-    return "input", f"{representation}\n{scene.value('representation_size')} {unit}", 2.0
+    if representation == UNKNOWN:
+        return "input", f"{UNKNOWN}\n{UNKNOWN} size", 2.0
+    featurizer = FEATURIZERS[representation]
+    if not featurizer.sized:
+        return "input", f"{representation}\n({'sparse' if featurizer.bag else 'dense'})", 2.0
+    size = scene.value("representation_size")
+    return "input", f"{representation}\n{size} {featurizer.size_unit}", 2.0
 
 
-def _layer_boxes(scene: Scene) -> list[tuple[str, str, float]]:
+def _cnn_box(scene: Scene) -> list[Box]:
+    """The text CNN's embedding and convolutions, once the representation says it is one."""
+    if scene.value("representation") == UNKNOWN or not scene.config.is_cnn:
+        return []
+    init = scene.value("embedding_init")
+    dim = UNKNOWN if init == UNKNOWN else scene.value("embedding_dim")
+    widths = scene.value("filter_widths")
+    widths = widths if widths == UNKNOWN else "-".join(str(w) for w in widths)
+    body = (
+        f"{init} {dim}d\n{scene.value('filters')} x width {widths}\n"
+        f"{scene.value('activation')}\ndropout {scene.value('dropout')}"
+    )
+    return [("text CNN", body, 3.4)]
+
+
+def _layer_boxes(scene: Scene) -> list[Box]:
     """(title, body, height) per drawn hidden layer; one unknown box while depth is pending."""
     depth = scene.value("hidden_layers")
     width = scene.value("width")

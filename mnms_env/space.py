@@ -95,29 +95,32 @@ class ChildConfig:
         registries.known(ACTIVATIONS, "activation", self.activation, SpaceError)
         registries.known(OPTIMIZERS, "optimizer", self.optimizer, SpaceError)
         init = _embedding_init(self.embedding_init)
-        checks = {
-            "hidden_layers": self.hidden_layers >= 0,
-            "width": self.width >= 1,
-            "dropout": 0.0 <= self.dropout < 1.0,
-            "learning_rate": 0 < self.learning_rate < math.inf,
-            "batch_size": self.batch_size >= 1,
-            "l2": 0 <= self.l2 < math.inf,
-            "embedding_dim": self.embedding_dim >= 1,
-            "filters": self.filters >= 1,
+        checks = {  # name: (whether its value is accepted, what is)
+            "hidden_layers": (self.hidden_layers >= 0, ">= 0"),
+            "width": (self.width >= 1, ">= 1"),
+            "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            "learning_rate": (0 < self.learning_rate < math.inf, "finite and > 0"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "l2": (0 <= self.l2 < math.inf, "finite and >= 0"),
+            "embedding_dim": (self.embedding_dim >= 1, ">= 1"),
+            "filters": (self.filters >= 1, ">= 1"),
         }
-        for name, ok in checks.items():
+        for name, (ok, accepted) in checks.items():
             if not ok:
-                raise SpaceError(f"ChildConfig.{name}={getattr(self, name)!r} is out of range")
+                raise SpaceError(
+                    f"ChildConfig.{name}={getattr(self, name)!r} is out of range; "
+                    f"accepted: {accepted}"
+                )
         if not featurizer.sized:
             if self.representation_size != 0:
                 raise SpaceError(
                     f"representation {self.representation!r} has no size; "
                     f"got representation_size={self.representation_size!r} (use 0)"
                 )
-        elif self.representation_size < 2:
+        elif self.representation_size < featurizer.min_size:
             raise SpaceError(
-                f"representation {self.representation!r} needs representation_size >= 2, "
-                f"got {self.representation_size!r}"
+                f"representation {self.representation!r} needs representation_size >= "
+                f"{featurizer.min_size}, got {self.representation_size!r}"
             )
         if init.dim is not None and self.embedding_dim != init.dim:
             raise SpaceError(

@@ -26,8 +26,19 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from agents.random_search import masked_uniform
 from agents.sb3 import SB3VecEnv
-from mnms_env import ChildConfig, ResultStore
+from mnms_env import (
+    ChildConfig,
+    Decision,
+    Featurizer,
+    ResultStore,
+    SearchSpace,
+    make_task,
+    register_featurizer,
+    render,
+)
 from mnms_env.env import MNMSEnv
+from mnms_env.features import FEATURIZERS
+from mnms_env.space import canonical_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO_SECONDS = 180
@@ -215,6 +226,47 @@ def test_rgb_array_draws_the_child_and_changes_as_it_is_designed() -> None:
     assert all((a != b).any() for a, b in zip(frames, frames[1:], strict=False))
     one_shot, _ = frames_of_an_episode(make("MNMS-OneShot-v2", render_mode="rgb_array"))
     assert len(one_shot) == 2 and (one_shot[0] != one_shot[1]).any()
+
+
+def test_the_picture_draws_a_text_cnn_and_a_featurizer_without_a_size() -> None:
+    cnn = dict(representation="tokens", representation_size=4096, filter_widths=(2, 3))
+    cnn |= dict(hidden_layers=0, filters=64, embedding_dim=32, dropout=0.5)
+    space = SearchSpace(tuple(Decision(name, (value,)) for name, value in cnn.items()))
+    task = make_task("langid-es")
+    titles = [box[:2] for box in render.layout(scene(task, space, len(space)))]
+    assert titles == [
+        ("input", "tokens\n4096 words"),
+        ("text CNN", "random 32d\n64 x width 2-3\nrelu\ndropout 0.5"),
+        ("output", f"{task.num_classes} classes"),
+    ]
+    half = [box[:2] for box in render.layout(scene(task, space, 1))][1]
+    assert half == ("text CNN", "random ?d\n? x width ?\nrelu\ndropout ?")
+    sizeless = SearchSpace((Decision("representation", ("raw",)),))
+    assert render.layout(scene(make_task("wine"), sizeless, 1))[0][1] == "raw\n(dense)"
+    register_featurizer("char-bag", Featurizer("text", bag=True, sized=False, compute=_no_call))
+    try:
+        bag = SearchSpace((Decision("representation", ("char-bag",)),))
+        assert render.layout(scene(task, bag, 1))[0][1] == "char-bag\n(sparse)"
+    finally:
+        del FEATURIZERS["char-bag"]
+
+
+def scene(task, space: SearchSpace, decided: int) -> render.Scene:
+    """The picture's scene after the first `decided` decisions of `space` (each has one option)."""
+    names = space.names[:decided]
+    return render.Scene(
+        task=task.name,
+        classes=task.num_classes,
+        decisions=tuple((n, space.decisions[i].options[0]) for i, n in enumerate(names)),
+        pending=space.names[decided:],
+        config=canonical_config(
+            dict(zip(names, (d.options[0] for d in space.decisions), strict=False)), task.modality
+        ),
+    )
+
+
+def _no_call(task, size):
+    raise AssertionError("drawing a child computes no features")
 
 
 def test_render_modes_are_checked_by_name() -> None:

@@ -205,14 +205,33 @@ def test_a_duplicate_registration_is_refused(softsign) -> None:
 @pytest.mark.parametrize(
     ("register", "message"),
     [
-        (lambda: register_activation("sum", torch.sum), r"same shape \(2, 2, 3\); got \(\)"),
+        (lambda: register_activation("sum", torch.sum), r"same dtype and shape; got .*\(\)\)"),
+        (lambda: register_activation("sum", torch.tanh_), "'sum' changed its input: it must not"),
+        (
+            lambda: register_activation("sum", lambda x: torch.softmax(x, -1)),
+            "'sum' is not element by element",
+        ),
+        (
+            lambda: register_activation("sum", lambda x: x.double()),
+            r"same dtype and shape; got \(torch.float64, \(2, 2, 3\)\)",
+        ),
         (lambda: register_activation("has space", torch.tanh), "'has space' is not usable"),
         (lambda: register_optimizer("plain", torch.optim.SGD), "expected an Optimizer"),
         (lambda: Optimizer(reference=torch.optim.SGD, stacked=3), "VectorRule or a callable"),
         (lambda: VectorRule(_adamax, state=-1), "number of tensors >= 0, got -1"),
         (lambda: Featurizer("image", bag=True, sized=True, compute=_raw64), "'image'; accepted"),
     ],
-    ids=["activation-shape", "name", "optimizer-kind", "stacked-form", "state", "modality"],
+    ids=[
+        "activation-shape",
+        "in-place",
+        "mixing",
+        "float64",
+        "name",
+        "optimizer-kind",
+        "stacked-form",
+        "state",
+        "modality",
+    ],
 )
 def test_a_bad_entry_is_refused_by_name(register, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mnms_env import features, mpnet
+from mnms_env import ChildConfig, features, mpnet
 from mnms_env.features import MissingExtraError, featurize
+from mnms_env.space import SpaceError
 from mnms_env.tasks import make_task
 from mnms_env.tasks.base import Split, Task, task_from_arrays
 
@@ -254,6 +255,36 @@ def test_a_sequence_featurizer_is_checked_before_a_cnn_reads_it(
         return
     with pytest.raises(ValueError, match=message):
         featurize(TINY, name, 4)
+
+
+def _object_vocabulary(task, size: int) -> dict:
+    mats = _ids(task, size)
+    return mats | {"vocabulary": mats["vocabulary"].astype(object)}
+
+
+def test_an_object_array_vocabulary_is_kept_as_strings_and_read_from_the_cache(
+    monkeypatch,
+) -> None:
+    """(An object array cannot be loaded without pickle: every process computed it again.)"""
+    featurizer = features.Featurizer(
+        "text", bag=False, sized=True, compute=_object_vocabulary, sequence=True
+    )
+    monkeypatch.setitem(features.FEATURIZERS, "ids-object", featurizer)
+    first = featurize(TINY, "ids-object", 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = featurize(TINY, "ids-object", 4)  # from the disk cache
+    assert first.vocabulary.dtype.kind == again.vocabulary.dtype.kind == "U"
+    assert again.vocabulary.tolist() == ["", "", "a", "b"]
+
+
+def test_a_featurizer_size_below_its_minimum_is_refused_before_training() -> None:
+    with pytest.raises(SpaceError, match="'tokens' needs representation_size >= 3, got 2"):
+        ChildConfig(representation="tokens", representation_size=2)
+    with pytest.raises(ValueError, match="'tokens' needs a size >= 3, got 2"):
+        featurize(TINY, "tokens", 2)
+    with pytest.raises(ValueError, match="min_size is a whole number >= 2, got 1"):
+        features.Featurizer("text", bag=True, sized=True, compute=_ids, min_size=1)
 
 
 def test_a_sequence_featurizer_has_a_size_and_no_bag() -> None:
