@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from controllers import markdown_table
 
+from agents.cli import positive_int
 from agents.random_search import masked_uniform
 from mnms_env import (
     BatchedEvaluator,
@@ -117,9 +118,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
-    parser.add_argument("--per-task", type=int, default=100, help="random configs per task")
+    parser.add_argument(
+        "--per-task", type=positive_int, default=100, help="random configs per task"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the config draw")
-    parser.add_argument("--budget", type=int, default=2, help="epochs per child")
+    parser.add_argument("--budget", type=positive_int, default=2, help="epochs per child")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args(argv)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from controllers import markdown_table
 
+from agents.cli import positive_int
 from agents.tables_cli import build
 from mnms_env.table import Table, table_file
 from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
     parser.add_argument("--store", type=Path, default=None, help="default: OUT/build.sqlite")
     parser.add_argument("--chunk", type=int, default=64, help="children per batched call")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--summary", type=Path, default=None, help="also write a markdown summary of the tables"
     )
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         written = {task: table_file(args.out, task) for task in tasks}
         write_summary(written, args.summary)
         return written
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     options = {"seeds": args.seeds, "budget": args.budget, "device": args.device}
     try:

@@ -32,7 +32,7 @@ from agents.cli import distinct, positive_int
 from agents.metrics import area_under_curve, best_so_far, children_to_reach
 from agents.plots import png_figure
 from agents.runner import CONTROLLERS, TRANSFER, History, run_controller
-from mnms_env import load_table
+from mnms_env import load_table, make_task
 from mnms_env.env import BACKENDS
 
 
@@ -85,9 +85,11 @@ def run_settings(controller: str, seed: int, run: dict[str, Any]) -> dict[str, A
     """What a saved run must have been made with to be reused, as plain JSON values: the
     arguments of `run_controller` but the store's location (which changes no result), and the
     content hashes of a pre-trained checkpoint (named by its file name only, so that a moved
-    benchmark directory is reused) and of source scores (which a longer pre-training changes)."""
+    benchmark directory is reused) and of source scores (which a longer pre-training changes),
+    and what the tasks answered with: each task's table digest, or its data's fingerprint."""
     env = {k: v for k, v in run.get("env_kwargs", {}).items() if k != "store"}
     settings = {"controller": controller, "seed": seed, **run, "env_kwargs": env}
+    settings["answers"] = task_answers(run["tasks"], env)
     if run.get("pretrained") is not None:
         digest = hashlib.sha256(Path(run["pretrained"]).read_bytes()).hexdigest()[:16]
         settings["pretrained"] = f"{Path(run['pretrained']).name} (sha256 {digest})"
@@ -95,6 +97,15 @@ def run_settings(controller: str, seed: int, run: dict[str, Any]) -> dict[str, A
         sources = run["sources"]
         settings["sources"] = f"{list(sources.tasks)} (sha256 {sources.digest})"
     return json.loads(json.dumps(settings, default=str))
+
+
+def task_answers(tasks: Iterable[str], env_kwargs: dict[str, Any]) -> dict[str, str]:
+    """Per task, what identifies the rewards it gives: on the table backend its table's digest
+    (a table in `MNMS_TABLE_DIR` or a rebuilt one answers otherwise), with real training its
+    data's fingerprint."""
+    if env_kwargs.get("backend") == "table":
+        return {t: f"table {load_table(t, env_kwargs.get('table_dir')).digest}" for t in tasks}
+    return {t: f"data {make_task(t).fingerprint}" for t in tasks}
 
 
 def summarise(runs: dict[str, list[History]], targets: dict[str, float]) -> list[dict]:
@@ -148,6 +159,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=Path("runs/controllers"))
     args = parser.parse_args(argv)
     distinct(parser, "--seeds", args.seeds)
+    distinct(parser, "--tasks", args.tasks)
     run = {
         "tasks": args.tasks,
         "children_per_task": args.children_per_task,

@@ -29,6 +29,7 @@ from pathlib import Path
 from controllers import markdown_table, run_or_load
 from encoders import register_model_dir
 
+from agents.cli import distinct, positive_int
 from agents.runner import History
 from mnms_env import (
     CachedEvaluator,
@@ -133,8 +134,10 @@ TEXT_REPRESENTATIONS = (
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(SENTENCE_TASKS), choices=list(PUBLISHED))
-    parser.add_argument("--children-per-task", type=int, default=60, help="children of each task")
-    parser.add_argument("--budget", type=int, default=5, help="epochs per child")
+    parser.add_argument(
+        "--children-per-task", type=positive_int, default=60, help="children of each task"
+    )
+    parser.add_argument("--budget", type=positive_int, default=5, help="epochs per child")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--representations",
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--encoder-name", help="default: the model directory's name")
     parser.add_argument("--out", type=Path, default=Path("runs/reference"))
     args = parser.parse_args(argv)
+    distinct(parser, "--tasks", args.tasks)
     if args.encoder_dir is not None:
         args.encoder_name = args.encoder_name or args.encoder_dir.resolve().name
         try:

@@ -53,6 +53,7 @@ from controllers import (
     plot_curves,
     refuse_other_settings,
     run_or_load,
+    task_answers,
 )
 
 from agents.cli import distinct, positive_int
@@ -63,8 +64,9 @@ from agents.plots import png_figure
 from agents.portfolio import SourceScores
 from agents.runner import TRANSFER, History
 from mnms_env import SearchSpace, benchmark_space, load_table
-from mnms_env.table import available_tables
+from mnms_env.table import TableError, available_tables
 from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS
+from mnms_env.tasks import TaskError
 
 CONTROLLERS = (
     "mnms-transfer",
@@ -171,6 +173,7 @@ def pretrain(suite: Suite, out: Path, kwargs: dict, budget: int) -> tuple[MNMS, 
     settings = {"sources": list(suite.sources), "backend": suite.pretrain_on, "budget": budget}
     settings["envs"] = envs  # sub-envs sample the children: another number, another controller
     settings["children"] = total  # a shorter one would reuse this one, a longer one extend it
+    settings["answers"] = task_answers(suite.sources, kwargs)
     if path.exists():  # a checkpoint pre-trained otherwise would be resumed or transferred
         saved = json.loads(marker.read_text()) if marker.exists() else None
         if saved is not None and "children" not in saved:  # written before the count was kept
@@ -397,6 +400,11 @@ def main(argv: list[str] | None = None) -> dict:
     if "mnms" not in args.controllers:
         parser.error("--controllers must include mnms: speed-ups are relative to it")
     out = args.out or Path(f"runs/transfer-{args.suite}")
+    try:  # a misspelt task is named before the pre-training, not after it
+        task_answers(suite.sources, env_kwargs(suite, out, args.table_dir, pretraining=True))
+        task_answers(suite.targets, env_kwargs(suite, out, args.table_dir))
+    except (TableError, TaskError) as error:
+        parser.error(str(error))
     out.mkdir(parents=True, exist_ok=True)
     agent, space, runs = run_suite(suite, out, args.controllers, args.budget, args.table_dir)
     diff = differentiation(agent, space, suite.sources)

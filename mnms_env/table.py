@@ -24,6 +24,7 @@ some of) the named datasets ship with the package (`mnms_env/data/tables/`); `ta
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -32,7 +33,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -171,6 +172,18 @@ class Table:
             diverged=bool(self.diverged[i, j]),
             best_epoch=int(self.best_epoch[i, j]),
         )
+
+    @cached_property
+    def digest(self) -> str:
+        """A short hash of what its lookups answer (task, configs, seeds and results): a saved
+        benchmark run records it, so a run made on another table, or on this one before it was
+        rebuilt, is not reused."""
+        h = hashlib.sha256(json.dumps([self.task, list(self.seeds), self.budget]).encode())
+        for config in self.configs:
+            h.update(config.to_json().encode())
+        for name in (*PER_SEED, "parameters"):
+            h.update(np.ascontiguousarray(getattr(self, name)).tobytes())
+        return h.hexdigest()[:16]
 
     def mean_val(self) -> np.ndarray:
         """Per-config validation accuracy averaged over seeds (the table's notion of quality)."""

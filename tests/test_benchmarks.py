@@ -25,6 +25,7 @@ from mnms_env.features import FEATURIZERS
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import agreement  # noqa: E402
+import build_table  # noqa: E402
 import controllers  # noqa: E402
 import encoders  # noqa: E402
 import main_job  # noqa: E402
@@ -87,6 +88,12 @@ def test_controller_comparison_writes_everything_and_resumes(tmp_path, monkeypat
     ]  # --children-per-task 4: the saved runs do not fit
     with pytest.raises(ValueError, match="random-seed0.json holds a run made with other settings"):
         controllers.main(more)
+    if backend == "table":  # a run made on the shipped table is not one of another wine table
+        halved = load_table("wine")
+        replace(halved, val=halved.val * 0.5).save(tmp_path / "tables" / "wine.npz")
+        monkeypatch.setenv("MNMS_TABLE_DIR", str(tmp_path / "tables"))
+        with pytest.raises(ValueError, match="'answers': {'wine': 'table "):
+            controllers.main(argv)
 
 
 @pytest.mark.parametrize("values", [[1, 2, None], [None, None, 3]])
@@ -248,8 +255,27 @@ def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
 )
 def test_benchmark_command_lines_refuse_bad_numbers(module, argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        module.main([*argv, "--out", str(tmp_path)])
+        module.main([*argv, "--out", str(tmp_path / "out")])
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        (reference, ["--children-per-task", "0"], "--children-per-task: '0' is not an int >= 1"),
+        (agreement, ["--per-task", "0"], "--per-task: '0' is not an int >= 1"),
+        (mnms_vs_random, ["--children", "-3"], "--children: '-3' is not an int >= 1"),
+        (build_table, ["--threads", "-1"], "--threads: '-1' is not an int >= 1"),
+        (controllers, ["--tasks", "wine", "wine"], "--tasks repeats a value: ['wine', 'wine']"),
+        (transfer, ["--targets", "bogus"], "no table for task 'bogus'"),
+    ],
+    ids=["reference", "agreement", "mnms-vs-random", "build-table", "tasks", "targets"],
+)
+def test_benchmark_command_lines_refuse_bad_arguments_before_any_work(
+    module, argv, message, tmp_path, capsys
+):
+    test_benchmark_command_lines_refuse_bad_numbers(module, argv, message, tmp_path, capsys)
 
 
 def test_mnms_vs_random_writes_its_table_and_plot(tmp_path) -> None:
