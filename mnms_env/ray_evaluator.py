@@ -8,7 +8,10 @@ the reference only up to float rounding.)
 
 A task carries the request, which names its task and fingerprint; the worker looks the task up
 with the evaluator's task lookup (sent once per call through Ray's object store) and featurizes
-it itself, refusing data whose fingerprint is not the request's. Features are not sent: they are
+it itself, refusing data whose fingerprint is not the request's. With the default lookup, the
+package's own tasks are looked up by name and a task only the driver knows (registered at run
+time, or a file path, relative to the driver's folder and perhaps on its disk alone) travels
+as the driver's data. Features are not sent: they are
 large (a sparse matrix per split, tens of MB for hashed text) and cheap to compute beside
 training, and each worker process keeps them in memory (and its node in its disk cache,
 `MNMS_CACHE_DIR`), so a worker featurizes each (task, representation, size) once.
@@ -19,10 +22,12 @@ records each child in the driver as its result arrives, so workers never open th
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import socket
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +37,7 @@ from mnms_env.child import check_precision
 from mnms_env.evaluate import Evaluator, SequentialEvaluator, TaskLookup
 from mnms_env.features import MissingExtraError
 from mnms_env.records import ChildRequest, ChildResult, is_whole
-from mnms_env.tasks import make_task
+from mnms_env.tasks import Task, make_task, shipped_task
 
 INSTALL = "pip install 'mnms-env[ray]'"
 
@@ -85,7 +90,7 @@ class RayEvaluator(Evaluator):
     once. Each request is answered once. An exception in the consumer, closing the stream, or
     Ctrl-C cancels the children still outstanding. Options registered at run time
     (`register_featurizer`, ...) must be registered in the workers too, e.g. by Ray's
-    `worker_process_setup_hook`.
+    `worker_process_setup_hook`; tasks need not be (they travel as the driver's data).
     """
 
     def __init__(
@@ -103,9 +108,14 @@ class RayEvaluator(Evaluator):
                 f"address is a str (HOST:PORT, 'auto', 'local', ray://HOST:PORT) or None, got "
                 f"{type(address).__name__} {address!r}"
             )
-        if not _is_number(num_cpus) or num_cpus <= 0:
+        if not _is_number(num_cpus) or not math.isfinite(num_cpus) or num_cpus <= 0:
             raise ValueError(f"num_cpus is the CPUs one child reserves, > 0; got {num_cpus!r}")
-        if not _is_number(num_gpus) or num_gpus < 0 or (num_gpus > 1 and num_gpus % 1):
+        if (
+            not _is_number(num_gpus)
+            or not math.isfinite(num_gpus)
+            or num_gpus < 0
+            or (num_gpus > 1 and num_gpus % 1)
+        ):
             raise ValueError(
                 "num_gpus is the GPUs one child reserves: 0 (train on the CPU), a fraction up "
                 f"to 1 (children share a GPU) or a whole number; got {num_gpus!r}"
@@ -133,13 +143,13 @@ class RayEvaluator(Evaluator):
         if not requests:
             return
         ray = self.connect()
-        lookup = ray.put(self.tasks)
+        lookup = ray.put(self._worker_tasks(requests))
         threads = max(1, int(self.num_cpus))
-        pending = {
-            self._train.remote(lookup, request, self.device, self.precision, threads): i
-            for i, request in enumerate(requests)
-        }
-        try:
+        pending = {}
+        try:  # a Ctrl-C while submitting cancels the children submitted so far
+            for i, request in enumerate(requests):
+                ref = self._train.remote(lookup, request, self.device, self.precision, threads)
+                pending[ref] = i
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=self.recheck_s)
                 if not done:  # nothing finished for a while: could the cluster still run one?
@@ -151,13 +161,22 @@ class RayEvaluator(Evaluator):
             for ref in pending:
                 ray.cancel(ref)
 
+    def _worker_tasks(self, requests: Sequence[ChildRequest]) -> TaskLookup:
+        """The workers' task lookup: the evaluator's, or with the default one, the driver's
+        copy of each requested task that is not one of the package's own."""
+        if self.tasks is not make_task:
+            return self.tasks
+        own = {request.task for request in requests if not shipped_task(request.task)}
+        return _DriverTasks({name: make_task(name) for name in own}) if own else make_task
+
     def connect(self) -> Any:
         """Connect now (the first call does otherwise), so that a wrong address or a cluster
         that could run no child is refused before a search starts; returns the `ray` module."""
         ray = import_ray()
         if not ray.is_initialized():
-            from_env = not self.address and os.environ.get("RAY_ADDRESS")
-            address = self.address or from_env or "local"
+            # ray.init reads RAY_ADDRESS for None and for "auto" alike
+            from_env = self.address in (None, "", "auto") and os.environ.get("RAY_ADDRESS")
+            address = from_env or self.address or "local"
             try:
                 check_reachable(address)
                 ray.init(address=address)
@@ -172,7 +191,11 @@ class RayEvaluator(Evaluator):
                     f"--head`, or {fix} for a new local one"
                 ) from err
             self._connected = True
-        self._check_resources(ray)
+        try:
+            self._check_resources(ray)
+        except ValueError:  # a cluster this call started is not left running
+            self.close()
+            raise
         if self._train is None:
             self._train = ray.remote(
                 num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries
@@ -200,6 +223,17 @@ class RayEvaluator(Evaluator):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_connected": False, "_train": None}  # a copy connects anew
+
+
+@dataclass(frozen=True)
+class _DriverTasks:
+    """A task lookup that answers with the driver's copy of the tasks it holds, and otherwise
+    as `make_task` does."""
+
+    tasks: dict[str, Task]
+
+    def __call__(self, name: str) -> Task:
+        return self.tasks[name] if name in self.tasks else make_task(name)
 
 
 def _is_number(value: object) -> bool:

@@ -43,6 +43,8 @@ from mnms_env import (
     SequentialEvaluator,
     TaskError,
     make_task,
+    register_task,
+    tasks,
 )
 from mnms_env.features import MissingExtraError
 from mnms_env.ray_evaluator import check_reachable
@@ -132,6 +134,46 @@ def test_workers_find_tasks_through_the_evaluators_lookup_and_check_fingerprints
     stale = replace(TRAINED[0], fingerprint="0123456789abcdef")
     with pytest.raises(TaskError, match="fingerprint 0123456789abcdef.*make the request again"):
         RayEvaluator().evaluate([stale])
+
+
+def test_a_task_only_the_driver_knows_trains_on_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers know the package's tasks by name; a task registered at run time, or a file path
+    relative to the driver's folder, reaches them as the driver's data."""
+    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))  # "toy" does not leak
+    rows = [{"text": f"{'good' if i % 2 else 'bad'} thing {i}", "label": i % 2} for i in range(60)]
+    (tmp_path / "toy.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    register_task("toy", tmp_path / "toy.jsonl")
+    monkeypatch.chdir(tmp_path)  # the workers stay in the folder they started in
+    text = ChildConfig(representation="char-hash", representation_size=64, width=8)
+    requests = [ChildRequest.for_task(name, text) for name in ("toy", "jsonl:toy.jsonl", "wine")]
+    requests[2] = TRAINED[0]
+    got = RayEvaluator().evaluate(requests)
+    assert _without_seconds(got) == _without_seconds(_sequential(requests))
+
+
+def test_a_ctrl_c_while_submitting_cancels_the_children_already_submitted() -> None:
+    evaluator = RayEvaluator()
+    evaluator.connect()
+    submitted = []
+
+    class Interrupted:  # Ray's remote function, with a Ctrl-C at the third submission
+        def remote(self, *args):
+            if len(submitted) == 2:
+                raise KeyboardInterrupt
+            submitted.append(remote.remote(*args))
+            return submitted[-1]
+
+    remote, evaluator._train = evaluator._train, Interrupted()
+    slow = [ChildRequest.for_task("wine", SLOW, seed=s, budget=2000) for s in range(3)]
+    with pytest.raises(KeyboardInterrupt):
+        evaluator.evaluate(slow)
+    interrupted = time.perf_counter()
+    while ray.available_resources().get("CPU", 0) < 2:
+        assert time.perf_counter() - interrupted < 10, "the submitted children still train"
+        time.sleep(0.1)
+    assert len(submitted) == 2
 
 
 def test_the_envs_train_through_it(tmp_path: Path) -> None:
@@ -296,6 +338,8 @@ def test_it_refuses_bad_resources_and_names_the_missing_extra(
     for bad, match in [
         ({"num_cpus": 0}, "num_cpus is the CPUs one child reserves, > 0; got 0"),
         ({"num_gpus": 1.5}, "a fraction up to 1 .* or a whole number; got 1.5"),
+        ({"num_cpus": float("nan")}, "num_cpus is the CPUs one child reserves, > 0; got nan"),
+        ({"num_gpus": float("nan")}, "or a whole number; got nan"),
         ({"max_retries": -1}, "max_retries must be an int >= 0, got -1"),
         ({"precision": "fp16"}, "precision must be one of"),
     ]:
@@ -336,16 +380,19 @@ def test_cli_search_and_run_train_on_ray(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(json.loads(history.read_text())["children"]) == 2
 
 
-@pytest.mark.parametrize("through", ["flag", "RAY_ADDRESS"])
+@pytest.mark.parametrize("through", ["flag", "RAY_ADDRESS", "auto"])
 def test_an_address_nothing_listens_at_is_refused_at_once(through: str, tmp_path: Path) -> None:
     """`ray.init` retries an unreachable address for minutes: a typo looked like a hang. The
-    error says where the address came from and how to get a local cluster instead."""
+    error says where the address came from and how to get a local cluster instead ("auto"
+    means `$RAY_ADDRESS` when it is set, as for `ray.init`)."""
     with socket.socket() as probe:  # a free port, closed again: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     address = f"127.0.0.1:{port}"
     flag, env = (
-        (f"--ray={address}", {}) if through == "flag" else ("--ray", {"RAY_ADDRESS": address})
+        (f"--ray={address}", {})
+        if through == "flag"
+        else ("--ray" if through == "RAY_ADDRESS" else "--ray=auto", {"RAY_ADDRESS": address})
     )
     argv = ["search", "--tasks", "wine", "--children", "2", flag]
     done = subprocess.run(
@@ -361,6 +408,27 @@ def test_an_address_nothing_listens_at_is_refused_at_once(through: str, tmp_path
     assert fix in done.stderr and ("unset RAY_ADDRESS" in done.stderr) == (through != "flag")
     with pytest.raises(ConnectionError, match="'nohost' is not HOST:PORT, 'auto' or 'local'"):
         check_reachable("nohost")
+
+
+def test_a_cluster_refused_by_the_command_that_started_it_is_shut_down(tmp_path: Path) -> None:
+    script = f"""
+import ray
+from agents.cli import main
+try:
+    main(["search", "--ray", "--gpus-per-child", "1", "--tasks", "wine", "--out", {str(tmp_path)!r},
+          "--children", "2"])
+except SystemExit as exit:
+    print("exit", exit.code, "connected", ray.is_initialized())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=CLUSTER_SECONDS,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )
+    assert "num_gpus=1.0 per child, but the Ray cluster has 0 GPUs" in done.stderr
+    assert "exit 2 connected False" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -209,6 +209,13 @@ def data_at_hand(name: str) -> bool:
         return False
 
 
+def shipped_task(name: str) -> bool:
+    """Whether `name` is one of the package's own tasks (not replaced by `register_task`), which
+    any process with the package (and `MNMS_DATA_DIR`, for a named dataset) builds alike. A
+    task registered at run time, or a file path, is this process's alone."""
+    return name in _SHIPPED and _REGISTRY.get(name) is _SHIPPED[name]
+
+
 def check_task(name: str) -> None:
     """Raise `TaskError` as `make_task(name)` would for a name it does not know (with the
     nearest registered names), without loading anything."""
@@ -282,3 +289,4 @@ for _name, _spec in external.NAMED.items():
         partial(_named_version, _spec),
         lambda spec=_spec: external.local_folder(spec) is not None,
     )
+_SHIPPED = dict(_REGISTRY)
