@@ -94,8 +94,8 @@ class SearchSettings:
                 f"children, budget and batch size must be >= 1; got {self.children}, "
                 f"{self.budget} and {self.batch_size}"
             )
-        if self.seed < 0:
-            raise ValueError(f"--seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**32:  # as run_controller takes it
+            raise ValueError(f"--seed must be an int in [0, 2**32), got {self.seed}")
         if self.envs is not None and self.envs < 0:
             raise ValueError(f"--envs must be >= 0 (0: one child at a time), got {self.envs}")
         if self.envs and (self.batch_size % self.envs or self.children % self.envs):
@@ -390,6 +390,9 @@ def run_baseline(args: argparse.Namespace) -> int:
     from agents.portfolio import SourceScores
     from agents.runner import run_controller
 
+    if args.out.is_dir():  # refused now: the history is written after the whole run
+        raise ValueError(f"--out {args.out} is a directory; name the history's JSON file")
+    check_folder(args.out.parent, "--out")
     evaluator = ray_evaluator(args, args.backend, args.precision)
     try:
         history = run_controller(
@@ -428,8 +431,8 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
     when resuming (which then refuses settings that would change the run)."""
     names = [f.name for f in fields(SearchSettings)]
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    if "source" in given:
-        given["source"] = str(given["source"])
+    if "source" in given:  # absolute: a resume from another folder finds it
+        given["source"] = str(Path(given["source"]).resolve())
     if "tasks" in given:
         given["tasks"] = tuple(given["tasks"])
     if args.resume:
@@ -467,6 +470,7 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
         raise ValueError(f"--from {settings.source}: no such checkpoint file{hint}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out if args.out is not None else Path("runs") / f"search-seed{settings.seed}-{stamp}"
+    check_folder(out, "--out")
     if (out / "run.json").exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it")
     if (out / "checkpoint.pt").exists():
@@ -475,6 +479,15 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
             "another --out"
         )
     return settings, out
+
+
+def check_folder(folder: Path, flag: str) -> None:
+    """Refuse `flag`'s path before any work where a file stands at `folder` or above it."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"{flag}: {path} is a file, not a directory")
+            return
 
 
 def _saved_settings(path: Path) -> SearchSettings:

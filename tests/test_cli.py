@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import agents.cli
 from agents.cli import main
+from agents.mnms.checkpoint import read_checkpoint
 from agents.portfolio import SourceScores
 from mnms_env import BatchedEvaluator, ChildConfig, Decision, ResultStore, SearchSpace, load_table
 
@@ -206,6 +207,45 @@ def test_a_run_refuses_a_checkpoint_or_settings_file_that_is_not_its_own(
     with pytest.raises(SystemExit):
         main([*table, "--tasks", "wine", "--from", str(ref), "--out", str(tmp_path / "t")])
     assert f"(a run's checkpoint is {ref / 'checkpoint.pt'})" in capsys.readouterr().err
+
+
+def test_an_out_a_file_is_in_the_way_of_and_a_huge_seed_are_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(`mnms run` wrote its history only after the whole run, and then failed.)"""
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("mine")
+    Path("folder").mkdir()
+    search = ["search", "--backend", "table", "--tasks", "wine", "--children", "8"]
+    run = ["run", "random", "--backend", "table", "--tasks", "wine", "--children-per-task", "2"]
+    for argv, message in [
+        ([*search, "--out", "afile"], "--out: afile is a file, not a directory"),
+        ([*search, "--out", "afile/sub"], "--out: afile is a file, not a directory"),
+        ([*run, "--out", "folder"], "--out folder is a directory; name the history's JSON file"),
+        ([*run, "--out", "afile/h.json"], "--out: afile is a file, not a directory"),
+        ([*search, "--seed", str(2**32), "--out", "s"], "--seed must be an int in [0, 2**32)"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
+    assert Path("afile").read_text() == "mine" and sorted(os.listdir()) == ["afile", "folder"]
+
+
+def test_a_transfer_resumed_from_another_folder_finds_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume before the first update starts from `--from` again, typed relative."""
+    monkeypatch.chdir(tmp_path)
+    table = ["search", "--backend", "table", "--tasks", "wine", "--children", "8"]
+    assert main([*table, "--out", "source"]) == 0
+    assert main([*table, "--from", "source/checkpoint.pt", "--out", "new"]) == 0
+    saved = json.loads(Path("new/run.json").read_text())
+    assert saved["source"] == str(tmp_path / "source" / "checkpoint.pt")
+    Path("early").mkdir()  # interrupted before its first checkpoint: only run.json is there
+    shutil.copy("new/run.json", "early/run.json")
+    monkeypatch.chdir(tmp_path / "source")
+    assert main(["search", "--out", str(tmp_path / "early"), "--resume"]) == 0
+    assert read_checkpoint(tmp_path / "early" / "checkpoint.pt")["num_children"] == 8
 
 
 def test_search_trains_each_update_in_one_batched_call(tmp_path: Path, monkeypatch) -> None:
