@@ -65,10 +65,22 @@ def draw(
 ) -> str | np.ndarray:
     """The frame of `render_mode` for a child of `task` whose first decisions of `space` chose
     the option indices `decided`, with its `result` once trained."""
+    scene = scene_of(task, space, decided, result, cached)
+    return ansi(scene) if render_mode == "ansi" else rgb_array(scene)
+
+
+def scene_of(
+    task: Task | TaskCard,
+    space: SearchSpace,
+    decided: Sequence[int],
+    result: ChildResult | None = None,
+    cached: bool = False,
+) -> Scene:
+    """The `Scene` that `draw` renders."""
     decisions = tuple(
         (space.decisions[j].name, space.decisions[j].options[i]) for j, i in enumerate(decided)
     )
-    scene = Scene(
+    return Scene(
         task=task.name,
         classes=task.num_classes,
         decisions=decisions,
@@ -77,7 +89,6 @@ def draw(
         result=result,
         cached=cached,
     )
-    return ansi(scene) if render_mode == "ansi" else rgb_array(scene)
 
 
 def ansi(scene: Scene) -> str:

@@ -38,7 +38,6 @@ from mnms_env import (
 )
 from mnms_env.env import MNMSEnv
 from mnms_env.features import FEATURIZERS
-from mnms_env.space import canonical_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO_SECONDS = 180
@@ -253,16 +252,7 @@ def test_the_picture_draws_a_text_cnn_and_a_featurizer_without_a_size() -> None:
 
 def scene(task, space: SearchSpace, decided: int) -> render.Scene:
     """The picture's scene after the first `decided` decisions of `space` (each has one option)."""
-    names = space.names[:decided]
-    return render.Scene(
-        task=task.name,
-        classes=task.num_classes,
-        decisions=tuple((n, space.decisions[i].options[0]) for i, n in enumerate(names)),
-        pending=space.names[decided:],
-        config=canonical_config(
-            dict(zip(names, (d.options[0] for d in space.decisions), strict=False)), task.modality
-        ),
-    )
+    return render.scene_of(task, space, [0] * decided)
 
 
 def _no_call(task, size):
