@@ -388,8 +388,10 @@ def env_kwargs(
 def run_baseline(args: argparse.Namespace) -> int:
     """`mnms run`: one controller, `--children-per-task` of each task; writes the history JSON."""
     from agents.portfolio import SourceScores
-    from agents.runner import run_controller
+    from agents.runner import TRANSFER, run_controller
 
+    if args.name in TRANSFER and args.sources is None:  # the library's error names sources=
+        raise ValueError(f"{args.name} ranks configs on source tasks: pass --sources TASK ...")
     if args.out.is_dir():  # refused now: the history is written after the whole run
         raise ValueError(f"--out {args.out} is a directory; name the history's JSON file")
     check_folder(args.out.parent, "--out")
@@ -442,6 +444,8 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
         if not saved_file.exists():
             raise ValueError(f"--resume: {saved_file} does not exist; is {args.out} a run?")
         saved = _saved_settings(saved_file)
+        if saved.source is not None:  # a run.json from before --from was saved absolute
+            saved = replace(saved, source=str(Path(saved.source).resolve()))
         changed = {
             k: v for k, v in given.items() if k in FIXED_ON_RESUME and v != getattr(saved, k)
         }

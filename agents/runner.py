@@ -200,6 +200,8 @@ def run_controller(
     seed, budget = int(seed), check_budget(budget)  # numpy ints: the controllers take ints
     if pretrained is not None and name != "mnms":
         raise ValueError(f"pretrained= is a checkpoint of the mnms controller; got {name!r}")
+    if isinstance(tasks, str):  # tuple("wine") would be five one-letter tasks
+        raise TypeError(f"tasks is a list of task names, got the string {tasks!r}: say [{tasks!r}]")
     tasks = tuple(tasks)
     check_sources(name, sources, tasks)
     kwargs = dict(env_kwargs or {})

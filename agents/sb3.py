@@ -43,6 +43,11 @@ class SB3VecEnv(VecEnv):
     """
 
     def __init__(self, venv: gym.vector.VectorEnv) -> None:
+        if not isinstance(venv, gym.vector.VectorEnv):
+            raise TypeError(
+                f"SB3VecEnv adapts a Gymnasium vector env, got {type(venv).__name__}; wrap one "
+                "env as gym.vector.SyncVectorEnv([lambda: env]), or use gym.make_vec"
+            )
         mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if mode != AutoresetMode.NEXT_STEP:
             raise ValueError(

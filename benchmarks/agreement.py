@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from controllers import markdown_table
 
-from agents.cli import positive_int
+from agents.cli import distinct, positive_int
 from agents.random_search import masked_uniform
 from mnms_env import (
     BatchedEvaluator,
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args(argv)
+    distinct(parser, "--tasks", args.tasks)
     device = resolve_device(args.device)
     requests = random_requests(args.tasks, args.per_task, args.seed, args.budget)
     start = time.perf_counter()

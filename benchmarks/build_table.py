@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from controllers import markdown_table
 
-from agents.cli import positive_int
+from agents.cli import distinct, positive_int
 from agents.tables_cli import build
 from mnms_env.table import Table, table_file
 from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         help="train nothing: summarise the tables already in OUT into --summary",
     )
     args = parser.parse_args(argv)
+    distinct(parser, "--tasks", args.tasks)
+    distinct(parser, "--seeds", args.seeds)
     if args.tasks and args.datasets:
         parser.error("pass --tasks or --datasets, not both")
     tasks = args.tasks or list(DATASET_TABLE_TASKS if args.datasets else BUILTIN_TABLE_TASKS)
@@ -77,7 +79,7 @@ def write_summary(tables: dict[str, Path], path: Path) -> None:
 
 def summary_markdown(tables: Sequence[Table]) -> str:
     """One row per table: size, the best config and how hard it is to find, the seed noise."""
-    header = ["task", "configs x seeds", "best (seed mean)", "best config", "median config"]
+    header = ["task", "configs x seeds", "best (seed mean)", "best config", "median (seed mean)"]
     header += ["configs within 1% of best", "seed std (mean)", "training seconds"]
     rows = []
     for t in tables:

@@ -377,7 +377,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--table-dir", type=Path, default=None, help="extra tables")
     parser.add_argument("--out", type=Path, default=None, help="default: runs/transfer-SUITE")
     args = parser.parse_args(argv)
-    distinct(parser, "--seeds", args.seeds)
+    for flag in ("--seeds", "--sources", "--targets"):
+        distinct(parser, flag, getattr(args, flag[2:]))
     base = SUITES[args.suite]
     targets = tuple(args.targets or base.targets)
     sources = tuple(args.sources or base.sources or table_tasks(targets, args.table_dir))

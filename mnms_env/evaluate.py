@@ -149,6 +149,11 @@ class CachedEvaluator(Evaluator):
     """
 
     def __init__(self, evaluator: Evaluator, store: ResultStore | None) -> None:
+        if store is not None and not isinstance(store, ResultStore):
+            raise TypeError(
+                f"store must be a ResultStore or None, got {store!r}; open a file as "
+                "ResultStore(path)"
+            )
         self.evaluator = evaluator
         self.store = store
 

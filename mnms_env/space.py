@@ -257,9 +257,7 @@ class Decision:
 def _validate_option(name: str, option: Any) -> Any:
     base = ChildConfig(representation="raw", representation_size=0)
     if name == "representation":
-        featurizer = FEATURIZERS.get(option) if isinstance(option, str) else None
-        size = 0 if featurizer is not None and not featurizer.sized else 4096
-        values = {"representation": option, "representation_size": size}
+        values = {"representation": option, "representation_size": _default_size(option)}
     elif name == "representation_size":
         values = {"representation": "word-hash", "representation_size": option}
     elif name == "embedding_init":
@@ -437,6 +435,15 @@ def irrelevant_fields(values: Mapping[str, Any]) -> tuple[str, ...]:
     return fixed + (("width",) if shallow else ())
 
 
+def _default_size(representation: Any) -> int:
+    """The size of a representation the space gives none: 0 without a size, else the default
+    raised to the featurizer's minimum (an unknown name keeps the default, refused by name)."""
+    featurizer = FEATURIZERS.get(representation) if isinstance(representation, str) else None
+    if featurizer is None:
+        return ChildConfig.representation_size
+    return max(ChildConfig.representation_size, featurizer.min_size) if featurizer.sized else 0
+
+
 def canonical_config(values: dict[str, Any], modality: Modality) -> ChildConfig:
     """A `ChildConfig` from chosen values, with inapplicable ones dropped or defaulted.
 
@@ -455,7 +462,9 @@ def canonical_config(values: dict[str, Any], modality: Modality) -> ChildConfig:
     if "representation_size" in irrelevant:
         values["representation_size"] = 0
     elif not values.get("representation_size"):
-        values["representation_size"] = ChildConfig.representation_size
+        values["representation_size"] = _default_size(
+            values.get("representation", ChildConfig.representation)
+        )
     init = _embedding_init(values.get("embedding_init", ChildConfig.embedding_init))
     if init.dim is not None:
         values["embedding_dim"] = init.dim

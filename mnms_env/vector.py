@@ -10,6 +10,7 @@ are answered from it and skipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -117,10 +118,16 @@ class MNMSVectorEnv(VectorEnv):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Reset every sub-env; an int seed gives sub-env i the seed `seed + i`."""
         self._check_open()
-        if seed is None or isinstance(seed, int):
-            seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
-        else:
-            seeds = list(seed)
+        if isinstance(seed, bool | str) or not (
+            seed is None or isinstance(seed, Integral | Sequence | np.ndarray)
+        ):
+            raise TypeError(
+                f"seed={seed!r}: accepted are None, an int, or one int (or None) per sub-env"
+            )
+        if seed is None or isinstance(seed, Integral):
+            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        else:  # numpy ints as ints; anything else goes to the sub-env, which says what it takes
+            seeds = [int(s) if isinstance(s, np.integer) else s for s in seed]
             if len(seeds) != self.num_envs:
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
         infos: dict[str, Any] = {}

@@ -213,10 +213,21 @@ def test_agreement_reports_each_precision_against_the_reference(tmp_path) -> Non
     assert "| bf16 | 6 |" in (tmp_path / "agreement-cpu.md").read_text()
 
 
-def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
-    argv = ["--device", "cpu", "--ks", "1", "2", "--epochs", "1", "--sequential-children", "1"]
+def test_throughput_reports_side_by_side_rates(tmp_path, monkeypatch) -> None:
+    timed: list[tuple[str, int]] = []
+    rate = throughput._rate
+
+    def counted(evaluator, requests, device):
+        timed.append((type(evaluator).__name__, len(requests)))
+        return rate(evaluator, requests, device)
+
+    monkeypatch.setattr(throughput, "_rate", counted)
+    argv = ["--device", "cpu", "--ks", "1", "2", "--epochs", "1", "--sequential-children", "3"]
     argv += ["--repeats", "2", "--profile"]
     report = throughput.main([*argv, "--out", str(tmp_path)])
+    # The sequential rate is of as many children as asked, even more than the largest K.
+    assert {n for name, n in timed if name == "SequentialEvaluator"} == {3}
+    assert {n for name, n in timed if name == "BatchedEvaluator"} == {1, 2}
     assert [(r["workload"], r["precision"], r["k"]) for r in report["rows"]] == [
         (w, p, k) for w in throughput.WORKLOADS for p in ("fp32", "bf16") for k in (1, 2)
     ]
@@ -246,6 +257,9 @@ def test_throughput_reports_side_by_side_rates(tmp_path) -> None:
             "--children-per-task: '-3' is not an int >= 1",
         ),
         (transfer, ["--seeds", "1", "1"], "--seeds repeats a value: [1, 1]"),
+        (transfer, ["--targets", "wine", "wine"], "--targets repeats a value: ['wine', 'wine']"),
+        (agreement, ["--tasks", "wine", "wine"], "--tasks repeats a value: ['wine', 'wine']"),
+        (build_table, ["--tasks", "wine", "wine"], "--tasks repeats a value: ['wine', 'wine']"),
         (
             transfer,
             ["--sources", "langid-es", "langid-de", "--targets", "langid-de"],

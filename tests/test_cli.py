@@ -173,6 +173,7 @@ def test_search_and_run_on_the_table_backend(
     assert ChildConfig(**first) == sources.configs[0]
     with pytest.raises(SystemExit):  # without sources it cannot rank
         main(argv[:-3] + ["--out", str(history)])
+    assert "portfolio ranks configs on source tasks: pass --sources" in capsys.readouterr().err
 
 
 def test_a_run_refuses_a_checkpoint_or_settings_file_that_is_not_its_own(
@@ -246,6 +247,21 @@ def test_a_transfer_resumed_from_another_folder_finds_its_checkpoint(
     monkeypatch.chdir(tmp_path / "source")
     assert main(["search", "--out", str(tmp_path / "early"), "--resume"]) == 0
     assert read_checkpoint(tmp_path / "early" / "checkpoint.pt")["num_children"] == 8
+
+
+def test_a_run_that_saved_its_source_relative_resumes_with_the_same_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run.json written before `--from` was saved absolute still matches its `--from`."""
+    monkeypatch.chdir(tmp_path)
+    table = ["search", "--backend", "table", "--tasks", "wine", "--children", "8"]
+    assert main([*table, "--out", "source"]) == 0
+    assert main([*table, "--from", "source/checkpoint.pt", "--out", "new"]) == 0
+    saved = json.loads(Path("new/run.json").read_text())
+    Path("new/run.json").write_text(json.dumps({**saved, "source": "source/checkpoint.pt"}))
+    resume = ["search", "--out", "new", "--resume", "--children", "16"]
+    assert main([*resume, "--from", "source/checkpoint.pt"]) == 0
+    assert read_checkpoint(tmp_path / "new" / "checkpoint.pt")["num_children"] == 16
 
 
 def test_search_trains_each_update_in_one_batched_call(tmp_path: Path, monkeypatch) -> None:

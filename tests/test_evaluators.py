@@ -162,6 +162,11 @@ def test_a_child_reads_back_what_it_writes_and_names_what_is_missing() -> None:
         Child.from_info({k: v for k, v in info.items() if k not in ("fingerprint", "cached")})
 
 
+def test_a_store_given_as_a_path_is_refused_with_how_to_open_it(tmp_path) -> None:
+    with pytest.raises(TypeError, match=r"must be a ResultStore or None.*ResultStore\(path\)"):
+        CachedEvaluator(SequentialEvaluator(device="cpu"), str(tmp_path / "r.sqlite"))
+
+
 class Broken(Evaluator):
     """Answers as told: `indices` in order, whatever the requests."""
 

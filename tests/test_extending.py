@@ -160,6 +160,18 @@ def test_a_registered_featurizer_is_searchable_in_both_trainers(char_counts) -> 
     assert child["config"]["representation_size"] == 0
 
 
+def test_a_featurizer_whose_minimum_is_above_the_default_size_can_be_offered() -> None:
+    """A space without a size decision gives it its minimum, not the default 4096."""
+    big = Featurizer("text", bag=True, sized=True, compute=_char_counts, min_size=5000)
+    register_featurizer("big-hash", big)
+    try:
+        space = SearchSpace((Decision("representation", ("word-hash", "big-hash")),))
+        sizes = [space.decode([i], "text").representation_size for i in (0, 1)]
+        assert sizes == [4096, 5000]
+    finally:
+        del FEATURIZERS["big-hash"]
+
+
 def test_registered_options_stay_out_of_the_default_spaces(softsign, adamax, char_counts) -> None:
     for space in (default_space(), benchmark_space()):
         options = {option for d in space.decisions for option in d.options}

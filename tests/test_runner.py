@@ -93,6 +93,11 @@ def test_unknown_controller_lists_the_accepted_names() -> None:
         run("ppo2")
 
 
+def test_a_single_task_name_as_tasks_is_refused_not_split_into_letters() -> None:
+    with pytest.raises(TypeError, match=r"tasks is a list of task names, .*'wine'.*\['wine'\]"):
+        run_controller("random", tasks="wine", children_per_task=1)
+
+
 def test_run_command_writes_the_history(tmp_path: Path) -> None:
     out = tmp_path / "history.json"
     argv = ["run", "random", "--tasks", *TASKS, "--children-per-task", "2", "--budget", "1"]

@@ -79,6 +79,9 @@ def test_set_options_reach_the_reset_and_other_autoreset_modes_are_refused() -> 
     )
     with pytest.raises(ValueError, match="NEXT_STEP autoreset, got autoreset_mode="):
         SB3VecEnv(same_step)
+    single = gym.make("mnms_env:MNMS-v2", task="wine", space=SMALL, store=None)
+    with pytest.raises(TypeError, match="adapts a Gymnasium vector env, got .*SyncVectorEnv"):
+        SB3VecEnv(single)
 
 
 def test_sb3_learn_refuses_an_env_that_raises_on_unmasked_actions() -> None:

@@ -133,6 +133,16 @@ def test_same_seed_same_tasks_and_rewards() -> None:
     np.testing.assert_allclose(ra, rb)
 
 
+def test_numpy_seeds_seed_as_ints_and_a_bool_seed_is_refused() -> None:
+    envs = make_vec(3)
+    tasks = envs.reset(seed=5)[0]["task"].tolist()
+    assert envs.reset(seed=np.int64(5))[0]["task"].tolist() == tasks
+    assert envs.reset(seed=np.arange(5, 8))[0]["task"].tolist() == tasks
+    for bad in (True, "5", 5.0):
+        with pytest.raises(TypeError, match=r"seed=.*accepted are None, an int, or one int"):
+            envs.reset(seed=bad)
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_gymnasium_vector_envs_over_mnms_keep_working(mode: str, tmp_path) -> None:
     envs = gym.make_vec(
