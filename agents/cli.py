@@ -231,9 +231,9 @@ def _add_run_parser(commands: Any) -> None:
     add = run_parser.add_argument
     add("name", choices=CONTROLLERS, help="the controller")
     add("--tasks", nargs="+", default=list(PAPER_PAIR), help="task names")
-    add("--children-per-task", type=int, default=20, help="children of each task (default 20)")
+    add("--children-per-task", type=positive_int, default=20, help="per task (default 20)")
     add("--seed", type=int, default=0, help="seed of the controller and the env (default 0)")
-    add("--budget", type=int, default=1, help="training epochs per child (default 1)")
+    add("--budget", type=positive_int, default=1, help="training epochs per child (default 1)")
     add("--store", type=Path, help="results store (default: the per-user store)")
     add("--out", type=Path, required=True, help="history JSON file to write")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")

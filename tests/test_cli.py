@@ -174,6 +174,9 @@ def test_search_and_run_on_the_table_backend(
     with pytest.raises(SystemExit):  # without sources it cannot rank
         main(argv[:-3] + ["--out", str(history)])
     assert "portfolio ranks configs on source tasks: pass --sources" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the flag is named, not the Python argument
+        main([*argv[:-5], "--children-per-task", "0", "--out", str(history)])
+    assert "--children-per-task: '0' is not an int >= 1" in capsys.readouterr().err
 
 
 def test_a_run_refuses_a_checkpoint_or_settings_file_that_is_not_its_own(
