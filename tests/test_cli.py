@@ -238,7 +238,8 @@ def test_an_out_a_file_is_in_the_way_of_and_a_huge_seed_are_refused_before_any_w
 def test_a_transfer_resumed_from_another_folder_finds_its_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A resume before the first update starts from `--from` again, typed relative."""
+    """A resume before the first update starts from `--from` again, typed relative; a run.json
+    written before `--from` was saved absolute still matches its `--from`."""
     monkeypatch.chdir(tmp_path)
     table = ["search", "--backend", "table", "--tasks", "wine", "--children", "8"]
     assert main([*table, "--out", "source"]) == 0
@@ -251,16 +252,7 @@ def test_a_transfer_resumed_from_another_folder_finds_its_checkpoint(
     assert main(["search", "--out", str(tmp_path / "early"), "--resume"]) == 0
     assert read_checkpoint(tmp_path / "early" / "checkpoint.pt")["num_children"] == 8
 
-
-def test_a_run_that_saved_its_source_relative_resumes_with_the_same_from(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A run.json written before `--from` was saved absolute still matches its `--from`."""
     monkeypatch.chdir(tmp_path)
-    table = ["search", "--backend", "table", "--tasks", "wine", "--children", "8"]
-    assert main([*table, "--out", "source"]) == 0
-    assert main([*table, "--from", "source/checkpoint.pt", "--out", "new"]) == 0
-    saved = json.loads(Path("new/run.json").read_text())
     Path("new/run.json").write_text(json.dumps({**saved, "source": "source/checkpoint.pt"}))
     resume = ["search", "--out", "new", "--resume", "--children", "16"]
     assert main([*resume, "--from", "source/checkpoint.pt"]) == 0
