@@ -37,6 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from agents.arguments import non_negative_float, non_negative_int, positive_int, seed_int
 from agents.mnms import MNMS, MNMSConfig, UpdateStats
 from agents.mnms.checkpoint import read_checkpoint
 from agents.plots import png_figure
@@ -53,6 +54,7 @@ from mnms_env.batched import default_workers
 from mnms_env.child import PRECISIONS, check_precision, resolve_device
 from mnms_env.env import BACKENDS
 from mnms_env.table import TableError, load_table
+from mnms_env.tasks import task_list
 
 PAPER_PAIR = ("langid-es", "word-sentiment-en")
 
@@ -79,6 +81,10 @@ class SearchSettings:
     precision: str = "fp32"
     """"fp32", or "bf16" matrix products (`mnms_env.child.compute_precision`). Fixed on resume:
     the results store does not key children by precision, so a run keeps one."""
+    tables: dict[str, str] | None = None
+    """With `backend="table"`: each task's table digest (`Table.digest`), recorded when the run
+    starts, so a resume that would look rewards up in other tables (another `MNMS_TABLE_DIR`, a
+    table rebuilt since) is refused instead of mixing them into one history."""
     envs: int | None = None
     """Sub-envs of the MNMS vector env: the children of one step train in one batched call.
     None (the default) becomes, when a run starts, the greatest common divisor of `batch_size`
@@ -88,7 +94,7 @@ class SearchSettings:
     samples other children."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "tasks", task_list(self.tasks))
         if self.children < 1 or self.budget < 1 or self.batch_size < 1:
             raise ValueError(
                 f"children, budget and batch size must be >= 1; got {self.children}, "
@@ -188,10 +194,22 @@ def _parser() -> argparse.ArgumentParser:
     add = search_parser.add_argument
     defaults = SearchSettings()
     add("--tasks", nargs="+", help=f"task names (default: {' '.join(defaults.tasks)})")
-    add("--children", type=int, help=f"children to sample in all (default {defaults.children})")
-    add("--budget", type=int, help=f"training epochs per child (default {defaults.budget})")
-    add("--seed", type=int, help=f"seed of the controller and the env (default {defaults.seed})")
-    add("--batch-size", type=int, help=f"children per update (default {defaults.batch_size})")
+    add(
+        "--children",
+        type=positive_int,
+        help=f"children to sample in all (default {defaults.children})",
+    )
+    add(
+        "--budget",
+        type=positive_int,
+        help=f"training epochs per child (default {defaults.budget})",
+    )
+    add("--seed", type=seed_int, help=f"controller and env seed (default {defaults.seed})")
+    add(
+        "--batch-size",
+        type=positive_int,
+        help=f"children per update (default {defaults.batch_size})",
+    )
     add("--no-replay", dest="replay", action="store_false", default=None, help="on-policy only")
     add("--out", type=Path, help="run directory (default runs/search-seed<seed>-<time>)")
     add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -232,7 +250,7 @@ def _add_run_parser(commands: Any) -> None:
     add("name", choices=CONTROLLERS, help="the controller")
     add("--tasks", nargs="+", default=list(PAPER_PAIR), help="task names")
     add("--children-per-task", type=positive_int, default=20, help="per task (default 20)")
-    add("--seed", type=int, default=0, help="seed of the controller and the env (default 0)")
+    add("--seed", type=seed_int, default=0, help="seed of the controller and the env (default 0)")
     add("--budget", type=positive_int, default=1, help="training epochs per child (default 1)")
     add("--store", type=Path, help="results store (default: the per-user store)")
     add("--out", type=Path, required=True, help="history JSON file to write")
@@ -298,45 +316,6 @@ def ray_evaluator(args: argparse.Namespace, backend: str, precision: str) -> Eva
     return evaluator
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an int >= 0, or an error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int >= 0")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a number >= 0, or an error naming the value."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1, or an error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int >= 1")
-    return value
-
-
-def distinct(parser: argparse.ArgumentParser, name: str, values: Sequence[Any] | None) -> None:
-    """Refuse a list option that repeats a value (a repeated seed would count its run twice)."""
-    if values is not None and len(set(values)) != len(values):
-        parser.error(f"{name} repeats a value: {list(values)}")
-
-
 def _add_backend_argument(add: Any, default: str | None) -> None:
     add(
         "--backend",
@@ -392,6 +371,11 @@ def run_baseline(args: argparse.Namespace) -> int:
 
     if args.name in TRANSFER and args.sources is None:  # the library's error names sources=
         raise ValueError(f"{args.name} ranks configs on source tasks: pass --sources TASK ...")
+    if args.name not in TRANSFER and args.sources is not None:
+        raise ValueError(
+            f"--sources applies to the transfer baselines ({', '.join(TRANSFER)}); "
+            f"{args.name!r} takes none"
+        )
     if args.out.is_dir():  # refused now: the history is written after the whole run
         raise ValueError(f"--out {args.out} is a directory; name the history's JSON file")
     check_folder(args.out.parent, "--out")
@@ -431,7 +415,7 @@ def run_baseline(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
     """The run's settings: the command line over the defaults, or over the saved `run.json`
     when resuming (which then refuses settings that would change the run)."""
-    names = [f.name for f in fields(SearchSettings)]
+    names = [f.name for f in fields(SearchSettings) if hasattr(args, f.name)]  # not tables
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if "source" in given:  # absolute: a resume from another folder finds it
         given["source"] = str(Path(given["source"]).resolve())
@@ -456,8 +440,6 @@ def _settings(args: argparse.Namespace) -> tuple[SearchSettings, Path]:
                 + ", ".join(f"{k}={v!r} (run: {getattr(saved, k)!r})" for k, v in changed.items())
             )
         children = given.get("children", saved.children)
-        if children < 1:
-            raise ValueError(f"--children is the total to reach, >= 1; got {children}")
         if saved.envs and children % saved.envs:
             done = _children_done(args.out / "checkpoint.pt")
             up = -(-max(children, done) // saved.envs) * saved.envs
@@ -533,6 +515,8 @@ def search(
         )
     if settings.envs is None:
         settings = replace(settings, envs=math.gcd(settings.batch_size, settings.children))
+    if settings.backend == "table":
+        settings = replace(settings, tables=_same_tables(settings))
     batched = settings.envs > 0 and settings.backend == "train"
     if workers and not batched:
         raise ValueError(
@@ -596,6 +580,20 @@ def search(
     _plot(agent, out / "progress.png", run_name)
     _print_summary(summary, out)
     return summary
+
+
+def _same_tables(settings: SearchSettings) -> dict[str, str]:
+    """The digests of the tables the run's tasks are looked up in now, refused if the run
+    recorded others."""
+    digests = {task: load_table(task).digest for task in settings.tasks}
+    changed = [t for t in digests if settings.tables and settings.tables.get(t) != digests[t]]
+    if changed:
+        raise ValueError(
+            f"the tables of {changed} differ from those this run started with (another "
+            "MNMS_TABLE_DIR, or a table rebuilt since): its rewards would mix two tables; "
+            "resume with the run's tables, or start a new run"
+        )
+    return digests
 
 
 def _start(

@@ -40,6 +40,7 @@ from agents.tpe import tpe_search
 from mnms_env import Child, ChildConfig, SearchSpace, Table
 from mnms_env.space import SpaceError
 from mnms_env.table import enumerate_configs
+from mnms_env.tasks import task_list
 from mnms_env.tasks.base import Modality, nearest_task
 
 TOP = 10
@@ -101,8 +102,14 @@ class SourceScores:
         """The ranking of `tasks` from trained children (a run's history, a pre-training's): a
         config's validation accuracy averaged over its children of the task. Children of other
         tasks are left out, so the children of a run that also searched targets can be passed."""
+        tasks = task_list(tasks)
         values: dict[str, dict[ChildConfig, list[float]]] = {}
         for child in children:
+            if not isinstance(child, Child):
+                raise TypeError(
+                    f"children are Child records (History.children, or each record's .child "
+                    f"of an MNMS history), got {type(child).__name__}"
+                )
             if child.request.task in tasks:
                 by_config = values.setdefault(child.request.task, {})
                 by_config.setdefault(child.request.config, []).append(child.result.val_accuracy)

@@ -32,6 +32,7 @@ import gymnasium as gym
 from agents.portfolio import SEARCHES, SourceScores
 from mnms_env import Child
 from mnms_env.records import check_budget, is_whole
+from mnms_env.tasks import task_list
 
 TRANSFER = tuple(SEARCHES)
 """Transfer baselines: they try configs ranked on source tasks first, so `run_controller` needs
@@ -200,9 +201,7 @@ def run_controller(
     seed, budget = int(seed), check_budget(budget)  # numpy ints: the controllers take ints
     if pretrained is not None and name != "mnms":
         raise ValueError(f"pretrained= is a checkpoint of the mnms controller; got {name!r}")
-    if isinstance(tasks, str):  # tuple("wine") would be five one-letter tasks
-        raise TypeError(f"tasks is a list of task names, got the string {tasks!r}: say [{tasks!r}]")
-    tasks = tuple(tasks)
+    tasks = task_list(tasks)
     check_sources(name, sources, tasks)
     kwargs = dict(env_kwargs or {})
     if "task" in kwargs or "tasks" in kwargs or "budget" in kwargs:
@@ -210,6 +209,10 @@ def run_controller(
     if name not in MASKED:
         kwargs.setdefault("invalid_action", "wrap")
     extra = dict(controller_kwargs or {})
+    if extra and name in ("random", "tpe"):
+        raise ValueError(
+            f"controller_kwargs={extra!r}: {name!r} takes none (its only setting is seed=)"
+        )
     started = time.perf_counter()
     kwargs |= {"tasks": list(tasks), "budget": budget}
     if name == "mnms":

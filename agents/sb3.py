@@ -237,6 +237,13 @@ def sb3_learn(
         else:
             cls, policy = RecurrentPPO, "MlpLstmPolicy"
             env = gym.wrappers.FlattenObservation(env)
+    n_steps = kwargs.get("n_steps")
+    if algo != "dqn" and n_steps is not None and (episodes * steps) % n_steps:
+        raise ValueError(  # the last rollout would start a child past the quota, after the run
+            f"n_steps={n_steps!r}: rollouts must end exactly at the run's {episodes * steps} "
+            f"steps ({episodes} children of {steps} steps), so n_steps must divide it; the "
+            f"default is {defaults['n_steps']}"
+        )
     venv = DummyVecEnv([lambda: env])
     model = cls(policy, venv, seed=seed, policy_kwargs=policy_kwargs, **{**defaults, **kwargs})
     return model.learn(total_timesteps=episodes * steps)

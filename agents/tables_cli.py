@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from agents.arguments import positive_int
 from mnms_env.table import TableError, available_tables, load_table, table_dirs
 from mnms_env.table_build import build_tables
 
@@ -33,10 +34,10 @@ def add_tables_parser(commands: Any) -> None:
     add("tasks", nargs="+", help="task names, jsonl:PATH or csv:PATH")
     add("--out", type=Path, required=True, help="table directory (use it as MNMS_TABLE_DIR)")
     add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="child seeds (default 0 1 2)")
-    add("--budget", type=int, default=1, help="training epochs per child (default 1)")
+    add("--budget", type=positive_int, default=1, help="training epochs per child (default 1)")
     add("--device", help="torch device for the children (default: cuda if present, else cpu)")
     add("--store", type=Path, help="results store (default OUT/build.sqlite)")
-    add("--chunk", type=int, default=64, help="children per batched call (default 64)")
+    add("--chunk", type=positive_int, default=64, help="children per batched call (default 64)")
     listing = actions.add_parser("list", help="the tables a search finds, with their tasks")
     listing.add_argument("--table-dir", type=Path, help="a directory searched first")
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from controllers import markdown_table
 
-from agents.cli import distinct, positive_int
+from agents.arguments import distinct, positive_int, seed_int
 from agents.random_search import masked_uniform
 from mnms_env import (
     BatchedEvaluator,
@@ -121,11 +121,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--per-task", type=positive_int, default=100, help="random configs per task"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the config draw")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the config draw")
     parser.add_argument("--budget", type=positive_int, default=2, help="epochs per child")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args(argv)
+    distinct(parser, "--precisions", args.precisions)
     distinct(parser, "--tasks", args.tasks)
     device = resolve_device(args.device)
     requests = random_requests(args.tasks, args.per_task, args.seed, args.budget)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from controllers import markdown_table
 
-from agents.cli import distinct, positive_int
+from agents.arguments import distinct, positive_int
 from agents.tables_cli import build
 from mnms_env.table import Table, table_file
 from mnms_env.table_build import BUILTIN_TABLE_TASKS, DATASET_TABLE_TASKS
@@ -32,10 +32,10 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--datasets", action="store_true", help="the 13 named-dataset tasks")
     parser.add_argument("--out", type=Path, default=Path("runs/tables"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budget", type=int, default=1, help="epochs per child")
+    parser.add_argument("--budget", type=positive_int, default=1, help="epochs per child")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
     parser.add_argument("--store", type=Path, default=None, help="default: OUT/build.sqlite")
-    parser.add_argument("--chunk", type=int, default=64, help="children per batched call")
+    parser.add_argument("--chunk", type=positive_int, default=64, help="children per batched call")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--summary", type=Path, default=None, help="also write a markdown summary of the tables"
@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     )
     args = parser.parse_args(argv)
     distinct(parser, "--tasks", args.tasks)
-    distinct(parser, "--seeds", args.seeds)
     if args.tasks and args.datasets:
         parser.error("pass --tasks or --datasets, not both")
     tasks = args.tasks or list(DATASET_TABLE_TASKS if args.datasets else BUILTIN_TABLE_TASKS)

@@ -34,7 +34,8 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from agents.cli import PAPER_PAIR, distinct, positive_int
+from agents.arguments import distinct, positive_int, seed_int
+from agents.cli import PAPER_PAIR
 from agents.mnms import MNMS, MNMSConfig
 from agents.mnms.checkpoint import HISTORY_INSIDE, checkpoint_state
 from agents.mnms.history import history_path
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add("--tasks", nargs="+", default=list(PAPER_PAIR))
     add("--children", nargs="+", type=positive_int, default=[200, 3000, 20000])
     add("--window", type=positive_int, default=11, help="updates timed at each length")
-    add("--seed", type=int, default=0)
+    add("--seed", type=seed_int, default=0)
     add("--out", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args(argv)
     distinct(parser, "--children", args.children)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.cli import distinct, positive_int
+from agents.arguments import distinct, positive_int, seed_int
 from agents.metrics import area_under_curve, best_so_far, children_to_reach
 from agents.plots import png_figure
 from agents.runner import CONTROLLERS, TRANSFER, History, run_controller
@@ -152,12 +152,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--children-per-task", type=positive_int, default=100, help="children of each task"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--seeds", type=seed_int, nargs="+", default=list(range(10)))
     parser.add_argument("--budget", type=positive_int, default=1)
     parser.add_argument("--backend", choices=BACKENDS, default="table")
     parser.add_argument("--table-dir", type=Path, default=None, help="extra tables")
     parser.add_argument("--out", type=Path, default=Path("runs/controllers"))
     args = parser.parse_args(argv)
+    distinct(parser, "--controllers", args.controllers)
     distinct(parser, "--seeds", args.seeds)
     distinct(parser, "--tasks", args.tasks)
     run = {

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from controllers import markdown_table
 
+from agents.arguments import distinct, seed_int
 from agents.random_search import masked_uniform
 from mnms_env import (
     CachedEvaluator,
@@ -123,11 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", nargs="+", default=["trec", "sst2"])
     parser.add_argument("--heads", type=int, default=20, help="MLP heads per task and encoder")
     parser.add_argument("--budget", type=int, default=5, help="epochs per head")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--time-texts", type=int, default=512, help="texts timed per encoder")
     parser.add_argument("--repeats", type=int, default=3, help="timings per encoder")
     parser.add_argument("--out", type=Path, default=Path("runs/encoders"))
     args = parser.parse_args(argv)
+    distinct(parser, "--tasks", args.tasks)
     args.name = args.name or args.model_dir.resolve().name
     if not FEATURIZERS[BASELINE].available():
         parser.error(f"the baseline {BASELINE!r} needs {FEATURIZERS[BASELINE].install}")

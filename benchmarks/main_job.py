@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from agents.cli import PAPER_PAIR, SearchSettings, positive_int, search
+from agents.arguments import positive_int, seed_int
+from agents.cli import PAPER_PAIR, SearchSettings, search
 from agents.mnms import read_history
 from agents.plots import png_figure
 from mnms_env import (
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(PAPER_PAIR))
     parser.add_argument("--children", type=positive_int, default=SearchSettings.children)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--repeats", type=positive_int, default=1, help="runs of each path")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))

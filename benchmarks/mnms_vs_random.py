@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents import MNMS
-from agents.cli import distinct, positive_int
+from agents.arguments import distinct, positive_int, seed_int
 from agents.plots import png_figure
 from agents.random_search import random_search
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["langid-es", "word-sentiment-en"])
     parser.add_argument("--children", type=positive_int, default=150)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budget", type=positive_int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args(argv)

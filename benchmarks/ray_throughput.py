@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.cli import PAPER_PAIR, positive_int
+from agents.arguments import distinct, positive_int, seed_int
+from agents.cli import PAPER_PAIR
 from agents.plots import png_figure
 from agents.random_search import masked_uniform
 from mnms_env import (
@@ -86,9 +87,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--children-per-task", type=positive_int, default=16)
     parser.add_argument("--workers", type=positive_int, default=2, help="processes, Ray CPUs")
     parser.add_argument("--repeats", type=positive_int, default=2)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the configs drawn")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the configs drawn")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args(argv)
+    distinct(parser, "--tasks", args.tasks)
 
     import ray
 

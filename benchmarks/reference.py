@@ -29,7 +29,7 @@ from pathlib import Path
 from controllers import markdown_table, run_or_load
 from encoders import register_model_dir
 
-from agents.cli import distinct, positive_int
+from agents.arguments import distinct, positive_int, seed_int
 from agents.runner import History
 from mnms_env import (
     CachedEvaluator,
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--children-per-task", type=positive_int, default=60, help="children of each task"
     )
     parser.add_argument("--budget", type=positive_int, default=5, help="epochs per child")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument(
         "--representations",
         nargs="+",

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.cli import positive_int
+from agents.arguments import distinct, positive_int
 from agents.plots import png_figure
 from agents.random_search import masked_uniform
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest, SequentialEvaluator
@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
         help="torch.set_float32_matmul_precision for both evaluators ('high' allows TF32)",
     )
     args = parser.parse_args(argv)
+    distinct(parser, "--ks", args.ks)
+    distinct(parser, "--workloads", args.workloads)
+    distinct(parser, "--precisions", args.precisions)
     torch.set_float32_matmul_precision(args.matmul_precision)
     device = resolve_device(args.device)
     ks = args.ks or ([1, 8, 32, 256, 1024] if device.type == "cuda" else [1, 8, 32])

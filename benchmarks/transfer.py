@@ -56,7 +56,7 @@ from controllers import (
     task_answers,
 )
 
-from agents.cli import distinct, positive_int
+from agents.arguments import distinct, positive_int, seed_int
 from agents.metrics import best_so_far, children_to_reach, speedup
 from agents.mnms import MNMS, MNMSConfig
 from agents.mnms.checkpoint import read_checkpoint
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
     add = parser.add_argument
     add("--pretrain-children-per-task", type=positive_int, help="children of each source task")
     add("--children-per-task", type=positive_int, help="children of each target task")
-    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--seeds", type=seed_int, nargs="+")
     parser.add_argument("--controllers", nargs="+", choices=CONTROLLERS, default=list(CONTROLLERS))
     parser.add_argument("--budget", type=positive_int, default=1, help="epochs per child")
     parser.add_argument("--table-dir", type=Path, default=None, help="extra tables")

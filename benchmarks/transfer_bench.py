@@ -44,7 +44,7 @@ import numpy as np
 from controllers import markdown_table
 from transfer import CONTROLLERS, Suite, differentiation, run_suite, summarise, table_tasks
 
-from agents.cli import distinct, positive_int
+from agents.arguments import distinct, positive_int, seed_int
 from agents.metrics import average_ranks, best_so_far, children_to_reach, incumbent_regret
 from agents.mnms import MNMS
 from agents.plots import png_figure
@@ -179,10 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
     add = parser.add_argument
     add("--tasks", nargs="+", help="default: every shipped task's table there is")
     add("--folds", type=int, default=5, help="K: each task is held out in one of K folds")
-    add("--fold-seed", type=int, default=0, help="seed of the fold split")
+    add("--fold-seed", type=seed_int, default=0, help="seed of the fold split")
     add("--pretrain-children-per-task", type=positive_int, default=500)
     add("--children-per-task", type=positive_int, default=100)
-    add("--seeds", type=int, nargs="+", default=list(range(10)))
+    add("--seeds", type=seed_int, nargs="+", default=list(range(10)))
     add("--controllers", nargs="+", choices=CONTROLLERS, default=list(CONTROLLERS))
     add("--table-dir", type=Path, default=None, help="tables beyond the shipped ones")
     add("--out", type=Path, default=Path("runs/transfer-bench"))

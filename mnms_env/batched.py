@@ -53,11 +53,18 @@ from mnms_env.child import (
     resolve_device,
     result_device,
 )
-from mnms_env.evaluate import Evaluator, TaskLookup, task_features, task_of, train_request
+from mnms_env.evaluate import (
+    Evaluator,
+    TaskLookup,
+    check_lookup,
+    task_features,
+    task_of,
+    train_request,
+)
 from mnms_env.features import PAD, Features
 from mnms_env.records import ChildRequest, ChildResult, is_whole
 from mnms_env.space import ChildConfig
-from mnms_env.stacked_optim import stacked_optimizer
+from mnms_env.stacked_optim import OPTIMIZERS, stacked_optimizer
 from mnms_env.tasks import Task, make_task
 
 
@@ -148,7 +155,7 @@ class BatchedEvaluator(Evaluator):
             )
         self.memory_limit = None if memory_limit is None else int(memory_limit)
         self.precision = check_precision(precision, self.device)
-        self.tasks = tasks
+        self.tasks = check_lookup(tasks)
         if not is_whole(workers) or workers < 0:
             raise ValueError(
                 f"workers must be an int >= 0 (0: train in this process), got {workers!r}"
@@ -284,6 +291,18 @@ def _rule_order(config: ChildConfig) -> tuple[str, float, float]:
 def _train_in_worker(requests: list[ChildRequest], task: Task, precision: str) -> list[ChildResult]:
     """A chunk in a worker process: its features come from the disk cache, which the parent
     filled when it sized the chunk."""
+    for config in {request.config for request in requests}:
+        for kind, name, registry in [
+            ("activation", config.activation, ACTIVATIONS),
+            ("optimizer", config.optimizer, OPTIMIZERS),
+        ]:
+            if name not in registry:  # a spawned worker imports the script afresh
+                raise ValueError(
+                    f"{kind}={name!r} is not registered in the worker process (registered: "
+                    f"{list(registry)}): register it at the top level of your script or of a "
+                    "module it imports, not under `if __name__ == '__main__':`, or train with "
+                    "workers=0"
+                )
     c = requests[0].config
     features = task_features(task, c.representation, c.representation_size)
     return _train_chunk(requests, features, task, torch.device("cpu"), precision)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import operator
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,11 +14,11 @@ from gymnasium import spaces
 from mnms_env import render
 from mnms_env.child import check_precision
 from mnms_env.evaluate import CachedEvaluator, Evaluator, SequentialEvaluator
-from mnms_env.records import Child, ChildRequest, check_budget
+from mnms_env.records import Child, ChildRequest, check_budget, is_whole
 from mnms_env.space import SearchSpace, default_space, missing_package
 from mnms_env.store import ResultStore
 from mnms_env.table import TableError, TableEvaluator
-from mnms_env.tasks import Task, TaskCard, make_task
+from mnms_env.tasks import Task, TaskCard, make_task, task_list
 
 DEFAULT_TASK = "langid-es"
 INVALID_ACTION_MODES = ("raise", "wrap")
@@ -53,15 +52,8 @@ class _MNMSBase(gym.Env):
     ) -> None:
         if task is not None and tasks is not None:
             raise ValueError("pass either task= or tasks=, not both")
-        names = [task] if task is not None else list([DEFAULT_TASK] if tasks is None else tasks)
-        if isinstance(tasks, str):
-            raise TypeError(f"tasks= takes a list of task names, got the string {tasks!r}")
-        not_names = [name for name in names if not isinstance(name, str)]
-        if not_names:
-            raise TypeError(
-                f"a task name is a str, got {type(not_names[0]).__name__} {not_names[0]!r} "
-                f"(tasks {names!r})"
-            )
+        given = [task] if task is not None else [DEFAULT_TASK] if tasks is None else tasks
+        names = list(task_list(given, "tasks="))
         if not names or len(set(names)) != len(names):
             raise ValueError(f"tasks must be a non-empty list of distinct names, got {names!r}")
         if invalid_action not in INVALID_ACTION_MODES:
@@ -69,7 +61,7 @@ class _MNMSBase(gym.Env):
                 f"invalid_action={invalid_action!r}; accepted: {list(INVALID_ACTION_MODES)}"
             )
         if child_seeds is not None:
-            if not isinstance(child_seeds, numbers.Integral) or child_seeds < 1:
+            if not is_whole(child_seeds) or child_seeds < 1:
                 raise ValueError(f"child_seeds must be an int >= 1, got {child_seeds!r}")
             child_seeds = int(child_seeds)
         if next_task is not None and not callable(next_task):

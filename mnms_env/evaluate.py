@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 import torch
@@ -69,6 +69,18 @@ def check_index(i: object, n: int, answered: Container[int], source: str) -> int
         problem = "twice" if is_whole(i) and int(i) in answered else f"outside 0..{n - 1}"
         raise RuntimeError(f"{source} answered request index {i!r} {problem}")
     return int(i)
+
+
+def check_lookup(tasks: object) -> TaskLookup:
+    """An evaluator's `tasks=`, refused at once if it is not callable (a mapping failed only at
+    its first child)."""
+    if not callable(tasks):
+        hint = ": pass its __getitem__" if isinstance(tasks, Mapping) else ""
+        raise TypeError(
+            f"tasks= looks a task up by name (make_task, or a mapping's __getitem__), got "
+            f"{type(tasks).__name__}{hint}"
+        )
+    return tasks
 
 
 def task_of(lookup: TaskLookup, request: ChildRequest) -> Task:
@@ -129,7 +141,7 @@ class SequentialEvaluator(Evaluator):
     ) -> None:
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
-        self.tasks = tasks
+        self.tasks = check_lookup(tasks)
 
     def stream(self, requests: Sequence[ChildRequest]) -> Iterator[tuple[int, ChildResult]]:
         for i, request in enumerate(requests):

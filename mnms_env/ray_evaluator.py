@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from mnms_env.child import check_precision
-from mnms_env.evaluate import Evaluator, SequentialEvaluator, TaskLookup
+from mnms_env.evaluate import Evaluator, SequentialEvaluator, TaskLookup, check_lookup
 from mnms_env.features import MissingExtraError
 from mnms_env.records import ChildRequest, ChildResult, is_whole
 from mnms_env.tasks import Task, make_task, shipped_task
@@ -127,7 +127,7 @@ class RayEvaluator(Evaluator):
         self.num_gpus = _plain(num_gpus)
         self.max_retries = int(max_retries)
         self.precision = check_precision(precision)
-        self.tasks = tasks
+        self.tasks = check_lookup(tasks)
         self.recheck_s = 30.0
         """How long `stream` waits for the next child before checking that the cluster could
         still run one; a wait that could never end then raises instead of hanging."""

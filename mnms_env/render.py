@@ -209,7 +209,9 @@ def layout(scene: Scene) -> list[Box]:
 def _input_box(scene: Scene) -> Box:
     representation = scene.value("representation")
     if representation == UNKNOWN:  # a custom space may choose the size first
-        return "input", f"{UNKNOWN}\n{scene.value('representation_size')} size", 2.0
+        # as chosen: the config holds the size canonical for its default representation (0: raw)
+        size = dict(scene.decisions).get("representation_size", UNKNOWN)
+        return "input", f"{UNKNOWN}\n{size} size", 2.0
     featurizer = FEATURIZERS[representation]
     if not featurizer.sized:
         return "input", f"{representation}\n({'sparse' if featurizer.bag else 'dense'})", 2.0

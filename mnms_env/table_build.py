@@ -21,7 +21,7 @@ import mnms_env
 from mnms_env.batched import BatchedEvaluator, batch_group
 from mnms_env.child import device_name
 from mnms_env.evaluate import CachedEvaluator
-from mnms_env.records import ChildRequest
+from mnms_env.records import ChildRequest, check_budget
 from mnms_env.space import SearchSpace
 from mnms_env.store import ResultStore
 from mnms_env.table import Table, benchmark_space, enumerate_configs, table_file
@@ -141,6 +141,9 @@ def build_tables(
         )
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1 children per batched call, got {chunk}")
+    check_budget(budget)  # before the store is made: a refused build leaves nothing behind
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"tasks repeats a task (its table would be built twice): {list(tasks)}")
     for task in tasks:  # a misspelt last task is named before hours of training the first
         check_task(task)
     evaluator = BatchedEvaluator(device=device)

@@ -10,7 +10,6 @@ are answered from it and skipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -118,18 +117,19 @@ class MNMSVectorEnv(VectorEnv):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Reset every sub-env; an int seed gives sub-env i the seed `seed + i`."""
         self._check_open()
-        if isinstance(seed, bool | str) or not (
-            seed is None or isinstance(seed, Integral | Sequence | np.ndarray)
-        ):
+        if seed is None or is_whole(seed):
+            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        elif (
+            (isinstance(seed, Sequence) and not isinstance(seed, str | bytes))
+            or (isinstance(seed, np.ndarray) and seed.ndim == 1)
+        ) and all(s is None or is_whole(s) for s in seed):  # bools are not seeds
+            seeds = [None if s is None else int(s) for s in seed]
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
+        else:
             raise TypeError(
                 f"seed={seed!r}: accepted are None, an int, or one int (or None) per sub-env"
             )
-        if seed is None or isinstance(seed, Integral):
-            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
-        else:  # numpy ints as ints; anything else goes to the sub-env, which says what it takes
-            seeds = [int(s) if isinstance(s, np.integer) else s for s in seed]
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
         infos: dict[str, Any] = {}
         observations = []
         for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,7 @@ def test_search_and_run_on_the_table_backend(
     assert len(saved["children"]) == 5 and all(c["seconds"] > 0 for c in saved["children"])
     assert "5 children (looked up in the tables)" in capsys.readouterr().out
     for refused, message in [
-        (["--seed", "-1"], "seed must be an int in [0, 2**32), got -1"),
+        (["--seed", "-1"], "--seed: '-1' is not an int in [0, 2**32)"),
         (["--device", "cpu"], "--device cpu: --backend table trains nothing"),
     ]:
         with pytest.raises(SystemExit):
@@ -158,7 +159,7 @@ def test_search_and_run_on_the_table_backend(
     for children, message in [
         ("36", "must be a multiple of 8 (say 40; the run has 24)"),
         ("10", "must be a multiple of 8 (say 24; the run has 24)"),
-        ("-5", "--children is the total to reach, >= 1; got -5"),
+        ("-5", "--children: '-5' is not an int >= 1"),
     ]:
         with pytest.raises(SystemExit):
             main(["search", "--out", str(out), "--resume", "--children", children])
@@ -177,6 +178,28 @@ def test_search_and_run_on_the_table_backend(
     with pytest.raises(SystemExit):  # the flag is named, not the Python argument
         main([*argv[:-5], "--children-per-task", "0", "--out", str(history)])
     assert "--children-per-task: '0' is not an int >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # only the transfer baselines take sources
+        main(["run", "random", *argv[2:], "--out", str(history)])
+    assert "--sources applies to the transfer baselines (portfolio" in capsys.readouterr().err
+
+
+def test_a_table_run_resumes_only_on_the_tables_it_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A resume without the run's MNMS_TABLE_DIR looked its rewards up in the shipped tables."""
+    halved = load_table("wine")
+    replace(halved, val=halved.val * 0.5).save(tmp_path / "tables" / "wine.npz")
+    monkeypatch.setenv("MNMS_TABLE_DIR", str(tmp_path / "tables"))
+    out = str(tmp_path / "run")
+    table = ["search", "--backend", "table", "--tasks", "wine", "digits", "--out", out]
+    assert main([*table, "--children", "8"]) == 0
+    monkeypatch.delenv("MNMS_TABLE_DIR")
+    with pytest.raises(SystemExit):
+        main(["search", "--out", out, "--resume", "--children", "16"])
+    assert "the tables of ['wine'] differ from those this run" in capsys.readouterr().err
+    monkeypatch.setenv("MNMS_TABLE_DIR", str(tmp_path / "tables"))
+    assert main(["search", "--out", out, "--resume", "--children", "16"]) == 0
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["num_children"] == 16
 
 
 def test_a_run_refuses_a_checkpoint_or_settings_file_that_is_not_its_own(
@@ -227,7 +250,7 @@ def test_an_out_a_file_is_in_the_way_of_and_a_huge_seed_are_refused_before_any_w
         ([*search, "--out", "afile/sub"], "--out: afile is a file, not a directory"),
         ([*run, "--out", "folder"], "--out folder is a directory; name the history's JSON file"),
         ([*run, "--out", "afile/h.json"], "--out: afile is a file, not a directory"),
-        ([*search, "--seed", str(2**32), "--out", "s"], "--seed must be an int in [0, 2**32)"),
+        ([*search, "--seed", str(2**32), "--out", "s"], "--seed: '4294967296' is not an int in"),
     ]:
         with pytest.raises(SystemExit):
             main(argv)
@@ -372,5 +395,15 @@ def test_tables_build_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["tables", "list", "--table-dir", str(out)]) == 0
     listed = capsys.readouterr().out
     assert "broken                   not searchable:" in listed and "300 configs x 1" in listed
+    for argv, message in [  # refused by the flag's name, before a store is made
+        (["--seeds", "0", "0"], "seeds must be 0 .. n-1 (each once"),
+        (["--budget", "0"], "--budget: '0' is not an int >= 1"),
+        (["--chunk", "0"], "--chunk: '0' is not an int >= 1"),
+        (["--seeds", "0", "--tasks-again"], "unrecognized arguments: --tasks-again"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(["tables", "build", "wine", "--out", str(tmp_path / "refused"), *argv])
+        assert message in capsys.readouterr().err and not (tmp_path / "refused").exists()
     with pytest.raises(SystemExit):
-        main(["tables", "build", "wine", "--out", str(out), "--seeds", "0", "0"])
+        main(["tables", "build", "wine", "digits", "wine", "--out", str(tmp_path / "refused")])
+    assert "tasks repeats a task" in capsys.readouterr().err

@@ -252,6 +252,7 @@ def test_the_picture_draws_a_text_cnn_and_a_featurizer_without_a_size() -> None:
         (Decision("representation_size", (512,)), Decision("representation", ("word-hash",)))
     )
     assert render.layout(scene(task, size_first, 1))[0][1] == "?\n512 size"
+    assert render.layout(scene(make_task("wine"), size_first, 1))[0][1] == "?\n512 size"
 
 
 def scene(task, space: SearchSpace, decided: int) -> render.Scene:

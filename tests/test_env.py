@@ -261,6 +261,7 @@ def test_default_space_and_flatten_observation() -> None:
     [
         ({"budget": 0}, "budget"),
         ({"budget": 1.5}, "budget"),
+        ({"child_seeds": True}, "child_seeds must be an int >= 1, got True"),
         ({"task": "langid-ez"}, "(?i)did you mean"),
         ({"invalid_action": "clip"}, "invalid_action"),
         ({"task": None, "tasks": "wine"}, "list of task names"),

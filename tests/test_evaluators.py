@@ -152,6 +152,8 @@ def test_trainers_find_tasks_through_the_lookup_they_are_built_with(evaluator_cl
     )
     (reference,) = evaluator_class(device="cpu").evaluate([TRAINED[0]])
     assert 0.0 <= result.val_accuracy <= 1.0 and result.parameters == reference.parameters
+    with pytest.raises(TypeError, match="got dict: pass its __getitem__"):  # not at a child
+        evaluator_class(device="cpu", tasks={"my-wine": mine})
 
 
 def test_a_child_reads_back_what_it_writes_and_names_what_is_missing() -> None:

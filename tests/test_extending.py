@@ -14,6 +14,7 @@ from mnms_env import (
     BatchedEvaluator,
     Child,
     ChildConfig,
+    ChildRequest,
     Decision,
     Featurizer,
     Optimizer,
@@ -132,6 +133,17 @@ def test_a_registered_activation_is_searchable_in_both_trainers(softsign) -> Non
     space = _tiny_space(Decision("activation", ("relu", softsign)))
     child = _episode("wine", space, "activation", softsign)
     assert child["val_accuracy"] > 0.5  # three classes: it learned in one epoch
+
+
+def test_an_option_registered_at_run_time_is_named_by_a_worker_that_lacks_it(softsign) -> None:
+    """A spawned worker imports the script afresh, not this test: it failed with a KeyError."""
+    request = ChildRequest.for_task("wine", ChildConfig("raw", 0, activation=softsign))
+    evaluator = BatchedEvaluator(device="cpu", workers=1)
+    try:
+        with pytest.raises(ValueError, match="activation='softsign' is not registered in the wor"):
+            evaluator.evaluate([request])
+    finally:
+        evaluator.close()
 
 
 def test_a_registered_optimizer_is_searchable_in_both_trainers(adamax) -> None:

@@ -10,6 +10,7 @@ run instead of the suite.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import pickle
 import sys
@@ -402,18 +403,23 @@ def test_the_searcher_suggests_list_parameters_as_lists() -> None:
     assert list(space["widths"][1].categories) == [32, 64]  # the Tuner's own space untouched
 
 
-def test_the_searcher_takes_tunes_properties_and_drops_errored_trials() -> None:
+def test_the_searcher_takes_tunes_properties_and_drops_errored_trials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     searcher = MNMSSearcher({"x": [1, 2]}, config=MNMSConfig(batch_size=2))
     assert searcher.set_search_properties("acc", "max", {"seed": 1})  # constants only: taken
     assert (searcher.metric, searcher.mode) == ("acc", "max")
     assert not searcher.set_search_properties("acc", "max", {"y": tune.choice([1, 2])})
     # a tensor or 0-d array metric (a training loop's habit) is one number, not a failed trial
     results = [{"acc": 0.5}, {"acc": float("nan")}, None, {"acc": torch.tensor(0.75)}]
-    results += [{"acc": np.array(0.25)}, {"acc": "high"}, {"acc": np.float32(0.5)}]
-    for i, result in enumerate(results):
-        searcher.suggest(str(i))
-        searcher.on_trial_complete(str(i), result, error=result is None)
+    results += [{"acc": np.array(0.25)}, {"acc": "high"}, {"acc": np.float32(0.5)}, {"ac": 1}]
+    with caplog.at_level(logging.WARNING, logger="agents.integrations.tune"):
+        for i, result in enumerate(results):
+            searcher.suggest(str(i))
+            searcher.on_trial_complete(str(i), result, error=result is None)
     assert [r.reward for r in searcher.controller.agent.history] == [0.5, 0.75, 0.25, 0.5]
+    dropped = [r.getMessage() for r in caplog.records]  # each failed trial but the errored one
+    assert len(dropped) == 3 and "trial 7 reported no 'acc' (its result has ['ac'])" in dropped[2]
     searcher.on_trial_complete("never-suggested", {"acc": 1.0})  # ignored, with a warning
 
 

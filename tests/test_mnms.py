@@ -7,12 +7,14 @@ per-task optimum is known, so "the controller learned" is asserted, not assumed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -401,11 +403,20 @@ def test_bad_checkpoints_and_settings_are_named(tmp_path: Path) -> None:
         MNMS.load(tmp_path / "bad.pt", make_env(list(DISTINCT), DISTINCT))
     with pytest.raises(ValueError, match="update_epochs must be a whole number, got 1.5"):
         MNMSConfig(update_epochs=1.5)
-    with pytest.raises(ValueError, match="learning_rate must be a number, got 'x'"):
-        MNMSConfig(learning_rate="x")
-    with pytest.raises(ValueError, match="seed must be a non-negative int, got -1"):
-        MNMS(make_env(list(DISTINCT), DISTINCT), seed=-1)
+    refused = [("learning_rate", "x"), ("entropy_coef", math.nan), ("task_init_std", math.inf)]
+    for field, bad in refused:
+        with pytest.raises(ValueError, match=f"{field} must be a finite number, got {bad!r}"):
+            MNMSConfig(**{field: bad})  # NaN and inf failed in the first update, naming neither
+    env = make_env(list(DISTINCT), DISTINCT)
+    for seed in (-1, 2**64):  # 2**64 overflowed in torch's generator
+        with pytest.raises(ValueError, match=rf"seed must be an int in \[0, 2\*\*32\), got {seed}"):
+            MNMS(env, seed=seed)
+    with pytest.raises(TypeError, match=r"config= takes an MNMSConfig, got dict .*\(\*\*config"):
+        MNMS(env, config={"batch_size": 4})
+    with pytest.raises(ValueError, match="children must be an int >= 0, got True"):
+        MNMS(env, seed=0).learn(True)
     assert MNMSConfig(replay=np.True_, batch_size=np.int64(4)) == MNMSConfig(batch_size=4)
+    assert MNMS(env, seed=np.int64(3)).seed == 3  # torch's generator took only a Python int
 
 
 def test_checkpoints_differing_only_in_their_suffix_keep_their_own_histories(
@@ -577,6 +588,13 @@ def test_an_env_that_cannot_describe_its_tasks_keeps_working() -> None:
         envs.close(terminate=True)
     renamed = MNMS(make_env(["langid-es"], RELATED), tasks=["my-langid"])  # names not the env's
     assert renamed.task_descriptors == {}
+    tables = partial(gym.make, "mnms_env:MNMS-v2", tasks=["langid-es", "wine"], backend="table")
+    envs = gym.vector.AsyncVectorEnv([tables] * 2)  # asking it of "es" ended a worker
+    try:
+        with pytest.raises(RuntimeError, match=r"index 1 is 'wi' .*info\['task'\] says 'wine'"):
+            MNMS(envs, seed=0, tasks=["es", "wi"], config=MNMSConfig(batch_size=2)).learn(2)
+    finally:
+        envs.close(terminate=True)
 
 
 def test_transfer_reaches_a_related_task_sooner(tmp_path: Path) -> None:

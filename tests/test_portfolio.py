@@ -107,6 +107,10 @@ def test_children_give_the_ranking_of_their_mean_scores() -> None:
     assert ranking.configs == (B, A, C) and ranking.scores == pytest.approx((1.0, 0.6 / 0.65, 0))
     with pytest.raises(ValueError, match=r"no child of source task\(s\) \['iris'\]"):
         SourceScores.from_children(children, ["wine", "iris"])
+    with pytest.raises(TypeError, match="tasks takes a list of task names, got the string"):
+        SourceScores.from_children(children, "wine")  # the tasks 'w', 'i', 'n', 'e'
+    with pytest.raises(TypeError, match=r"record's .child of an MNMS history\), got str"):
+        SourceScores.from_children(["not a child"], ["wine"])
 
 
 @pytest.mark.parametrize(

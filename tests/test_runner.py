@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from small_space import SMALL
 
-from agents.cli import main
+from agents.cli import SearchSettings, main
 from agents.portfolio import SourceScores
 from agents.runner import (
     CONTROLLERS,
@@ -91,11 +91,16 @@ def test_quota_wrapper_refuses_an_extra_child_and_a_wrong_task() -> None:
 def test_unknown_controller_lists_the_accepted_names() -> None:
     with pytest.raises(ValueError, match="accepted: .*'maskable-ppo'"):
         run("ppo2")
+    for name in ("random", "tpe"):  # a setting they would ignore is refused, as mnms's are
+        with pytest.raises(ValueError, match=rf"controller_kwargs={{'foo': 1}}: '{name}' takes"):
+            run(name, controller_kwargs={"foo": 1})
 
 
 def test_a_single_task_name_as_tasks_is_refused_not_split_into_letters() -> None:
-    with pytest.raises(TypeError, match=r"tasks is a list of task names, .*'wine'.*\['wine'\]"):
+    with pytest.raises(TypeError, match=r"tasks takes a list of task names, .*'wine'.*\['wine'\]"):
         run_controller("random", tasks="wine", children_per_task=1)
+    with pytest.raises(TypeError, match=r"tasks takes a list of task names, .*'wine'"):
+        SearchSettings(tasks="wine")  # what `mnms search` saves and benchmarks/main_job.py makes
 
 
 def test_run_command_writes_the_history(tmp_path: Path) -> None:

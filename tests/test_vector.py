@@ -138,7 +138,8 @@ def test_numpy_seeds_seed_as_ints_and_a_bool_seed_is_refused() -> None:
     tasks = envs.reset(seed=5)[0]["task"].tolist()
     assert envs.reset(seed=np.int64(5))[0]["task"].tolist() == tasks
     assert envs.reset(seed=np.arange(5, 8))[0]["task"].tolist() == tasks
-    for bad in (True, "5", 5.0):
+    assert envs.reset(seed=[5, 6, None])[0]["task"].tolist()[:2] == tasks[:2]
+    for bad in (True, "5", 5.0, [True, False, True], b"abc", np.array(5), [5, 6, 7.0]):
         with pytest.raises(TypeError, match=r"seed=.*accepted are None, an int, or one int"):
             envs.reset(seed=bad)
 

@@ -130,7 +130,15 @@ class MNMSSearcher(Searcher):
             return
         value = None if error or result is None else result.get(self._metric)
         reward = as_reward(value)
-        if reward is None and value is not None:
+        if not error and result is not None and self._metric not in result:
+            logger.warning(
+                "MNMSSearcher: trial %s reported no %r (its result has %s); it is dropped as a "
+                "failed trial",
+                trial_id,
+                self._metric,
+                sorted(result),
+            )
+        elif reward is None and value is not None:
             logger.warning(
                 "MNMSSearcher: trial %s reported %s=%r (%s), not one finite number; it is "
                 "dropped as a failed trial",

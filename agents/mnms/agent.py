@@ -78,8 +78,13 @@ class MNMS:
         seed: int = 0,
         tasks: Sequence[str] | None = None,
     ) -> None:
-        if not is_whole(seed) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if not is_whole(seed) or not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+        if config is not None and not isinstance(config, MNMSConfig):
+            raise TypeError(
+                f"config= takes an MNMSConfig, got {type(config).__name__} {config!r}"
+                + (": say MNMSConfig(**config)" if isinstance(config, dict) else "")
+            )
         self.config = config if config is not None else MNMSConfig()
         self.seed = int(seed)
         self.envs = as_vector_env(env)
@@ -88,7 +93,7 @@ class MNMS:
         self.sizes = tuple(int(n) - 1 for n in observation["decisions"].nvec)
         self.num_actions = int(self.envs.single_action_space.n)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(self.seed)
             self.policy = Controller(
                 self.sizes, self.num_actions, len(self.task_names), self.config
             )
@@ -96,8 +101,8 @@ class MNMS:
         """None: every weight trains. A tuple (a `freeze=True` transfer): only these tasks'
         embeddings train; every other weight is frozen."""
         self.optimizer = self._make_optimizer()
-        self.generator = torch.Generator().manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.rng = np.random.default_rng(self.seed)
         self.baselines: dict[str, float] = {}
         self.replay = ReplayBank(self.config.replay_capacity)
         self.task_masks: dict[str, np.ndarray] = {}
@@ -129,8 +134,9 @@ class MNMS:
         its last round). With `checkpoint`, the whole agent is saved after every update, so a
         killed run resumes with `MNMS.load(checkpoint, env).learn(remaining)`. `callback` is
         called after each update (and checkpoint)."""
-        if not isinstance(children, int) or children < 0:
+        if not is_whole(children) or children < 0:
             raise ValueError(f"children must be an int >= 0, got {children!r}")
+        children = int(children)
         target = self.num_children + children
         while self.num_children < target:
             episodes = self._collect(min(self.config.batch_size, target - self.num_children))

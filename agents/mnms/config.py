@@ -2,6 +2,7 @@
 
 from __future__ import annotations  # the field kind check reads annotations as strings
 
+import math
 import numbers
 from dataclasses import dataclass, fields
 
@@ -13,7 +14,7 @@ them."""
 
 _KINDS = {  # a config field's annotation: (accepted values, stored as, what an error says)
     "int": (numbers.Integral, int, "a whole number"),
-    "float": (numbers.Real, float, "a number"),
+    "float": (numbers.Real, float, "a finite number"),
     "bool": ((bool, np.bool_), bool, "True or False"),
 }
 
@@ -67,7 +68,8 @@ class MNMSConfig:
             value = getattr(self, f.name)
             accepted, cast, wanted = _KINDS[f.type]
             is_bool = isinstance(value, bool | np.bool_)
-            if not isinstance(value, accepted) or is_bool != (f.type == "bool"):
+            finite = f.type != "float" or (isinstance(value, accepted) and math.isfinite(value))
+            if not isinstance(value, accepted) or is_bool != (f.type == "bool") or not finite:
                 raise ValueError(f"MNMSConfig.{f.name} must be {wanted}, got {value!r}")
             object.__setattr__(self, f.name, cast(value))
         positive = (

@@ -70,17 +70,19 @@ def env_task_names(envs: VectorEnv, given: Sequence[str] | None) -> tuple[tuple[
 def env_masks(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Each named task's `(decisions, max_options)` masks, from an env that tells them without an
     episode (`masks_of(task)`, as the MNMS envs do)."""
+    own, named = env_task_names(envs, None)
+    unknown = [name for name in names if named and name not in own]
+    wrong = f"the env does not know tasks {unknown or list(names)} by these names (its own: {own})"
+    if unknown:  # not asked: an AsyncVectorEnv's worker would die of the error
+        raise ValueError(f"{wrong}; name them as the env does")
     try:
         return {name: np.asarray(_ask(envs, "masks_of", name)) for name in names}
     except AttributeError as error:
         raise ValueError(
             f"the env cannot tell a task's masks before its first episode (no masks_of): {error}"
         ) from error
-    except ValueError as error:  # MNMSEnv.masks_of of a name it does not know
-        raise ValueError(
-            f"the env does not know tasks {list(names)} by these names (its own: "
-            f"{env_task_names(envs, None)[0]}); name them as the env does: {error}"
-        ) from error
+    except ValueError as error:  # an env without task_names that does not know a name
+        raise ValueError(f"{wrong}; name them as the env does: {error}") from error
 
 
 def _given(env: gym.Env) -> gym.Env:
@@ -94,11 +96,14 @@ def env_descriptors(envs: VectorEnv, names: Sequence[str]) -> dict[str, np.ndarr
     every task of an env that cannot tell."""
     if not _has(envs, "card_of"):
         return {}
+    own, named = env_task_names(envs, None)
     found = {}
     for name in names:
+        if named and name not in own:  # the env calls it otherwise (`tasks=`): nothing to ask
+            continue  # (asking would kill an AsyncVectorEnv's worker with the error)
         try:
             descriptor = _ask(envs, "card_of", name).descriptor
-        except ValueError:  # the env calls the task otherwise (`tasks=`): nothing to tell
+        except ValueError:  # an env without task_names that does not know the name
             continue
         if descriptor is not None:
             found[name] = descriptor

@@ -45,6 +45,7 @@ __all__ = [
     "TaskError",
     "TaskInfo",
     "check_task",
+    "task_list",
     "data_at_hand",
     "encode_labels",
     "list_tasks",
@@ -214,6 +215,23 @@ def shipped_task(name: str) -> bool:
     any process with the package (and `MNMS_DATA_DIR`, for a named dataset) builds alike. A
     task registered at run time, or a file path, is this process's alone."""
     return name in _SHIPPED and _REGISTRY.get(name) is _SHIPPED[name]
+
+
+def task_list(tasks: object, what: str = "tasks") -> tuple[str, ...]:
+    """`tasks` as a tuple of names. A single string is refused (`tuple("wine")` would be the
+    tasks "w", "i", "n", "e"), and so is a name that is not a str."""
+    if isinstance(tasks, str):
+        raise TypeError(
+            f"{what} takes a list of task names, got the string {tasks!r}: say [{tasks!r}]"
+        )
+    names = tuple(tasks)  # type: ignore[call-overload]
+    not_names = [name for name in names if not isinstance(name, str)]
+    if not_names:
+        raise TypeError(
+            f"a task name is a str, got {type(not_names[0]).__name__} {not_names[0]!r} "
+            f"({what} {list(names)!r})"
+        )
+    return names
 
 
 def check_task(name: str) -> None:
