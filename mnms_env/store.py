@@ -62,7 +62,13 @@ class ResultStore:
             self._use_wal()
             with self._connect() as db:
                 db.execute(SCHEMA)
-        except (FileExistsError, NotADirectoryError, sqlite3.DatabaseError) as err:
+        except (
+            FileExistsError,
+            FileNotFoundError,  # a folder that cannot be made (`/proc/x`)
+            NotADirectoryError,
+            PermissionError,
+            sqlite3.DatabaseError,
+        ) as err:
             if isinstance(err, sqlite3.DatabaseError) and "readonly" in str(err):
                 raise ValueError(  # SQLite writes beside even a store it only reads (WAL)
                     f"results store {self.path}: this process cannot write it ({err}); a "
@@ -73,9 +79,10 @@ class ResultStore:
                 words in str(err) for words in ("not a database", "unable to open")
             ):
                 raise  # a locked or failing disk, not a wrong path
+            default = "" if path is not None else " (the default store: $MNMS_CACHE_DIR's)"
             raise ValueError(
-                f"results store {self.path}: cannot open it as an SQLite file ({err}); pass "
-                "the path of a new or existing results store in a folder this process may "
+                f"results store {self.path}{default}: cannot open it as an SQLite file ({err}); "
+                "pass the path of a new or existing results store in a folder this process may "
                 "write"
             ) from err
 

@@ -297,6 +297,8 @@ def available_tables(table_dir: str | Path | None = None) -> list[str]:
 def load_table(task: str, table_dir: str | Path | None = None) -> Table:
     """The table of `task` (first found in `table_dirs`). Where the task's data is on this
     machine, a table built from other data warns; it is never needed."""
+    if not isinstance(task, str):
+        raise TypeError(f"a task name is a str, got {type(task).__name__} {task!r}")
     for directory in table_dirs(table_dir):
         path = table_file(directory, task)
         if path.exists():

@@ -417,6 +417,10 @@ def test_bad_checkpoints_and_settings_are_named(tmp_path: Path) -> None:
         MNMS(env, seed=0).learn(True)
     assert MNMSConfig(replay=np.True_, batch_size=np.int64(4)) == MNMSConfig(batch_size=4)
     assert MNMS(env, seed=np.int64(3)).seed == 3  # torch's generator took only a Python int
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError, match="folder is a directory; a checkpoint is a file"):
+        MNMS(env).save(tmp_path / "folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt", "folder"]  # nothing beside
 
 
 def test_checkpoints_differing_only_in_their_suffix_keep_their_own_histories(

@@ -252,6 +252,8 @@ def test_table_backend_rejects_what_it_cannot_honour(tmp_path) -> None:
     untabled = _tiny_text_task(tmp_path / "data")  # a task no table was built for
     with pytest.raises(TableError, match=f"no table for task '{untabled}'.*mnms tables build"):
         gym.make("mnms_env:MNMS-v2", task=untabled, backend="table", table_dir=tmp_path)
+    with pytest.raises(TypeError, match="a task name is a str, got int 3"):  # failed in quote
+        load_table(3)
     with pytest.raises(ValueError, match="accepted: \\['train', 'table'\\]"):
         gym.make("mnms_env:MNMS-v2", task="wine", backend="lookup")
     missing = tmp_path / "tabels"  # misspelt: once searched our shipped tables silently

@@ -171,6 +171,8 @@ def write_checkpoint(agent: MNMS, path: str | Path, *, extra: dict[str, Any] | N
     checkpoint, nor one whose history is missing.
     """
     path = Path(path)
+    if path.is_dir():  # refused before the history file and the .partial are written beside it
+        raise IsADirectoryError(f"{path} is a directory; a checkpoint is a file: say {path}.pt")
     path.parent.mkdir(parents=True, exist_ok=True)
     history_file, saved = history_path(path), agent.last_checkpoint
     if saved is not None and saved.appends_to(path, len(agent.history)):
