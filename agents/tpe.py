@@ -57,7 +57,17 @@ def tpe_search(
     for name, trials in (first_trials or {}).items():
         if name not in studies:
             raise ValueError(f"first_trials names task {name!r}, not one of {list(names)}")
-        for indices in trials:
+        masks = base.masks_of(name)
+        for k, indices in enumerate(trials):
+            indices = [int(i) for i in indices]
+            if len(indices) != len(base.space) or not all(
+                0 <= i < masks.shape[1] and masks[step, i] for step, i in enumerate(indices)
+            ):
+                valid = [np.flatnonzero(row).tolist() for row in masks]
+                raise ValueError(
+                    f"first_trials[{name!r}][{k}] = {indices}: a trial is one valid option index "
+                    f"per decision of {list(base.space.names)}; valid for {name!r}: {valid}"
+                )
             studies[name].enqueue_trial(dict(zip(base.space.names, indices, strict=True)))
     history = []
     for episode in range(children_per_task * len(names)):

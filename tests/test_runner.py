@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import runpy
 from pathlib import Path
 
@@ -70,6 +71,13 @@ def test_tpe_search_keeps_one_study_per_task() -> None:
     history, studies = tpe_search(env, 2, seed=1)
     assert [c["task"] for c in history] == list(TASKS) * 2
     assert {name: len(s.trials) for name, s in studies.items()} == dict.fromkeys(TASKS, 2)
+    history, _ = tpe_search(env, 1, seed=1, first_trials={"wine": [[2, 1, 0, 1, 0]]})
+    assert (
+        history[0]["config"]["hidden_layers"] == 1 and history[0]["config"]["learning_rate"] == 0.03
+    )
+    for bad in ([0, 0, 0, 0, 0], [2, 0, 0]):  # char-hash is no tabular option; too short
+        with pytest.raises(ValueError, match=re.escape(f"first_trials['wine'][0] = {bad}: a")):
+            tpe_search(env, 1, first_trials={"wine": [bad]})
 
 
 def test_quota_wrapper_refuses_an_extra_child_and_a_wrong_task() -> None:
