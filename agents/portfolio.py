@@ -35,7 +35,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.random_search import masked_uniform
+from agents.random_search import masked_uniform, play_episode
 from agents.tpe import tpe_search
 from mnms_env import Child, ChildConfig, SearchSpace, Table
 from mnms_env.space import SpaceError
@@ -289,13 +289,14 @@ def _search(
                 f"{episode // len(names)} children; children_per_task={children_per_task} is "
                 "more than it holds"
             )
-        env.reset(seed=seed + episode, options={"task": name})
-        for action in base.space.encode(config):
-            _, _, terminated, truncated, info = env.step(action)
-        if truncated or not terminated or "child" not in info:
-            raise RuntimeError("an MNMS-v2 episode ends after its last decision with info['child']")
-        history.append(info["child"])
+        follow = _following(base.space.encode(config))
+        history.append(play_episode(env, follow, seed=seed + episode, task=name)[0])
     return history
+
+
+def _following(actions: Sequence[int]) -> Callable[[int, np.ndarray], int]:
+    """An episode's choices that are `actions`, one per step."""
+    return lambda step, _: actions[step]
 
 
 def portfolio_search(

@@ -6,6 +6,7 @@ The simplest baseline a controller must beat. It uses only the Gymnasium API (th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -20,6 +21,29 @@ def masked_uniform(mask: np.ndarray, rng: np.random.Generator) -> int:
     return int(rng.choice(valid))
 
 
+def play_episode(
+    env: gym.Env,
+    choose: Callable[[int, np.ndarray], int],
+    *,
+    seed: int,
+    task: str | None = None,
+) -> tuple[dict[str, Any], float]:
+    """One MNMS-v2 episode, reset with `seed` (and `task`, else the env draws one), each
+    decision's option `choose(step, action_mask)`: the child it designed (`info["child"]`) and
+    the reward of its last step (a reward wrapper's, if any). The one episode loop of the
+    search baselines (random, TPE, the portfolios)."""
+    _, info = env.reset(seed=seed, options=None if task is None else {"task": task})
+    step, terminated, reward = 0, False, 0.0
+    while not terminated:
+        _, reward, terminated, truncated, info = env.step(choose(step, info["action_mask"]))
+        if truncated:
+            raise RuntimeError("MNMS episodes never truncate; is this an MNMS-v2 env?")
+        step += 1
+    if "child" not in info:
+        raise RuntimeError("an MNMS-v2 episode ends after its last decision with info['child']")
+    return info["child"], float(reward)
+
+
 def random_search(
     env: gym.Env, children: int, *, seed: int = 0, task: str | None = None
 ) -> list[dict[str, Any]]:
@@ -30,14 +54,7 @@ def random_search(
     if children < 0:
         raise ValueError(f"children must be >= 0, got {children}")
     rng = np.random.default_rng(seed)
-    options = {"task": task} if task is not None else None
-    history = []
-    for episode in range(children):
-        _, info = env.reset(seed=seed + episode, options=options)
-        terminated = False
-        while not terminated:
-            _, _, terminated, truncated, info = env.step(masked_uniform(info["action_mask"], rng))
-            if truncated:
-                raise RuntimeError("MNMS episodes never truncate; is this an MNMS-v2 env?")
-        history.append(info["child"])
-    return history
+    return [
+        play_episode(env, lambda _, mask: masked_uniform(mask, rng), seed=seed + e, task=task)[0]
+        for e in range(children)
+    ]

@@ -13,11 +13,14 @@ history, studies = tpe_search(env, 50, seed=0)  # 50 children of each task
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from agents.random_search import play_episode
+from mnms_env import SearchSpace
 
 
 def tpe_search(
@@ -72,22 +75,16 @@ def tpe_search(
     history = []
     for episode in range(children_per_task * len(names)):
         name = names[episode % len(names)]
-        env.reset(seed=seed + episode, options={"task": name})
-        masks = base.task_masks()  # (decisions, max_options) for this episode's task
-        study = studies[name]
-        trial = study.ask()
-        terminated, reward, info = False, 0.0, {}
-        for step, decision in enumerate(base.space.decisions):
-            valid = np.flatnonzero(masks[step]).tolist()
-            action = trial.suggest_categorical(decision.name, valid)
-            _, reward, terminated, truncated, info = env.step(action)
-            if truncated:
-                raise RuntimeError("MNMS episodes never truncate; is this an MNMS-v2 env?")
-        if not terminated or "child" not in info:
-            raise RuntimeError(
-                f"the episode did not end after {len(base.space)} decisions with info['child']; "
-                "tpe_search needs an MNMS-v2 env"
-            )
-        study.tell(trial, float(reward))
-        history.append(info["child"])
+        trial = studies[name].ask()
+        choose = _suggesting(trial, base.space)
+        child, reward = play_episode(env, choose, seed=seed + episode, task=name)
+        studies[name].tell(trial, reward)
+        history.append(child)
     return history, studies
+
+
+def _suggesting(trial: Any, space: SearchSpace) -> Callable[[int, np.ndarray], int]:
+    """An episode's choices asked of `trial`: each decision categorical over its valid options."""
+    return lambda step, mask: trial.suggest_categorical(
+        space.decisions[step].name, np.flatnonzero(mask).tolist()
+    )
