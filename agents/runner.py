@@ -130,7 +130,7 @@ class ChildQuota(gym.Wrapper):
         self, env: gym.Env, children_per_task: int, tasks: Sequence[str] | None = None
     ) -> None:
         super().__init__(env)
-        self.schedule = tuple(tasks) if tasks is not None else tuple(env.unwrapped.task_names)
+        self.schedule = task_list(tasks) if tasks is not None else tuple(env.unwrapped.task_names)
         self.children_per_task = check_children_per_task(children_per_task)
         self.records: list[Child] = []
 
@@ -281,7 +281,7 @@ class RoundRobin:
     episode more raises `QuotaSpent`."""
 
     def __init__(self, tasks: Sequence[str], children_per_task: int) -> None:
-        self.tasks, self.total, self.started = tuple(tasks), children_per_task * len(tasks), 0
+        self.tasks, self.total, self.started = task_list(tasks), children_per_task * len(tasks), 0
 
     def __call__(self) -> str:
         if self.started >= self.total:

@@ -29,6 +29,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.mnms import unbatch_info
+from mnms_env.records import is_whole
 
 
 class SB3VecEnv(VecEnv):
@@ -238,7 +239,7 @@ def sb3_learn(
             cls, policy = RecurrentPPO, "MlpLstmPolicy"
             env = gym.wrappers.FlattenObservation(env)
     n_steps = kwargs.get("n_steps")
-    if algo != "dqn" and n_steps is not None and (episodes * steps) % n_steps:
+    if algo != "dqn" and is_whole(n_steps) and n_steps > 0 and (episodes * steps) % n_steps:
         raise ValueError(  # the last rollout would start a child past the quota, after the run
             f"n_steps={n_steps!r}: rollouts must end exactly at the run's {episodes * steps} "
             f"steps ({episodes} children of {steps} steps), so n_steps must divide it; the "

@@ -21,6 +21,7 @@ import numpy as np
 
 from agents.random_search import play_episode
 from mnms_env import SearchSpace
+from mnms_env.tasks import task_list
 
 
 def tpe_search(
@@ -46,7 +47,7 @@ def tpe_search(
     if children_per_task < 0:
         raise ValueError(f"children_per_task must be >= 0, got {children_per_task}")
     base = env.unwrapped
-    names = tuple(tasks) if tasks is not None else tuple(base.task_names)
+    names = task_list(tasks) if tasks is not None else tuple(base.task_names)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seeds = np.random.SeedSequence(seed).generate_state(len(names))
     studies = {

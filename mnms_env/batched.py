@@ -61,7 +61,7 @@ from mnms_env.evaluate import (
     task_of,
     train_request,
 )
-from mnms_env.features import PAD, Features
+from mnms_env.features import FEATURIZERS, PAD, Features
 from mnms_env.records import ChildRequest, ChildResult, is_whole
 from mnms_env.space import ChildConfig
 from mnms_env.stacked_optim import OPTIMIZERS, stacked_optimizer
@@ -295,6 +295,7 @@ def _train_in_worker(requests: list[ChildRequest], task: Task, precision: str) -
         for kind, name, registry in [
             ("activation", config.activation, ACTIVATIONS),
             ("optimizer", config.optimizer, OPTIMIZERS),
+            ("representation", config.representation, FEATURIZERS),
         ]:
             if name not in registry:  # a spawned worker imports the script afresh
                 raise ValueError(

@@ -9,6 +9,7 @@ result when two processes happen to train the same child.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -79,7 +80,13 @@ class ResultStore:
                 words in str(err) for words in ("not a database", "unable to open")
             ):
                 raise  # a locked or failing disk, not a wrong path
-            default = "" if path is not None else " (the default store: $MNMS_CACHE_DIR's)"
+            default = (
+                ""
+                if path is not None
+                else " (the default store, in $MNMS_CACHE_DIR)"
+                if os.environ.get("MNMS_CACHE_DIR")
+                else " (the default store; set MNMS_CACHE_DIR for another folder)"
+            )
             raise ValueError(
                 f"results store {self.path}{default}: cannot open it as an SQLite file ({err}); "
                 "pass the path of a new or existing results store in a folder this process may "

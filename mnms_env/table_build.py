@@ -25,7 +25,7 @@ from mnms_env.records import ChildRequest, check_budget
 from mnms_env.space import SearchSpace
 from mnms_env.store import ResultStore
 from mnms_env.table import Table, benchmark_space, enumerate_configs, table_file
-from mnms_env.tasks import check_task, make_task
+from mnms_env.tasks import check_task, make_task, task_list
 
 BUILTIN_TABLE_TASKS = (
     "wine",
@@ -142,6 +142,7 @@ def build_tables(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1 children per batched call, got {chunk}")
     check_budget(budget)  # before the store is made: a refused build leaves nothing behind
+    tasks = task_list(tasks)
     if len(set(tasks)) != len(tasks):
         raise ValueError(f"tasks repeats a task (its table would be built twice): {list(tasks)}")
     for task in tasks:  # a misspelt last task is named before hours of training the first

@@ -21,6 +21,7 @@ from agents.cli import main
 from agents.mnms.checkpoint import read_checkpoint
 from agents.portfolio import SourceScores
 from mnms_env import BatchedEvaluator, ChildConfig, Decision, ResultStore, SearchSpace, load_table
+from mnms_env.table_build import build_tables
 
 TINY_SPACE = SearchSpace(
     (
@@ -407,3 +408,5 @@ def test_tables_build_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit):
         main(["tables", "build", "wine", "digits", "wine", "--out", str(tmp_path / "refused")])
     assert "tasks repeats a task" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="tasks takes a list of task names, got the string"):
+        build_tables("digits", tmp_path / "refused")  # it named the tasks 'd', 'i', 'g', ...

@@ -135,13 +135,19 @@ def test_a_registered_activation_is_searchable_in_both_trainers(softsign) -> Non
     assert child["val_accuracy"] > 0.5  # three classes: it learned in one epoch
 
 
-def test_an_option_registered_at_run_time_is_named_by_a_worker_that_lacks_it(softsign) -> None:
-    """A spawned worker imports the script afresh, not this test: it failed with a KeyError."""
-    request = ChildRequest.for_task("wine", ChildConfig("raw", 0, activation=softsign))
+def test_an_option_registered_at_run_time_is_named_by_a_worker_that_lacks_it(
+    softsign, char_counts
+) -> None:
+    """A spawned worker imports the script afresh, not this test: it failed with a KeyError
+    (an activation) or as if the user had not registered it (a featurizer)."""
     evaluator = BatchedEvaluator(device="cpu", workers=1)
     try:
-        with pytest.raises(ValueError, match="activation='softsign' is not registered in the wor"):
-            evaluator.evaluate([request])
+        for task, config, named in [
+            ("wine", ChildConfig("raw", 0, activation=softsign), "activation='softsign'"),
+            ("langid-es", ChildConfig(char_counts, 0), "representation='char-count'"),
+        ]:
+            with pytest.raises(ValueError, match=f"{named} is not registered in the worker"):
+                evaluator.evaluate([ChildRequest.for_task(task, config)])
     finally:
         evaluator.close()
 

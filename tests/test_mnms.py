@@ -403,14 +403,17 @@ def test_bad_checkpoints_and_settings_are_named(tmp_path: Path) -> None:
         MNMS.load(tmp_path / "bad.pt", make_env(list(DISTINCT), DISTINCT))
     with pytest.raises(ValueError, match="update_epochs must be a whole number, got 1.5"):
         MNMSConfig(update_epochs=1.5)
-    refused = [("learning_rate", "x"), ("entropy_coef", math.nan), ("task_init_std", math.inf)]
-    for field, bad in refused:
+    with pytest.raises(ValueError, match="learning_rate must be a number, got 'x'"):
+        MNMSConfig(learning_rate="x")
+    for field, bad in [("entropy_coef", math.nan), ("task_init_std", math.inf)]:
         with pytest.raises(ValueError, match=f"{field} must be a finite number, got {bad!r}"):
-            MNMSConfig(**{field: bad})  # NaN and inf failed in the first update, naming neither
+            MNMSConfig(**{field: bad})  # they failed in the first update, naming neither
     env = make_env(list(DISTINCT), DISTINCT)
     for seed in (-1, 2**64):  # 2**64 overflowed in torch's generator
-        with pytest.raises(ValueError, match=rf"seed must be an int in \[0, 2\*\*32\), got {seed}"):
+        with pytest.raises(ValueError, match=rf"seed must be an int in \[0, 2\*\*64\), got {seed}"):
             MNMS(env, seed=seed)
+    assert MNMS(env, seed=2**64 - 1).seed == 2**64 - 1
+    assert MNMSConfig(max_grad_norm=math.inf).max_grad_norm == math.inf  # no clipping
     with pytest.raises(TypeError, match=r"config= takes an MNMSConfig, got dict .*\(\*\*config"):
         MNMS(env, config={"batch_size": 4})
     with pytest.raises(ValueError, match="children must be an int >= 0, got True"):
@@ -420,6 +423,8 @@ def test_bad_checkpoints_and_settings_are_named(tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
     with pytest.raises(IsADirectoryError, match="folder is a directory; a checkpoint is a file"):
         MNMS(env).save(tmp_path / "folder")
+    with pytest.raises(IsADirectoryError, match="folder' is a directory, not a file"):
+        MNMS(env).learn(2, checkpoint=tmp_path / "folder")  # before an update's children
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt", "folder"]  # nothing beside
 
 

@@ -75,6 +75,8 @@ def test_tpe_search_keeps_one_study_per_task() -> None:
     assert (
         history[0]["config"]["hidden_layers"] == 1 and history[0]["config"]["learning_rate"] == 0.03
     )
+    with pytest.raises(TypeError, match="tasks takes a list of task names, got the string"):
+        tpe_search(env, 1, tasks="wine")
     for bad in ([0, 0, 0, 0, 0], [2, 0, 0]):  # char-hash is no tabular option; too short
         with pytest.raises(ValueError, match=re.escape(f"first_trials['wine'][0] = {bad}: a")):
             tpe_search(env, 1, first_trials={"wine": [bad]})

@@ -93,3 +93,5 @@ def test_sb3_learn_refuses_an_env_that_raises_on_unmasked_actions() -> None:
     assert sb3_learn("ppo", valid, 2) is not None  # no action is invalid: nothing to wrap
     with pytest.raises(ValueError, match=r"n_steps=3: rollouts must end exactly at the run's 4"):
         sb3_learn("ppo", valid, 2, n_steps=3)  # it failed with QuotaSpent after every child
+    with pytest.raises(AssertionError, match="n_steps"):  # SB3's own check, not a modulo by 0
+        sb3_learn("ppo", valid, 2, n_steps=0)

@@ -119,7 +119,7 @@ def test_a_path_that_is_not_a_store_is_named(tmp_path: Path) -> None:
     for path in (tmp_path, tmp_path / "notes.txt"):
         with pytest.raises(ValueError, match=f"results store {path}: cannot open"):
             ResultStore(path)
-    with pytest.raises(ValueError, match=r"nope/results.sqlite \(the default store: \$MNMS_CAC"):
+    with pytest.raises(ValueError, match=r"nope/results.sqlite \(the default store, in \$MNMS_"):
         with pytest.MonkeyPatch.context() as patch:  # a folder that cannot be made
             patch.setenv("MNMS_CACHE_DIR", str(tmp_path / "notes.txt" / "nope"))
             ResultStore()

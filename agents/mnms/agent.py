@@ -78,8 +78,8 @@ class MNMS:
         seed: int = 0,
         tasks: Sequence[str] | None = None,
     ) -> None:
-        if not is_whole(seed) or not 0 <= seed < 2**32:
-            raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+        if not is_whole(seed) or not 0 <= seed < 2**64:  # what torch's generator takes
+            raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
         if config is not None and not isinstance(config, MNMSConfig):
             raise TypeError(
                 f"config= takes an MNMSConfig, got {type(config).__name__} {config!r}"
@@ -136,6 +136,8 @@ class MNMS:
         called after each update (and checkpoint)."""
         if not is_whole(children) or children < 0:
             raise ValueError(f"children must be an int >= 0, got {children!r}")
+        if checkpoint is not None and Path(checkpoint).is_dir():  # before an update's work
+            raise IsADirectoryError(f"checkpoint={str(checkpoint)!r} is a directory, not a file")
         children = int(children)
         target = self.num_children + children
         while self.num_children < target:

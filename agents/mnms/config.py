@@ -14,7 +14,7 @@ them."""
 
 _KINDS = {  # a config field's annotation: (accepted values, stored as, what an error says)
     "int": (numbers.Integral, int, "a whole number"),
-    "float": (numbers.Real, float, "a finite number"),
+    "float": (numbers.Real, float, "a number"),
     "bool": ((bool, np.bool_), bool, "True or False"),
 }
 
@@ -68,10 +68,12 @@ class MNMSConfig:
             value = getattr(self, f.name)
             accepted, cast, wanted = _KINDS[f.type]
             is_bool = isinstance(value, bool | np.bool_)
-            finite = f.type != "float" or (isinstance(value, accepted) and math.isfinite(value))
-            if not isinstance(value, accepted) or is_bool != (f.type == "bool") or not finite:
+            if not isinstance(value, accepted) or is_bool != (f.type == "bool"):
                 raise ValueError(f"MNMSConfig.{f.name} must be {wanted}, got {value!r}")
             object.__setattr__(self, f.name, cast(value))
+            unbounded = f.name == "max_grad_norm" and value == math.inf  # inf: no clipping
+            if f.type == "float" and not (math.isfinite(value) or unbounded):
+                raise ValueError(f"MNMSConfig.{f.name} must be a finite number, got {value!r}")
         positive = (
             "decision_embedding",
             "task_embedding",
