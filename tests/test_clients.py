@@ -116,8 +116,11 @@ def run_scenario(code: str) -> str:
     The scenario runs in its own session so that hung workers are killed with it."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    env["PYTHONUNBUFFERED"] = "1"  # what a hung scenario printed reaches the failure message
+    # and so do its threads' stacks, dumped shortly before the limit
+    stacks = f"import faulthandler\nfaulthandler.dump_traceback_later({SCENARIO_SECONDS - 20})\n"
     process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(WARM_PARENT) + textwrap.dedent(code)],
+        [sys.executable, "-c", stacks + textwrap.dedent(WARM_PARENT) + textwrap.dedent(code)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
