@@ -404,6 +404,10 @@ INTERRUPTED_THEN_CLOSED_SCENARIO = """
 import os, signal, threading
 from mnms_env import BatchedEvaluator, ChildConfig, ChildRequest
 
+# Ctrl-C raises KeyboardInterrupt, also where the suite runs as a shell's background job (which
+# starts with SIGINT ignored: the child then trained on and the scenario hung)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 config = ChildConfig("raw", 0, hidden_layers=2, width=64, batch_size=16)
 endless = ChildRequest.for_task("digits", config, budget=100_000)  # hours of training
 evaluator = BatchedEvaluator(device="cpu", workers=1)
