@@ -35,7 +35,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.random_search import masked_uniform, play_episode
+from agents.random_search import episode_tasks, masked_uniform, play_episode
 from agents.tpe import tpe_search
 from mnms_env import Child, ChildConfig, SearchSpace, Table
 from mnms_env.space import SpaceError
@@ -269,7 +269,7 @@ def _search(
     (`space.encode`) of its task's next config from `order` (over the source task nearest
     each task, with `nearest`: `SourceScores.nearest`); each episode's `info["child"]`."""
     base = env.unwrapped
-    names = task_list(tasks) if tasks is not None else tuple(base.task_names)
+    names = episode_tasks(env, tasks)
     modality = {task.name: task.modality for task in base.tasks}
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(names))]
     plans = {}
@@ -353,7 +353,7 @@ def tpe_warm_search(
     if not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be an int >= 1 (top=0 is plain tpe), got {top!r}")
     base = env.unwrapped
-    names = task_list(tasks) if tasks is not None else tuple(base.task_names)
+    names = episode_tasks(env, tasks)
     modality = {task.name: task.modality for task in base.tasks}
     first = {
         name: [

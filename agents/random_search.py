@@ -6,11 +6,13 @@ The simplest baseline a controller must beat. It uses only the Gymnasium API (th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from mnms_env.tasks import task_list
 
 
 def masked_uniform(mask: np.ndarray, rng: np.random.Generator) -> int:
@@ -19,6 +21,11 @@ def masked_uniform(mask: np.ndarray, rng: np.random.Generator) -> int:
     if len(valid) == 0:
         raise ValueError("the action mask marks no action valid")
     return int(rng.choice(valid))
+
+
+def episode_tasks(env: gym.Env, tasks: Sequence[str] | None) -> tuple[str, ...]:
+    """The tasks a search takes turns over: `tasks` (a list, not one string), else the env's."""
+    return task_list(tasks) if tasks is not None else tuple(env.unwrapped.task_names)
 
 
 def play_episode(

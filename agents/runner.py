@@ -30,6 +30,7 @@ from typing import Any
 import gymnasium as gym
 
 from agents.portfolio import SEARCHES, SourceScores
+from agents.random_search import episode_tasks
 from mnms_env import Child
 from mnms_env.records import check_budget, is_whole
 from mnms_env.tasks import task_list
@@ -130,7 +131,7 @@ class ChildQuota(gym.Wrapper):
         self, env: gym.Env, children_per_task: int, tasks: Sequence[str] | None = None
     ) -> None:
         super().__init__(env)
-        self.schedule = task_list(tasks) if tasks is not None else tuple(env.unwrapped.task_names)
+        self.schedule = episode_tasks(env, tasks)
         self.children_per_task = check_children_per_task(children_per_task)
         self.records: list[Child] = []
 

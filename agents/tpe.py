@@ -19,9 +19,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.random_search import play_episode
+from agents.random_search import episode_tasks, play_episode
 from mnms_env import SearchSpace
-from mnms_env.tasks import task_list
 
 
 def tpe_search(
@@ -47,7 +46,7 @@ def tpe_search(
     if children_per_task < 0:
         raise ValueError(f"children_per_task must be >= 0, got {children_per_task}")
     base = env.unwrapped
-    names = task_list(tasks) if tasks is not None else tuple(base.task_names)
+    names = episode_tasks(env, tasks)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seeds = np.random.SeedSequence(seed).generate_state(len(names))
     studies = {
