@@ -10,7 +10,9 @@ repeat is kept (noise on a shared machine only slows a run down) and the JSON ke
 - `sequential`: `SequentialEvaluator`, one child after another (torch's default threads);
 - `batched`: `BatchedEvaluator` in this process;
 - `batched, N workers`: the same in N CPU processes (what `mnms search` does on N cores);
-- `ray, N workers`: `RayEvaluator` on a local cluster of N CPUs, one child per worker at a time.
+- `ray, N workers`: `RayEvaluator` on a local cluster of N CPUs, one child per worker at a time
+  (always a new one: a running cluster, `$RAY_ADDRESS` or the address file a `ray start` left
+  in /tmp/ray would not have the N CPUs this measures).
 On a GPU the batched path trains there, and Ray runs one GPU worker (`num_gpus=1`).
 
 Ray's overhead per child is what a child costs beyond its own training: (wall time x workers -
@@ -99,7 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     requests = requests_for(tuple(args.tasks), args.children_per_task, args.seed)
     groups = {(r.task, r.config.representation, r.config.representation_size): r for r in requests}
     warm_up = [replace(r, seed=r.seed + 1) for r in groups.values()]
-    ray.init(num_cpus=args.workers, num_gpus=1 if gpu else 0, include_dashboard=False)
+    ray.init(
+        address="local", num_cpus=args.workers, num_gpus=1 if gpu else 0, include_dashboard=False
+    )
     ray_path = "ray, 1 GPU worker" if gpu else f"ray, {args.workers} workers"
     paths: dict[str, Evaluator] = {
         "sequential": SequentialEvaluator(device=device),

@@ -325,7 +325,10 @@ def test_transfer_from_a_single_source_task(tmp_path) -> None:
     assert "| representation | raw | 100% |" in text and "Total-variation" not in text
 
 
-def test_ray_throughput_times_every_trainer_on_the_same_requests(tmp_path) -> None:
+def test_ray_throughput_times_every_trainer_on_the_same_requests(tmp_path, monkeypatch) -> None:
+    # its own cluster of --workers CPUs, even where an address names another (CI once had an
+    # address file a cluster left in /tmp/ray: Ray refused num_cpus for it)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
     argv = ["--tasks", "wine", "--children-per-task", "2", "--repeats", "2", "--out", str(tmp_path)]
     report = ray_throughput.main(argv)
     paths = ["sequential", "batched", "ray, 2 workers", "batched, 2 workers"]
